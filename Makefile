@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`. Each creates what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_HOME ?= $(CURDIR)/.cei-demo
+
+.PHONY: demo test lint typecheck unit system-deps bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+## demo: launch plans/three-tier.yml on the embedded local cloud, show it, tear it down
+demo: $(STAMP)
+	CEI_HOME=$(DEMO_HOME) scripts/demo.sh $(BIN)/cei
+
+## test: lint, type-check and run every test against real parts (installs sshd and RabbitMQ when root)
+test: $(STAMP) system-deps lint typecheck
+	$(BIN)/pytest -q -rfEs
+
+lint: $(STAMP)
+	$(BIN)/ruff check launchplan tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+system-deps:
+	scripts/system-deps.sh
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,3 @@
+"""cei: launch plans for clouds."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""Error types every layer raises, each carrying the exit status the CLI maps it to.
+
+Exit statuses are a contract (docs/commands.md): 1 failure, 2 usage or invalid plan,
+3 timeout, 4 teardown incomplete, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+EXIT_TEARDOWN_INCOMPLETE = 4
+EXIT_INTERRUPTED = 130
+
+
+class CeiError(Exception):
+    """Base of every error cei reports to a user; never shown as a traceback."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(CeiError):
+    """Bad command-line input: a malformed --var, a missing file, an unknown run."""
+
+    exit_code = EXIT_USAGE
+
+
+class PlanError(UsageError):
+    """An invalid plan; the message names the file, line and column when they are known."""
+
+    def __init__(
+        self,
+        message: str,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        super().__init__(self.location_prefix() + message)
+
+    def location_prefix(self) -> str:
+        if not self.file:
+            return ""
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return where + ": "
+
+
+class RunExistsError(UsageError):
+    """A run of that name already exists (a second launch of it is refused)."""
+
+
+class RunLockedError(UsageError):
+    """Another cei process is changing this run right now."""
+
+
+class UnknownRunError(UsageError):
+    """No run of that name in the store."""
+
+
+class StepTimeout(CeiError):
+    """A step (create, SSH, boot, ready, ...) ran past its timeout."""
+
+    exit_code = EXIT_TIMEOUT
+
+
+class ProviderError(CeiError):
+    """A cloud API refused or failed; `transient` says a retry may succeed."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class RemoteError(CeiError):
+    """Something failed on the SSH path to a node."""
+
+
+class HostKeyMismatch(RemoteError):
+    """The node answered with a host key other than the one cei pinned for it."""
+
+
+class SSHUnavailable(RemoteError):
+    """The node's SSH did not answer (or refused authentication) within the allowed time."""
+
+
+class CommandTimeout(StepTimeout):
+    """A program on a node ran past its timeout and was stopped."""
