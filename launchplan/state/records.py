@@ -1,0 +1,130 @@
+"""The rows of the state store as plain dataclasses, with their JSON columns already decoded.
+
+Records are frozen: change a node through `Store.update_node` (or `dataclasses.replace` and
+`Store.save_node`) so that what the caller holds never silently diverges from the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Run statuses the engine moves a run through.
+RUN_LAUNCHING = "launching"
+RUN_READY = "ready"
+RUN_FAILED = "failed"
+RUN_INTERRUPTED = "interrupted"
+RUN_TERMINATING = "terminating"
+RUN_TERMINATED = "terminated"
+RUN_TEARDOWN_INCOMPLETE = "teardown-incomplete"
+RUN_STATUSES = frozenset(
+    {
+        RUN_LAUNCHING,
+        RUN_READY,
+        RUN_FAILED,
+        RUN_INTERRUPTED,
+        RUN_TERMINATING,
+        RUN_TERMINATED,
+        RUN_TEARDOWN_INCOMPLETE,
+    }
+)
+
+# Node states of the engine's node state machine.
+NODE_PENDING = "pending"
+NODE_CREATING = "creating"
+NODE_BOOTING = "booting"
+NODE_CONTEXTUALIZING = "contextualizing"
+NODE_READY = "ready"
+NODE_FAILED = "failed"
+NODE_TERMINATING = "terminating"
+NODE_TERMINATED = "terminated"
+NODE_STATES = frozenset(
+    {
+        NODE_PENDING,
+        NODE_CREATING,
+        NODE_BOOTING,
+        NODE_CONTEXTUALIZING,
+        NODE_READY,
+        NODE_FAILED,
+        NODE_TERMINATING,
+        NODE_TERMINATED,
+    }
+)
+
+# Resource states. A resource starts as an intent (committed before the provider is called),
+# becomes "created" once its id is known, then takes the provider's states (running, ...).
+RESOURCE_INTENT = "intent"
+RESOURCE_CREATED = "created"
+RESOURCE_TERMINATED = "terminated"
+# The provider confirmed that nothing exists for this intent (create failed before any id).
+RESOURCE_NOT_CREATED = "not-created"
+# States in which a resource no longer exists in the cloud; any other state counts as live.
+RESOURCE_GONE_STATES = frozenset({RESOURCE_TERMINATED, RESOURCE_NOT_CREATED})
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One launch of a plan under a run name."""
+
+    name: str
+    plan: str
+    plan_path: str
+    status: str
+    created: str
+    updated: str
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """What cei knows about one node of a run: where it is, how to reach it, how far it got."""
+
+    run: str
+    node: str
+    service: str
+    index: int
+    level: int
+    level_name: str
+    driver: str
+    cloud: dict[str, Any] = field(default_factory=dict)
+    state: str = NODE_PENDING
+    resource_id: str | None = None
+    token: str | None = None
+    address: str | None = None
+    port: int | None = None
+    hostname: str | None = None
+    ssh_user: str | None = None
+    ssh_key: str | None = None
+    host_key: str | None = None
+    host_key_fingerprint: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    programs: dict[str, Any] = field(default_factory=dict)
+    last_error: str | None = None
+    updated: str = ""
+
+
+@dataclass(frozen=True)
+class ResourceRecord:
+    """A cloud resource the run created (or meant to create); kept after teardown for audit."""
+
+    id: int
+    run: str
+    node: str
+    driver: str
+    cloud: dict[str, Any]
+    token: str
+    resource_id: str | None
+    state: str
+    created: str
+    updated: str
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One entry of a run's append-only history; `seq` increases by one per event of a run."""
+
+    run: str
+    seq: int
+    time: str
+    kind: str
+    node: str | None
+    data: dict[str, Any]

@@ -1,0 +1,664 @@
+"""The SQLite state store under $CEI_HOME: runs, nodes, resources, events and run locks.
+
+Several cei processes (launch, status, terminate from other shells) share one database, so it
+runs in WAL mode with a busy timeout and every write is a short transaction committed at once.
+Within a process one connection is shared by the engine's worker threads behind a lock.
+Nothing secret is ever written: every dict is scrubbed before it is encoded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from launchplan.errors import (
+    CeiError,
+    RunExistsError,
+    RunLockedError,
+    UnknownRunError,
+    UsageError,
+)
+from launchplan.state.records import (
+    NODE_STATES,
+    RESOURCE_CREATED,
+    RESOURCE_GONE_STATES,
+    RESOURCE_INTENT,
+    RUN_LAUNCHING,
+    RUN_STATUSES,
+    EventRecord,
+    NodeRecord,
+    ResourceRecord,
+    RunRecord,
+)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+DB_NAME = "cei.db"
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+# Key fragments that mark a secret in any dict cei stores (matched on the lower-cased key).
+_SECRET_FRAGMENTS = ("credential", "secret", "password", "passwd", "private_key", "session_token")
+# In a cloud profile, tokens are credentials too (session tokens, API tokens).
+_CLOUD_SECRET_FRAGMENTS = (*_SECRET_FRAGMENTS, "token")
+_PRIVATE_KEY_MARK = "PRIVATE KEY-----"
+_REDACTED_KEY = "<private key redacted>"
+
+
+def default_home() -> Path:
+    """Where the store lives: $CEI_HOME, or ~/.cei (the contract of ARCHITECTURE.md)."""
+    configured = os.environ.get("CEI_HOME")
+    return Path(configured).expanduser() if configured else Path.home() / ".cei"
+
+
+def scrub_secrets(value: Any, *, cloud: bool = False) -> Any:
+    """Return `value` with every secret-named key dropped and private keys' text redacted.
+
+    `cloud=True` also drops token-like keys, which in a cloud profile are credentials; other
+    dicts keep theirs (a resource's idempotency token is not a secret). A dict under a key
+    named "cloud" (say, in an event's data) is scrubbed as a cloud profile.
+    """
+    fragments = _CLOUD_SECRET_FRAGMENTS if cloud else _SECRET_FRAGMENTS
+    if isinstance(value, dict):
+        return {
+            key: scrub_secrets(item, cloud=cloud or str(key).lower() == "cloud")
+            for key, item in value.items()
+            if not any(fragment in str(key).lower() for fragment in fragments)
+        }
+    if isinstance(value, (list, tuple)):
+        return [scrub_secrets(item, cloud=cloud) for item in value]
+    if isinstance(value, str) and _PRIVATE_KEY_MARK in value:
+        return _REDACTED_KEY
+    return value
+
+
+def _encode(value: dict[str, Any] | None, *, cloud: bool = False) -> str:
+    return json.dumps(scrub_secrets(dict(value or {}), cloud=cloud), sort_keys=True, default=str)
+
+
+def _decode(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    decoded = json.loads(text)
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _ensure_private_dir(path: Path) -> None:
+    """Create `path` 0700, or tighten it back to 0700 when it exists with a looser mode."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        path.chmod(0o700)
+
+
+def _ensure_private_file(path: Path) -> None:
+    """Create `path` 0600 before SQLite opens it (SQLite gives -wal/-shm the db's mode)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    if path.stat().st_mode & 0o777 != 0o600:
+        path.chmod(0o600)
+
+
+def process_starttime(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot (/proc/PID/stat field 22), None if gone.
+
+    Together with the pid it identifies a process across pid reuse. A zombie counts as gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    after_comm = text.rpartition(")")[2].split()
+    # after_comm[0] is field 3 (state); field 22 (starttime) is therefore index 19.
+    if len(after_comm) < 20 or after_comm[0] in ("Z", "X"):
+        return None
+    return int(after_comm[19])
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _holder_alive(pid: int, starttime: int | None) -> bool:
+    """True if the process that took a lock still runs (same pid and same start time)."""
+    if os.path.exists("/proc/self/stat"):
+        current = process_starttime(pid)
+        return current is not None and (starttime is None or current == starttime)
+    return _process_alive(pid)
+
+
+def _create_schema_v1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE runs (
+            name TEXT PRIMARY KEY,
+            plan TEXT NOT NULL,
+            plan_path TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL)"""
+    )
+    conn.execute(
+        """CREATE TABLE nodes (
+            run TEXT NOT NULL,
+            node TEXT NOT NULL,
+            service TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            level INTEGER NOT NULL,
+            level_name TEXT NOT NULL,
+            driver TEXT NOT NULL,
+            cloud TEXT NOT NULL,
+            state TEXT NOT NULL,
+            resource_id TEXT,
+            token TEXT,
+            address TEXT,
+            port INTEGER,
+            hostname TEXT,
+            ssh_user TEXT,
+            ssh_key TEXT,
+            host_key TEXT,
+            host_key_fingerprint TEXT,
+            outputs TEXT NOT NULL,
+            programs TEXT NOT NULL,
+            last_error TEXT,
+            updated TEXT NOT NULL,
+            PRIMARY KEY (run, node))"""
+    )
+    conn.execute(
+        """CREATE TABLE resources (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run TEXT NOT NULL,
+            node TEXT NOT NULL,
+            driver TEXT NOT NULL,
+            cloud TEXT NOT NULL,
+            token TEXT NOT NULL,
+            resource_id TEXT,
+            state TEXT NOT NULL,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL)"""
+    )
+    conn.execute("CREATE INDEX resources_run ON resources (run, resource_id)")
+    conn.execute(
+        """CREATE TABLE events (
+            run TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            time TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            node TEXT,
+            data TEXT NOT NULL,
+            PRIMARY KEY (run, seq))"""
+    )
+    conn.execute(
+        """CREATE TABLE locks (
+            run TEXT PRIMARY KEY,
+            pid INTEGER NOT NULL,
+            starttime INTEGER,
+            host TEXT NOT NULL,
+            acquired TEXT NOT NULL)"""
+    )
+
+
+# MIGRATIONS[v] brings a database at user_version v to v + 1 (0 is an empty database).
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_schema_v1}
+
+# Columns of `nodes` in NodeRecord field order ("index" is an SQL keyword, stored as idx).
+_NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
+_NODE_COLUMNS = tuple("idx" if name == "index" else name for name in _NODE_FIELDS)
+_NODE_JSON = {"cloud", "outputs", "programs"}
+_NODE_UPDATABLE = frozenset(_NODE_FIELDS) - {"run", "node", "updated"}
+
+# Locks held by this process, per (database, run): nested locked() calls only count.
+_held_locks: dict[tuple[str, str], int] = {}
+_held_guard = threading.Lock()
+
+
+class Store:
+    """The state store at `home` (created 0700 with cei.db and runs/)."""
+
+    def __init__(self, home: Path | str) -> None:
+        self.home = Path(home).expanduser()
+        _ensure_private_dir(self.home)
+        _ensure_private_dir(self.home / "runs")
+        self._host = socket.gethostname()
+        self.db_path = self.home / DB_NAME
+        _ensure_private_file(self.db_path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            str(self.db_path),
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._migrate()
+        self._tighten_db_files()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (the WAL is checkpointed by SQLite when the last one closes)."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction, taking SQLite's write lock at once, committed on exit."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._conn.execute(sql, params))
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise CeiError(
+                    f"{self.db_path} has schema version {version}, newer than this cei "
+                    f"understands ({SCHEMA_VERSION}); upgrade cei"
+                )
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](conn)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
+
+    def _tighten_db_files(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            path = self.db_path.with_name(DB_NAME + suffix)
+            try:
+                if path.stat().st_mode & 0o777 != 0o600:
+                    path.chmod(0o600)
+            except FileNotFoundError:
+                continue
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def run_dir(self, run: str) -> Path:
+        """The run's private directory for logs and local nodes (created 0700)."""
+        _check_run_name(run)
+        path = self.home / "runs" / run
+        _ensure_private_dir(path)
+        return path
+
+    def create_run(self, name: str, plan_name: str, plan_path: str | Path) -> RunRecord:
+        """Record a new run in status `launching`; a name already in use is refused."""
+        _check_run_name(name)
+        now = _now()
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone():
+                raise RunExistsError(
+                    f"a run named {name!r} already exists (see `cei status {name}`; "
+                    f"terminate it first or choose another name)"
+                )
+            conn.execute(
+                "INSERT INTO runs (name, plan, plan_path, status, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, plan_name, str(plan_path), RUN_LAUNCHING, now, now),
+            )
+        return RunRecord(name, plan_name, str(plan_path), RUN_LAUNCHING, now, now)
+
+    def find_run(self, name: str) -> RunRecord | None:
+        """The run named `name`, or None."""
+        rows = self._read("SELECT * FROM runs WHERE name = ?", (name,))
+        return _run_record(rows[0]) if rows else None
+
+    def get_run(self, name: str) -> RunRecord:
+        """The run named `name`; UnknownRunError suggests close names and `cei list`."""
+        record = self.find_run(name)
+        if record is not None:
+            return record
+        import difflib  # only on this error path
+
+        names = [row["name"] for row in self._read("SELECT name FROM runs")]
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownRunError(f"no run named {name!r}{hint} (`cei list` shows every run)")
+
+    def list_runs(self) -> list[RunRecord]:
+        """Every run, oldest first."""
+        return [_run_record(r) for r in self._read("SELECT * FROM runs ORDER BY created, name")]
+
+    def set_run_status(self, name: str, status: str) -> None:
+        """Move a run to `status` (one of records.RUN_STATUSES)."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET status = ?, updated = ? WHERE name = ?", (status, _now(), name)
+            )
+        if cursor.rowcount == 0:
+            self.get_run(name)
+
+    def delete_run(self, name: str) -> None:
+        """Forget a finished run (rows and run directory) so that its name can be reused.
+
+        Refused while any resource of the run may still exist in a cloud, and while another
+        live process holds the run's lock.
+        """
+        self.get_run(name)
+        with self._write() as conn:
+            live = [
+                row["resource_id"] or f"intent {row['id']} of {row['node']}"
+                for row in conn.execute(
+                    "SELECT id, node, resource_id, state FROM resources WHERE run = ? ORDER BY id",
+                    (name,),
+                )
+                if row["state"] not in RESOURCE_GONE_STATES
+            ]
+            if live:
+                raise UsageError(
+                    f"run {name!r} still has resources that may exist: {', '.join(live)}; "
+                    f"run `cei terminate {name}` first"
+                )
+            holder = conn.execute("SELECT * FROM locks WHERE run = ?", (name,)).fetchone()
+            if holder is not None and not self._held_by_me(holder):
+                self._refuse_if_live(name, holder)
+            for table, column in (
+                ("events", "run"),
+                ("resources", "run"),
+                ("nodes", "run"),
+                ("runs", "name"),
+            ):
+                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
+        _remove_tree(self.home / "runs" / name)
+
+    # -- locks ----------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Hold the run's lock for the with-block; nested use within this process is fine.
+
+        RunLockedError if another live process holds it; a lock left by a dead process (or
+        by a pid since reused, told apart by its start time) is taken over.
+        """
+        key = (str(self.db_path.resolve()), name)
+        with _held_guard:
+            nested = _held_locks.get(key, 0) > 0
+            if nested:
+                _held_locks[key] += 1
+        if not nested:
+            self._acquire(name)
+            with _held_guard:
+                _held_locks[key] = _held_locks.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held_locks[key] -= 1
+                last = _held_locks[key] == 0
+                if last:
+                    del _held_locks[key]
+            if last:
+                self._release(name)
+
+    def _held_by_me(self, row: sqlite3.Row) -> bool:
+        return bool(
+            row["pid"] == os.getpid()
+            and row["host"] == self._host
+            and row["starttime"] == process_starttime(os.getpid())
+        )
+
+    def _refuse_if_live(self, name: str, row: sqlite3.Row) -> None:
+        if row["host"] != self._host:
+            raise RunLockedError(
+                f"run {name!r} is locked by pid {row['pid']} on host {row['host']!r} "
+                f"since {row['acquired']}"
+            )
+        if _holder_alive(row["pid"], row["starttime"]):
+            raise RunLockedError(
+                f"run {name!r} is being changed by another cei process (pid {row['pid']}, "
+                f"since {row['acquired']}); wait for it or stop it"
+            )
+
+    def _acquire(self, name: str) -> None:
+        me = os.getpid()
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM locks WHERE run = ?", (name,)).fetchone()
+            if row is not None and not self._held_by_me(row):
+                self._refuse_if_live(name, row)
+            conn.execute("DELETE FROM locks WHERE run = ?", (name,))
+            conn.execute(
+                "INSERT INTO locks (run, pid, starttime, host, acquired) VALUES (?, ?, ?, ?, ?)",
+                (name, me, process_starttime(me), self._host, _now()),
+            )
+
+    def _release(self, name: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM locks WHERE run = ? AND pid = ? AND host = ?",
+                (name, os.getpid(), self._host),
+            )
+
+    # -- nodes ----------------------------------------------------------------------------
+
+    def save_node(self, record: NodeRecord) -> NodeRecord:
+        """Insert or replace the node (by run and node name); returns it as stored."""
+        if record.state not in NODE_STATES:
+            raise ValueError(f"unknown node state {record.state!r}")
+        values = []
+        for name in _NODE_FIELDS:
+            value = getattr(record, name)
+            if name in _NODE_JSON:
+                value = _encode(value, cloud=name == "cloud")
+            elif name == "updated":
+                value = _now()
+            values.append(value)
+        columns = ", ".join(_NODE_COLUMNS)
+        marks = ", ".join("?" for _ in _NODE_COLUMNS)
+        assignments = ", ".join(
+            f"{c} = excluded.{c}" for c in _NODE_COLUMNS if c not in ("run", "node")
+        )
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO nodes ({columns}) VALUES ({marks}) "
+                f"ON CONFLICT (run, node) DO UPDATE SET {assignments}",
+                values,
+            )
+        return self.get_node(record.run, record.node)
+
+    def update_node(self, run: str, node: str, **changes: Any) -> NodeRecord:
+        """Change some fields of a stored node; unknown field names raise ValueError."""
+        unknown = sorted(set(changes) - _NODE_UPDATABLE)
+        if unknown:
+            raise ValueError(f"unknown node field(s): {', '.join(unknown)}")
+        if "state" in changes and changes["state"] not in NODE_STATES:
+            raise ValueError(f"unknown node state {changes['state']!r}")
+        assignments = ["updated = ?"]
+        values: list[Any] = [_now()]
+        for name, value in changes.items():
+            assignments.append(f"{'idx' if name == 'index' else name} = ?")
+            values.append(_encode(value, cloud=name == "cloud") if name in _NODE_JSON else value)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE nodes SET {', '.join(assignments)} WHERE run = ? AND node = ?",
+                (*values, run, node),
+            )
+        if cursor.rowcount == 0:
+            raise KeyError(f"no node {node!r} in run {run!r}")
+        return self.get_node(run, node)
+
+    def nodes(self, run: str) -> list[NodeRecord]:
+        """The run's nodes in launch order (level, service, index)."""
+        rows = self._read(
+            "SELECT * FROM nodes WHERE run = ? ORDER BY level, service, idx, node", (run,)
+        )
+        return [_node_record(row) for row in rows]
+
+    def get_node(self, run: str, node: str) -> NodeRecord:
+        """One node of a run; KeyError when the run has no such node."""
+        rows = self._read("SELECT * FROM nodes WHERE run = ? AND node = ?", (run, node))
+        if not rows:
+            raise KeyError(f"no node {node!r} in run {run!r}")
+        return _node_record(rows[0])
+
+    # -- resources ------------------------------------------------------------------------
+
+    def record_intent(
+        self, run: str, node: str, provider: str, cloud: dict[str, Any], token: str
+    ) -> int:
+        """Commit that `node` is about to be created with idempotency `token`; returns its id.
+
+        Committed before returning, so a crash during the provider call still leaves a trace
+        that terminate can follow (find by token/tag).
+        """
+        now = _now()
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO resources (run, node, driver, cloud, token, resource_id, state, "
+                "created, updated) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+                (run, node, provider, _encode(cloud, cloud=True), token, RESOURCE_INTENT, now, now),
+            )
+        intent_id = cursor.lastrowid
+        assert intent_id is not None
+        return intent_id
+
+    def record_resource_id(self, intent_id: int, resource_id: str) -> None:
+        """Attach the cloud's id to an intent as soon as the provider returns it."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE resources SET resource_id = ?, updated = ?, "
+                "state = CASE WHEN state = ? THEN ? ELSE state END WHERE id = ?",
+                (resource_id, _now(), RESOURCE_INTENT, RESOURCE_CREATED, intent_id),
+            )
+        if cursor.rowcount == 0:
+            raise KeyError(f"no resource intent {intent_id}")
+
+    def set_intent_state(self, intent_id: int, state: str) -> None:
+        """Close an intent that never got an id (e.g. "not-created" after a sweep found nothing)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE resources SET state = ?, updated = ? WHERE id = ?",
+                (state, _now(), intent_id),
+            )
+        if cursor.rowcount == 0:
+            raise KeyError(f"no resource intent {intent_id}")
+
+    def set_resource_state(self, run: str, resource_id: str, state: str) -> None:
+        """Record the state of a resource the cloud reported (e.g. running, terminated)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE resources SET state = ?, updated = ? WHERE run = ? AND resource_id = ?",
+                (state, _now(), run, resource_id),
+            )
+        if cursor.rowcount == 0:
+            raise KeyError(f"no resource {resource_id!r} in run {run!r}")
+
+    def resources(self, run: str) -> list[ResourceRecord]:
+        """Every resource the run ever created or meant to create, in creation order."""
+        rows = self._read("SELECT * FROM resources WHERE run = ? ORDER BY id", (run,))
+        return [
+            ResourceRecord(
+                id=row["id"],
+                run=row["run"],
+                node=row["node"],
+                driver=row["driver"],
+                cloud=_decode(row["cloud"]),
+                token=row["token"],
+                resource_id=row["resource_id"],
+                state=row["state"],
+                created=row["created"],
+                updated=row["updated"],
+            )
+            for row in rows
+        ]
+
+    # -- events ---------------------------------------------------------------------------
+
+    def append_event(
+        self, run: str, kind: str, node: str | None, data: dict[str, Any]
+    ) -> EventRecord:
+        """Append to the run's history with the next sequence number."""
+        encoded = _encode(data)
+        now = _now()
+        with self._write() as conn:
+            seq = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run = ?", (run,)
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO events (run, seq, time, kind, node, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (run, seq, now, kind, node, encoded),
+            )
+        return EventRecord(run, seq, now, kind, node, _decode(encoded))
+
+    def events(self, run: str, after: int = 0) -> list[EventRecord]:
+        """The run's events in order; `after` skips those up to that seq (for following)."""
+        rows = self._read(
+            "SELECT * FROM events WHERE run = ? AND seq > ? ORDER BY seq", (run, after)
+        )
+        return [
+            EventRecord(
+                row["run"], row["seq"], row["time"], row["kind"], row["node"], _decode(row["data"])
+            )
+            for row in rows
+        ]
+
+
+def _check_run_name(name: str) -> None:
+    if not _RUN_NAME.fullmatch(name):
+        raise UsageError(
+            f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' "
+            f"(starting with a letter or digit, at most 128 characters)"
+        )
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a run directory; symlinks inside are removed, never followed."""
+    import shutil  # only when a run is deleted
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+
+
+def _run_record(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        name=row["name"],
+        plan=row["plan"],
+        plan_path=row["plan_path"],
+        status=row["status"],
+        created=row["created"],
+        updated=row["updated"],
+    )
+
+
+def _node_record(row: sqlite3.Row) -> NodeRecord:
+    values: dict[str, Any] = {}
+    for name, column in zip(_NODE_FIELDS, _NODE_COLUMNS, strict=True):
+        value = row[column]
+        values[name] = _decode(value) if name in _NODE_JSON else value
+    return NodeRecord(**values)

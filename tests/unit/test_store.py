@@ -1,0 +1,582 @@
+"""The SQLite state store: file modes, WAL, round trips, locks across processes, no secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import select
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+import launchplan
+from launchplan.errors import (
+    CeiError,
+    RunExistsError,
+    RunLockedError,
+    UnknownRunError,
+    UsageError,
+)
+from launchplan.state import (
+    EventRecord,
+    NodeRecord,
+    ResourceRecord,
+    RunRecord,
+    Store,
+    default_home,
+    scrub_secrets,
+)
+from launchplan.state.store import MIGRATIONS, SCHEMA_VERSION, process_starttime
+
+REPO_ROOT = Path(launchplan.__file__).resolve().parents[1]
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def make_node(run: str = "r1", node: str = "web-0", **changes: object) -> NodeRecord:
+    base = NodeRecord(
+        run=run,
+        node=node,
+        service="web",
+        index=0,
+        level=1,
+        level_name="front",
+        driver="local",
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(cei_home: Path):
+    with Store(cei_home) as opened:
+        yield opened
+
+
+def lock_rows(home: Path) -> list[tuple]:
+    conn = sqlite3.connect(str(home / "cei.db"))
+    try:
+        return list(conn.execute("SELECT run, pid, starttime, host FROM locks"))
+    finally:
+        conn.close()
+
+
+# -- files and database ----------------------------------------------------------------------
+
+
+def test_home_db_and_run_dirs_are_private(store: Store, cei_home: Path) -> None:
+    store.create_run("r1", "demo", "/plans/demo.yml")  # a write, so the WAL files exist
+    run_dir = store.run_dir("r1")
+    assert run_dir == cei_home / "runs" / "r1"
+    assert mode(cei_home) == 0o700
+    assert mode(cei_home / "runs") == 0o700
+    assert mode(run_dir) == 0o700
+    db_files = [cei_home / name for name in ("cei.db", "cei.db-wal", "cei.db-shm")]
+    assert all(path.exists() for path in db_files)
+    assert [mode(path) for path in db_files] == [0o600, 0o600, 0o600]
+
+
+def test_loose_home_and_db_are_tightened(tmp_path: Path) -> None:
+    home = tmp_path / "loose"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    (home / "cei.db").touch()
+    (home / "cei.db").chmod(0o644)
+    Store(home).close()
+    assert mode(home) == 0o700
+    assert mode(home / "cei.db") == 0o600
+
+
+def test_wal_mode_busy_timeout_and_schema_version(store: Store, cei_home: Path) -> None:
+    conn = sqlite3.connect(str(cei_home / "cei.db"))
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+    assert {"runs", "nodes", "resources", "events", "locks"} <= tables
+    assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    assert set(MIGRATIONS) == set(range(SCHEMA_VERSION))
+
+
+def test_reopening_keeps_data(cei_home: Path) -> None:
+    with Store(cei_home) as first:
+        first.create_run("r1", "demo", "demo.yml")
+    with Store(cei_home) as second:
+        assert second.get_run("r1").plan == "demo"
+
+
+def test_newer_schema_is_refused(cei_home: Path) -> None:
+    Store(cei_home).close()
+    conn = sqlite3.connect(str(cei_home / "cei.db"))
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(CeiError, match="newer"):
+        Store(cei_home)
+
+
+def test_default_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CEI_HOME", str(tmp_path / "x"))
+    assert default_home() == tmp_path / "x"
+    monkeypatch.delenv("CEI_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_home() == tmp_path / ".cei"
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+def test_run_round_trip_and_status(store: Store) -> None:
+    created = store.create_run("r1", "demo", Path("/plans/demo.yml"))
+    assert isinstance(created, RunRecord)
+    assert store.get_run("r1") == created
+    assert created.status == "launching"
+    assert created.plan_path == "/plans/demo.yml"
+    store.set_run_status("r1", "ready")
+    assert store.get_run("r1").status == "ready"
+    store.create_run("r2", "demo", "demo.yml")
+    assert [r.name for r in store.list_runs()] == ["r1", "r2"]
+    assert store.find_run("nope") is None
+    with pytest.raises(ValueError, match="unknown run status"):
+        store.set_run_status("r1", "sleepy")
+    with pytest.raises(UnknownRunError):
+        store.set_run_status("nope", "ready")
+
+
+def test_second_run_of_a_name_is_refused(store: Store) -> None:
+    store.create_run("r1", "demo", "demo.yml")
+    with pytest.raises(RunExistsError, match="r1"):
+        store.create_run("r1", "demo", "demo.yml")
+
+
+@pytest.mark.parametrize("name", ["", "../up", "a/b", ".hidden", "x" * 200])
+def test_bad_run_names_are_refused(store: Store, name: str) -> None:
+    with pytest.raises(UsageError, match="invalid run name"):
+        store.create_run(name, "demo", "demo.yml")
+    with pytest.raises(UsageError):
+        store.run_dir(name)
+
+
+def test_unknown_run_suggests_close_names_and_cei_list(store: Store) -> None:
+    store.create_run("web-demo", "demo", "demo.yml")
+    store.create_run("batch", "demo", "demo.yml")
+    with pytest.raises(UnknownRunError) as caught:
+        store.get_run("web-dmeo")
+    message = str(caught.value)
+    assert "did you mean 'web-demo'" in message
+    assert "batch" not in message
+    assert "cei list" in message
+    with pytest.raises(UnknownRunError) as unrelated:
+        store.get_run("zzzzzz")
+    assert "did you mean" not in str(unrelated.value)
+
+
+# -- nodes ------------------------------------------------------------------------------------
+
+
+def test_node_round_trip_every_field(store: Store) -> None:
+    record = make_node(
+        cloud={"name": "lab", "image": "img-1", "nested": {"size": "small"}},
+        state="ready",
+        resource_id="i-123",
+        token="tok-1",
+        address="127.0.0.5",
+        port=2222,
+        hostname="web-0.local",
+        ssh_user="cei",
+        ssh_key="/home/u/.cei/runs/r1/id_ed25519",
+        host_key="ssh-ed25519 AAAAC3Nza... host",
+        host_key_fingerprint="SHA256:abc",
+        outputs={"url": "http://127.0.0.5:8080"},
+        programs={"setup": {"status": 0, "duration": 1.5}},
+        last_error=None,
+    )
+    saved = store.save_node(record)
+    assert saved.updated
+    assert saved == dataclasses.replace(record, updated=saved.updated)
+    assert store.nodes("r1") == [saved]
+
+
+def test_nodes_ordered_by_level_service_index(store: Store) -> None:
+    for node, service, index, level in [
+        ("web-1", "web", 1, 2),
+        ("db-0", "db", 0, 1),
+        ("web-0", "web", 0, 2),
+        ("api-0", "api", 0, 2),
+    ]:
+        store.save_node(make_node(node=node, service=service, index=index, level=level))
+    assert [n.node for n in store.nodes("r1")] == ["db-0", "api-0", "web-0", "web-1"]
+    assert store.nodes("other") == []
+
+
+def test_save_node_upserts(store: Store) -> None:
+    store.save_node(make_node(state="creating"))
+    store.save_node(make_node(state="booting", address="127.0.0.9"))
+    [node] = store.nodes("r1")
+    assert (node.state, node.address) == ("booting", "127.0.0.9")
+
+
+def test_update_node_validates(store: Store) -> None:
+    store.save_node(make_node())
+    updated = store.update_node("r1", "web-0", state="ready", outputs={"k": "v"}, port=22)
+    assert (updated.state, updated.outputs, updated.port) == ("ready", {"k": "v"}, 22)
+    assert store.nodes("r1") == [updated]
+    with pytest.raises(ValueError, match="colour"):
+        store.update_node("r1", "web-0", colour="blue")
+    with pytest.raises(ValueError, match="updated"):
+        store.update_node("r1", "web-0", updated="yesterday")
+    with pytest.raises(ValueError, match="unknown node state"):
+        store.update_node("r1", "web-0", state="dreaming")
+    with pytest.raises(ValueError, match="unknown node state"):
+        store.save_node(make_node(state="dreaming"))
+    with pytest.raises(KeyError):
+        store.update_node("r1", "ghost-0", state="ready")
+
+
+# -- resources --------------------------------------------------------------------------------
+
+
+def test_resource_intent_then_id_then_state(store: Store, cei_home: Path) -> None:
+    store.create_run("r1", "demo", "demo.yml")
+    intent = store.record_intent("r1", "web-0", "ec2", {"image": "ami-1"}, "tok-web-0")
+    # Committed at once: another connection sees the intent before the provider is called.
+    other = sqlite3.connect(str(cei_home / "cei.db"))
+    try:
+        seen = other.execute("SELECT token, state FROM resources WHERE id = ?", (intent,))
+        assert seen.fetchone() == ("tok-web-0", "intent")
+    finally:
+        other.close()
+    [before] = store.resources("r1")
+    assert (before.resource_id, before.state) == (None, "intent")
+    store.record_resource_id(intent, "i-42")
+    store.set_resource_state("r1", "i-42", "running")
+    [after] = store.resources("r1")
+    assert isinstance(after, ResourceRecord)
+    assert (after.id, after.run, after.node, after.driver) == (intent, "r1", "web-0", "ec2")
+    assert (after.cloud, after.token, after.resource_id) == (
+        {"image": "ami-1"},
+        "tok-web-0",
+        "i-42",
+    )
+    assert after.state == "running"
+    assert after.created == before.created
+    with pytest.raises(KeyError):
+        store.record_resource_id(intent + 100, "i-0")
+    with pytest.raises(KeyError):
+        store.set_resource_state("r1", "i-missing", "running")
+
+
+def test_resources_kept_after_node_updates_and_teardown(store: Store) -> None:
+    store.create_run("r1", "demo", "demo.yml")
+    store.save_node(make_node())
+    first = store.record_intent("r1", "web-0", "local", {}, "tok-a")
+    store.record_resource_id(first, "node-a")
+    store.update_node("r1", "web-0", resource_id="node-a", state="failed")
+    second = store.record_intent("r1", "web-0", "local", {}, "tok-b")
+    store.record_resource_id(second, "node-b")
+    store.save_node(make_node(resource_id="node-b", state="ready"))
+    store.set_resource_state("r1", "node-a", "terminated")
+    store.set_resource_state("r1", "node-b", "terminated")
+    store.update_node("r1", "web-0", state="terminated")
+    assert [(r.resource_id, r.state) for r in store.resources("r1")] == [
+        ("node-a", "terminated"),
+        ("node-b", "terminated"),
+    ]
+
+
+def test_delete_run_refuses_while_resources_may_exist(store: Store) -> None:
+    store.create_run("r1", "demo", "demo.yml")
+    (store.run_dir("r1") / "node.log").write_text("log")
+    store.save_node(make_node())
+    store.append_event("r1", "node.state", "web-0", {"state": "ready"})
+    live = store.record_intent("r1", "web-0", "local", {}, "tok-a")
+    with pytest.raises(UsageError, match="intent"):
+        store.delete_run("r1")
+    store.record_resource_id(live, "node-a")
+    with pytest.raises(UsageError, match="node-a"):
+        store.delete_run("r1")
+    store.set_resource_state("r1", "node-a", "terminated")
+    store.delete_run("r1")
+    assert store.find_run("r1") is None
+    assert store.nodes("r1") == [] and store.resources("r1") == [] and store.events("r1") == []
+    assert not (store.home / "runs" / "r1").exists()
+    store.create_run("r1", "demo", "demo.yml")  # the name is free again
+    with pytest.raises(UnknownRunError):
+        store.delete_run("never")
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def test_event_round_trip(store: Store) -> None:
+    event = store.append_event("r1", "node.state", "web-0", {"state": "booting", "n": [1, 2]})
+    assert isinstance(event, EventRecord)
+    assert (event.run, event.seq, event.kind, event.node) == ("r1", 1, "node.state", "web-0")
+    assert event.time.endswith("+00:00") and "T" in event.time
+    run_event = store.append_event("r1", "run.status", None, {})
+    assert store.events("r1") == [event, run_event]
+    assert store.events("r1", after=1) == [run_event]
+    assert store.append_event("r2", "run.status", None, {}).seq == 1
+
+
+def test_event_seq_is_monotonic_from_many_threads(cei_home: Path) -> None:
+    stores = [Store(cei_home), Store(cei_home)]  # two connections, as two processes would have
+    threads_per_store, per_thread = 4, 25
+    errors: list[BaseException] = []
+
+    def writer(store: Store, worker: int) -> None:
+        try:
+            for i in range(per_thread):
+                store.append_event("r1", "tick", f"w{worker}", {"i": i})
+        except BaseException as exc:  # reported below, a thread cannot raise into the test
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=(store, n * threads_per_store + k))
+        for n, store in enumerate(stores)
+        for k in range(threads_per_store)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    events = stores[0].events("r1")
+    total = len(stores) * threads_per_store * per_thread
+    assert [e.seq for e in events] == list(range(1, total + 1))
+    for worker in range(len(threads)):
+        mine = [e.data["i"] for e in events if e.node == f"w{worker}"]
+        assert mine == list(range(per_thread))
+    for store in stores:
+        store.close()
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+
+SECRETS = [
+    "AKIA-SECRET-ACCESS-KEY-ID-42",
+    "wJalrXUtnFEMI-K7MDENG-bPxRfiCY",
+    "FwoGZXIvYXdzEJr-session-token",
+    "hunter2-password-value",
+    "libcloud-api-token-zzz",
+    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ",
+]
+
+
+def cloud_spec_like() -> dict:
+    return {
+        "name": "aws-lab",
+        "driver": "ec2",
+        "image": "ami-12345",
+        "region": "us-east-1",
+        "credentials": {"access_key_id": SECRETS[0], "secret_access_key": SECRETS[1]},
+        "session_token": SECRETS[2],
+        "extra": {"password": SECRETS[3], "auth_token": SECRETS[4], "keep": "visible"},
+        "nics": [{"private_key": SECRETS[5], "subnet": "sn-1"}],
+    }
+
+
+def test_secrets_never_reach_the_database_files(store: Store, cei_home: Path) -> None:
+    private_key_text = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n" + SECRETS[5] + "\n-----END OPENSSH PRIVATE KEY-----"
+    )
+    store.create_run("r1", "demo", "demo.yml")
+    store.save_node(
+        make_node(
+            cloud=cloud_spec_like(),
+            token="tok-idempotency-1",
+            programs={"setup": {"env": {"DB_PASSWORD": SECRETS[3]}, "argv": ["./setup"]}},
+            outputs={"admin_password": SECRETS[3], "url": "http://x"},
+        )
+    )
+    store.update_node("r1", "web-0", cloud=cloud_spec_like())
+    intent = store.record_intent("r1", "web-0", "ec2", cloud_spec_like(), "tok-idempotency-1")
+    store.record_resource_id(intent, "i-1")
+    store.append_event(
+        "r1",
+        "node.create",
+        "web-0",
+        {"cloud": cloud_spec_like(), "token": "tok-event-1", "key": private_key_text},
+    )
+    raw = b"".join(
+        (cei_home / name).read_bytes()
+        for name in ("cei.db", "cei.db-wal")
+        if (cei_home / name).exists()
+    )
+    assert raw, "the database files are empty"
+    for secret in SECRETS:
+        assert secret.encode() not in raw, secret
+    # What is not secret is kept: the idempotency tokens, ordinary options.
+    assert b"tok-idempotency-1" in raw and b"tok-event-1" in raw
+    [node] = store.nodes("r1")
+    assert node.token == "tok-idempotency-1"
+    assert node.cloud == {
+        "name": "aws-lab",
+        "driver": "ec2",
+        "image": "ami-12345",
+        "region": "us-east-1",
+        "extra": {"keep": "visible"},
+        "nics": [{"subnet": "sn-1"}],
+    }
+    assert node.programs == {"setup": {"env": {}, "argv": ["./setup"]}}
+    assert node.outputs == {"url": "http://x"}
+    [resource] = store.resources("r1")
+    assert resource.token == "tok-idempotency-1"
+    assert "credentials" not in resource.cloud
+    [event] = store.events("r1")
+    assert event.data["token"] == "tok-event-1"
+    assert event.data["key"] == "<private key redacted>"
+
+
+def test_scrub_keeps_tokens_outside_cloud_dicts() -> None:
+    data = {"token": "t", "Secret_Key": "s", "items": [{"PASSWORD": "p", "ok": 1}]}
+    assert scrub_secrets(data) == {"token": "t", "items": [{"ok": 1}]}
+    assert scrub_secrets({"token": "t", "image": "i"}, cloud=True) == {"image": "i"}
+    assert scrub_secrets({"session_token": "s", "token": "t"}) == {"token": "t"}
+    assert scrub_secrets({"cloud": {"api_token": "a", "image": "i"}, "token": "t"}) == {
+        "cloud": {"image": "i"},
+        "token": "t",
+    }
+
+
+# -- locks ------------------------------------------------------------------------------------
+
+
+LOCK_HOLDER = textwrap.dedent(
+    """
+    import sys
+    from launchplan.state import Store
+
+    store = Store(sys.argv[1])
+    with store.locked(sys.argv[2]):
+        print("locked", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+def start_holder(home: Path, run: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    child = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(home), run],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], 30)
+    if not ready:
+        stop_holder(child)
+        pytest.fail("the lock-holding child did not start within 30 s")
+    line = child.stdout.readline()
+    if line.strip() != b"locked":
+        child.kill()
+        _, err = child.communicate(timeout=10)
+        pytest.fail(f"the lock-holding child failed: {err.decode(errors='replace')}")
+    return child
+
+
+def stop_holder(child: subprocess.Popen) -> None:
+    child.kill()
+    child.communicate(timeout=10)  # reaps it and closes its pipes
+
+
+def test_lock_held_by_live_process_then_taken_over_when_it_dies(
+    store: Store, cei_home: Path
+) -> None:
+    child = start_holder(cei_home, "r1")
+    try:
+        with pytest.raises(RunLockedError, match=f"pid {child.pid}"), store.locked("r1"):
+            pytest.fail("acquired a lock another live process holds")
+        with store.locked("other-run"):  # locks are per run
+            pass
+    finally:
+        stop_holder(child)
+    # The holder died without releasing: its row is still there and is taken over.
+    assert [row[1] for row in lock_rows(cei_home)] == [child.pid]
+    with store.locked("r1"):
+        assert [row[1] for row in lock_rows(cei_home)] == [os.getpid()]
+    assert lock_rows(cei_home) == []
+
+
+def test_lock_released_normally_by_other_process(store: Store, cei_home: Path) -> None:
+    child = start_holder(cei_home, "r1")
+    assert child.stdin is not None
+    child.communicate(b"\n", timeout=30)
+    assert child.returncode == 0
+    assert lock_rows(cei_home) == []
+    with store.locked("r1"):
+        pass
+
+
+def insert_lock(home: Path, run: str, pid: int, starttime: int | None, host: str) -> None:
+    conn = sqlite3.connect(str(home / "cei.db"))
+    with conn:
+        conn.execute(
+            "INSERT INTO locks (run, pid, starttime, host, acquired) VALUES (?, ?, ?, ?, ?)",
+            (run, pid, starttime, host, "2024-01-01T00:00:00+00:00"),
+        )
+    conn.close()
+
+
+def test_lock_of_dead_pid_is_taken_over(store: Store, cei_home: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    insert_lock(cei_home, "r1", gone.pid, 12345, store._host)
+    with store.locked("r1"):
+        assert [row[1] for row in lock_rows(cei_home)] == [os.getpid()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_lock_of_recycled_pid_is_taken_over(store: Store, cei_home: Path) -> None:
+    parent = os.getppid()
+    starttime = process_starttime(parent)
+    assert starttime is not None
+    insert_lock(cei_home, "r1", parent, starttime + 1, store._host)  # same pid, other process
+    with store.locked("r1"):
+        assert [row[1] for row in lock_rows(cei_home)] == [os.getpid()]
+
+
+def test_lock_from_another_host_is_respected(store: Store, cei_home: Path) -> None:
+    insert_lock(cei_home, "r1", 1, 1, "some-other-host")
+    with pytest.raises(RunLockedError, match="some-other-host"), store.locked("r1"):
+        pytest.fail("acquired a lock held on another host")
+
+
+def test_lock_is_reentrant_and_released_on_exception(store: Store, cei_home: Path) -> None:
+    with store.locked("r1"):
+        with store.locked("r1"):
+            assert len(lock_rows(cei_home)) == 1
+        assert len(lock_rows(cei_home)) == 1  # the inner exit keeps the outer's lock
+        with Store(cei_home) as second, second.locked("r1"):
+            pass
+        assert len(lock_rows(cei_home)) == 1
+    assert lock_rows(cei_home) == []
+    with pytest.raises(RuntimeError), store.locked("r1"):
+        raise RuntimeError("boom")
+    assert lock_rows(cei_home) == []
+
+
+def test_delete_run_refused_while_another_process_holds_its_lock(
+    store: Store, cei_home: Path
+) -> None:
+    store.create_run("r1", "demo", "demo.yml")
+    child = start_holder(cei_home, "r1")
+    try:
+        with pytest.raises(RunLockedError):
+            store.delete_run("r1")
+    finally:
+        stop_holder(child)
+    with store.locked("r1"):
+        store.delete_run("r1")
+    assert store.find_run("r1") is None
