@@ -1,0 +1,7 @@
+"""SSH to nodes (paramiko): pinned host keys, commands with streamed output, SFTP files."""
+
+from launchplan.remote.quoting import shell_command
+from launchplan.remote.session import CommandResult, Session
+from launchplan.remote.target import SSHTarget
+
+__all__ = ["CommandResult", "SSHTarget", "Session", "shell_command"]
