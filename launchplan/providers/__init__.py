@@ -25,9 +25,8 @@ def get_provider(driver: str, options: Mapping[str, Any], run_dir: Path) -> Prov
     try:
         target = _DRIVERS[driver]
     except KeyError:
-        raise UsageError(
-            f"unknown cloud driver {driver!r} (known: {', '.join(DRIVERS)})"
-        ) from None
+        known = ", ".join(DRIVERS)
+        raise UsageError(f"unknown cloud driver {driver!r} (known: {known})") from None
     module_name, _, class_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     provider: Provider = cls(options, run_dir)

@@ -1,0 +1,96 @@
+"""Process identity from /proc, and atomic JSON files: shared by the node and its provider.
+
+A PID alone is not an identity (PIDs are recycled), so a node is recognised by its PID, its
+start time (field 22 of /proc/PID/stat) and its command line naming the node directory. Stdlib
+only: the provider imports this without loading the node's SSH server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+# Every command a node runs carries this variable; after a node is killed hard, its leftover
+# commands are found by it (and only by it) in /proc/PID/environ.
+NODE_ROOT_ENV = "CEI_NODE_ROOT"
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/PID/stat (after the parenthesised command name), None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return raw.rsplit(b")", 1)[1].decode("ascii", "replace").split()
+
+
+def starttime(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (stat field 22), None if gone."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    return int(fields[19])
+
+
+def is_alive(pid: int, started: int | None) -> bool:
+    """True if PID runs (not a zombie) and is the same process that started at `started`."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 20 or fields[0] in ("Z", "X", "x"):
+        return False
+    return started is not None and int(fields[19]) == started
+
+
+def cmdline_contains(pid: int, text: str) -> bool:
+    """True if one argument of PID's command line contains `text`."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    needle = text.encode()
+    return any(needle in arg for arg in raw.split(b"\0"))
+
+
+def is_node_process(pid: int | None, started: int | None, node_dir: Path) -> bool:
+    """The identity check: alive, same start time, and its command line names `node_dir`."""
+    if not pid or pid <= 1:
+        return False
+    return is_alive(pid, started) and cmdline_contains(pid, str(node_dir))
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """PIDs (of this user; others are unreadable) whose environment has NAME=VALUE exactly."""
+    wanted = f"{name}={value}".encode()
+    found: list[int] = []
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        if wanted in env.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
+    """Write JSON so that readers see the old or the new file, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when it is missing or not (yet) valid."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
