@@ -1,0 +1,5 @@
+"""`python -m launchplan` is `cei`."""
+
+from launchplan.cli.main import main
+
+main()

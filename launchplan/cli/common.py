@@ -1,0 +1,113 @@
+"""Pieces the commands share: options, the store, reporters, interruptible work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import click
+
+from launchplan.errors import EXIT_INTERRUPTED, UsageError
+from launchplan.levels.events import Event
+
+if TYPE_CHECKING:
+    from launchplan.plan.model import Plan
+    from launchplan.state import Store
+
+T = TypeVar("T")
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Write JSON (NDJSON events for long commands) instead of text.")
+var_option = click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
+                          help="Set a plan variable (repeatable); overrides --vars-file.")
+vars_file_option = click.option("--vars-file", "vars_files", multiple=True,
+                                type=click.Path(dir_okay=False, path_type=Path),
+                                help="YAML file of variables (repeatable, later files win).")
+
+
+class Reporter(Protocol):
+    def __call__(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_store() -> Store:
+    from launchplan.state import Store, default_home
+
+    return Store(default_home())
+
+
+def make_reporter(as_json: bool, title: str) -> Reporter:
+    from launchplan.cli.output import JsonReporter, PlainReporter
+
+    if as_json:
+        return JsonReporter()
+    if sys.stdout.isatty():
+        from launchplan.cli.view import LiveView
+
+        return LiveView(title)
+    return PlainReporter()
+
+
+def parse_overrides(variables: tuple[str, ...]) -> dict[str, str]:
+    from launchplan.plan import parse_var
+
+    return dict(parse_var(text) for text in variables)
+
+
+def load(path: Path, variables: tuple[str, ...], vars_files: tuple[Path, ...]) -> Plan:
+    from launchplan.plan import load_plan
+
+    if not path.exists():
+        raise UsageError(f"no such plan file: {path}")
+    return load_plan(path, parse_overrides(variables), vars_files)
+
+
+def run_interruptibly(work: Callable[[], T], interrupt: Callable[[], None],
+                      on_first: Callable[[], None]) -> T:
+    """Run `work` in a thread so Ctrl-C is always heard.
+
+    The first Ctrl-C calls `interrupt` (stop new work, cut in-flight steps short, record what
+    was made); a second exits at once with 130. Either way what was created is in the store.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # re-raised in the main thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="cei-work", daemon=True)
+    presses = 0
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            on_first()
+            interrupt()
+        else:
+            sys.stderr.write("\ninterrupted again: exiting now; `cei terminate` finds what "
+                             "was created\n")
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    previous_term = signal.signal(signal.SIGTERM, handler)
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value

@@ -1,0 +1,73 @@
+"""The `cei` command. Subcommands load lazily so `cei --help` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from launchplan import __version__
+
+# command name -> (module, attribute, one-line help shown without importing the module)
+_COMMANDS = {
+    "launch": ("launchplan.cli.launch", "launch", "Launch a plan: boot its levels in order."),
+    "status": ("launchplan.cli.status", "status", "Show a run's nodes and check their health."),
+    "terminate": ("launchplan.cli.terminate", "terminate",
+                  "Tear a run down: levels in reverse, every resource destroyed."),
+    "clean": ("launchplan.cli.terminate", "clean",
+              "Destroy and sweep a run's resources without running terminate programs."),
+    "list": ("launchplan.cli.runs", "list_runs", "List the runs in the store."),
+    "history": ("launchplan.cli.runs", "history",
+                "Show a run's events and every resource it made."),
+    "validate": ("launchplan.cli.validate", "validate", "Check a plan without launching anything."),
+    "render": ("launchplan.cli.validate", "render",
+               "Print the user-data and config a plan's nodes would receive."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = _COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module, attr, _ = entry
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (_, _, help_) in _COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cei")
+def cli() -> None:
+    """cei boots launch plans: ordered levels of services on clouds.
+
+    \b
+    A plan is a YAML file of levels; each level's nodes boot in parallel, run their boot
+    program over SSH, and pass their outputs to the templates of later levels.
+
+    \b
+    Quick tour (the embedded local cloud needs no account):
+      cei validate plans/three-tier.yml
+      cei launch plans/three-tier.yml --name demo
+      cei status demo
+      cei terminate demo
+
+    State lives in $CEI_HOME (default ~/.cei). Exit status: 0 success, 1 a service failed or
+    is unhealthy, 2 usage error or invalid plan, 3 timed out, 4 teardown incomplete,
+    130 interrupted.
+    """
+
+
+def main() -> None:
+    """Entry point: every cei error becomes one message and its exit status, never a traceback."""
+    from launchplan.cli.output import run_cli
+
+    sys.exit(run_cli(cli))

@@ -1,0 +1,97 @@
+"""Everything cei prints: errors, JSON documents, and the event reporters of long commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import click
+
+from launchplan.errors import EXIT_INTERRUPTED, EXIT_USAGE, CeiError
+from launchplan.levels.events import SCHEMA_VERSION, Event
+
+
+def run_cli(group: click.Group) -> int:
+    try:
+        rv = group.main(prog_name="cei", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code if exc.exit_code else EXIT_USAGE
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except CeiError as exc:
+        error(str(exc))
+        return exc.exit_code
+    return int(rv or 0)
+
+
+def error(message: str) -> None:
+    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+
+
+def warn(message: str) -> None:
+    click.echo(click.style("warning: ", fg="yellow", bold=True) + message, err=True)
+
+
+def emit_json(doc: Mapping[str, Any], out: TextIO | None = None) -> None:
+    """One JSON document per line, with the schema version first."""
+    stream = out or sys.stdout
+    stream.write(json.dumps({"v": SCHEMA_VERSION, **doc}, default=str) + "\n")
+    stream.flush()
+
+
+class JsonReporter:
+    """NDJSON: one line per event; the command writes the summary object last."""
+
+    def __call__(self, event: Event) -> None:
+        emit_json(event.to_json())
+
+    def close(self) -> None:
+        pass
+
+
+class PlainReporter:
+    """Plain lines for logs and pipes: one per state change, timestamped."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def __call__(self, event: Event) -> None:
+        line = describe(event)
+        if line:
+            stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+            self.out.write(f"{stamp} {line}\n")
+            self.out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def describe(event: Event) -> str | None:
+    """A short human line for an event, or None for events only JSON consumers need."""
+    data = event.data
+    kind = event.kind
+    if kind == "run.started":
+        if data.get("operation"):
+            return f"{data['operation']} of run {event.run}"
+        return f"launching run {event.run} ({data.get('levels')} levels, plan {data.get('path')})"
+    if kind == "level.started":
+        return f"level {data.get('index')} ({data.get('level')}) starting"
+    if kind == "level.finished":
+        return f"level {data.get('index')} ({data.get('level')}) {event.state or data.get('state')}"
+    if kind == "node.state":
+        suffix = f": {event.message.splitlines()[0]}" if event.message else ""
+        return f"  {event.node} {event.state}{suffix}"
+    if kind == "resource":
+        return f"  {event.node or '?'} {event.state} {data.get('driver')} {data.get('resource_id')}"
+    if kind == "warning":
+        return f"  warning: {event.node + ': ' if event.node else ''}{event.message}"
+    if kind == "run.finished":
+        return f"run {event.run} {event.state}"
+    return None

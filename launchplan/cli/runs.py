@@ -1,0 +1,79 @@
+"""`cei list` and `cei history RUN`."""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from typing import Any
+
+import click
+
+from launchplan.cli.common import json_option, open_store
+from launchplan.cli.output import emit_json
+
+
+@click.command("list")
+@json_option
+def list_runs(as_json: bool) -> int:
+    """List every run in the store with its status and node states."""
+    store = open_store()
+    runs = sorted(store.list_runs(), key=lambda r: r.created)
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        states = Counter(n.state for n in store.nodes(run.name))
+        rows.append({"run": run.name, "plan": run.plan, "status": run.status,
+                     "created": run.created, "nodes": dict(states)})
+    if as_json:
+        emit_json({"runs": rows})
+        return 0
+    if not rows:
+        click.echo("no runs (launch one with `cei launch PLAN`)")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("run", "plan", "status", "nodes", "created"):
+        table.add_column(column)
+    for row in rows:
+        nodes = ", ".join(f"{state} {n}" for state, n in sorted(row["nodes"].items()))
+        table.add_row(row["run"], row["plan"], row["status"], nodes, _when(row["created"]))
+    Console().print(table)
+    return 0
+
+
+@click.command()
+@click.argument("run_name", metavar="RUN")
+@json_option
+def history(run_name: str, as_json: bool) -> int:
+    """Show RUN's event history and every resource it ever created, with its last state."""
+    store = open_store()
+    run = store.get_run(run_name)
+    events = store.events(run.name)
+    resources = store.resources(run.name)
+    if as_json:
+        emit_json({
+            "run": run.name, "status": run.status,
+            "resources": [{"node": r.node, "driver": r.driver, "resource_id": r.resource_id,
+                           "state": r.state, "created": r.created, "updated": r.updated}
+                          for r in resources],
+            "events": [{"seq": e.seq, "time": e.time, "kind": e.kind, "node": e.node,
+                        "data": e.data} for e in events],
+        })
+        return 0
+    click.echo(f"run {run.name} ({run.status}), plan {run.plan}")
+    click.echo(f"resources ({len(resources)}):")
+    for r in resources:
+        click.echo(f"  {r.driver:8} {r.resource_id or '(id never returned)':40} "
+                   f"{r.state:12} {r.node}")
+    click.echo(f"events ({len(events)}):")
+    for e in events:
+        detail = e.data.get("state") or e.data.get("message") or ""
+        click.echo(f"  {e.seq:5} {_when(e.time)} {e.kind:15} {e.node or '':12} {detail}")
+    return 0
+
+
+def _when(stamp: object) -> str:
+    if isinstance(stamp, (int, float)):
+        return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
+    return str(stamp)

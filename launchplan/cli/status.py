@@ -1,0 +1,67 @@
+"""`cei status [RUN]`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from launchplan.cli.common import json_option, open_store
+from launchplan.cli.output import emit_json
+from launchplan.errors import EXIT_FAILED, EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from launchplan.levels import NodeHealth
+
+
+@click.command()
+@click.argument("run_name", metavar="[RUN]", required=False)
+@click.option("--cached", is_flag=True,
+              help="Report stored states only; do not run ready programs.")
+@click.option("--parallel", type=click.IntRange(min=1), default=64, show_default=True,
+              help="How many nodes are checked at once.")
+@json_option
+def status(run_name: str | None, cached: bool, parallel: int, as_json: bool) -> int:
+    """Show RUN's nodes and check their health (default: the most recent run).
+
+    Each ready node's ready program runs once more over SSH unless --cached. Exit status 0
+    only when every node is healthy, 1 otherwise; CI jobs can poll it.
+    """
+    from launchplan.levels import RunContext, check_run
+    from launchplan.levels.events import discard
+
+    store = open_store()
+    if run_name is None:
+        runs = store.list_runs()
+        if not runs:
+            raise UsageError("there are no runs yet; launch one with `cei launch PLAN`")
+        run_name = max(runs, key=lambda r: r.created).name
+    run = store.get_run(run_name)
+    health = check_run(RunContext(store, run.name, discard), live=not cached, parallel=parallel)
+    healthy = bool(health) and all(h.healthy for h in health)
+    if as_json:
+        emit_json({"run": run.name, "plan": run.plan, "status": run.status,
+                   "healthy": healthy, "checked": "cached" if cached else "live",
+                   "nodes": [h.to_json() for h in health]})
+        return EXIT_OK if healthy else EXIT_FAILED
+    _print(run.name, run.status, health, healthy)
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+def _print(name: str, run_status: str, health: list[NodeHealth], healthy: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {name}: {run_status}", title_justify="left")
+    for column in ("level", "node", "state", "health", "address", "outputs", "message"):
+        table.add_column(column, overflow="fold")
+    for h in health:
+        outputs = ", ".join(f"{k}={v}" for k, v in sorted(h.outputs.items()))
+        table.add_row(h.level, h.node, h.state,
+                      "[green]healthy[/green]" if h.healthy else "[red]unhealthy[/red]",
+                      h.address or "", outputs[:60], h.message.splitlines()[0] if h.message else "")
+    console = Console()
+    console.print(table)
+    if not health:
+        console.print("no nodes recorded for this run")
+    console.print("[green]all healthy[/green]" if healthy else "[red]not all healthy[/red]")

@@ -1,0 +1,98 @@
+"""`cei validate PLAN` and `cei render PLAN [SERVICE]`: look before you launch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from launchplan.cli.common import json_option, load, var_option, vars_file_option
+from launchplan.cli.output import emit_json, warn
+from launchplan.errors import UsageError
+
+_plan_arg = click.argument("plan_path", metavar="PLAN", type=click.Path(path_type=Path))
+
+
+@click.command()
+@_plan_arg
+@var_option
+@vars_file_option
+@json_option
+def validate(plan_path: Path, variables: tuple[str, ...], vars_files: tuple[Path, ...],
+             as_json: bool) -> int:
+    """Check PLAN without launching anything: schema, references between levels, variables,
+    files, and every service rendered with placeholders for outputs not known yet.
+
+    Exit status 0 when valid, 2 with FILE:LINE: message otherwise.
+    """
+    from launchplan.plan import render_service
+
+    plan = load(plan_path, variables, vars_files)
+    nodes = 0
+    for decl in plan.services():
+        nodes += len(render_service(plan, decl.name, plan.name))
+    summary = {"plan": plan.name, "path": str(plan_path), "valid": True,
+               "levels": len(plan.levels), "services": len(plan.services()), "nodes": nodes}
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(f"{plan_path}: valid ({summary['levels']} levels, "
+                   f"{summary['services']} services, {nodes} nodes)")
+    return 0
+
+
+@click.command()
+@_plan_arg
+@click.argument("service", required=False)
+@var_option
+@vars_file_option
+@json_option
+def render(plan_path: Path, service: str | None, variables: tuple[str, ...],
+           vars_files: tuple[Path, ...], as_json: bool) -> int:
+    """Print the user-data and config PLAN's nodes would receive (SERVICE: only that one).
+
+    Outputs of earlier levels are not known before launch and show as placeholders such as
+    <db.outputs.token>. The host key cei generates for each node is never shown.
+    """
+    from launchplan.ctx.hostkeys import generate_host_key
+    from launchplan.ctx.userdata import (
+        build_userdata,
+        check_cloud_config,
+        detect_content_type,
+        redact_userdata,
+    )
+    from launchplan.plan import render_service
+
+    plan = load(plan_path, variables, vars_files)
+    names = [d.name for d in plan.services()]
+    if service is not None and service not in names:
+        raise UsageError(f"plan {plan.name} has no service {service!r} "
+                         f"(services: {', '.join(names)})")
+    docs = []
+    for name in [service] if service else names:
+        for spec in render_service(plan, name, plan.name):
+            host_key = (generate_host_key() if spec.cloud.driver != "static"
+                        and spec.host_key_policy == "pinned" else None)
+            userdata = build_userdata(spec.userdata, host_key=host_key) if spec.cloud.driver \
+                != "static" else b""
+            problems = [p for part in spec.userdata
+                        if detect_content_type(part) == "text/cloud-config"
+                        for p in check_cloud_config(part)]
+            docs.append({"node": spec.node, "cloud": spec.cloud.name,
+                         "driver": spec.cloud.driver,
+                         "userdata": redact_userdata(userdata) if userdata else "",
+                         "config": dict(spec.config), "problems": problems})
+    if as_json:
+        emit_json({"plan": plan.name, "nodes": docs})
+        return 0
+    for doc in docs:
+        click.secho(f"=== {doc['node']} (cloud {doc['cloud']}, driver {doc['driver']})",
+                    bold=True)
+        click.secho("--- user-data", fg="cyan")
+        click.echo(doc["userdata"] or "(none)")
+        click.secho("--- config ($CEI_CONFIG)", fg="cyan")
+        click.echo(json.dumps(doc["config"], indent=2, sort_keys=True, default=str))
+        for problem in doc["problems"]:
+            warn(f"{doc['node']} cloud-config: {problem}")
+    return 0

@@ -1,0 +1,324 @@
+"""The level engine: levels strictly in order, the nodes of a level in parallel."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import threading
+import time
+import traceback
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launchplan.ctx.environment import context_document, node_environment, stage_dir
+from launchplan.ctx.hostkeys import HostKey, generate_host_key
+from launchplan.ctx.userdata import build_userdata
+from launchplan.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    CeiError,
+    StepTimeout,
+)
+from launchplan.levels import events as ev
+from launchplan.levels import states
+from launchplan.levels.nodelog import NodeLog, node_log_path
+from launchplan.levels.programs import Stage
+from launchplan.levels.runtime import RunContext
+from launchplan.plan import render_service
+from launchplan.plan.model import NodeSpec, NodeView, Plan, ServiceView
+from launchplan.providers.base import RUNNING, NodeRequest, Provider
+from launchplan.remote import Session
+from launchplan.state import NodeRecord
+
+DEFAULT_PARALLEL = 64
+CLOUD_INIT_WAIT = "if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait; fi"
+
+
+@dataclass
+class Failure:
+    node: str
+    message: str
+    timeout: bool = False
+
+
+@dataclass
+class LaunchResult:
+    run: str
+    status: str  # ready | failed | interrupted
+    failures: list[Failure] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == states.RUN_INTERRUPTED:
+            return EXIT_INTERRUPTED
+        if not self.failures:
+            return EXIT_OK
+        return EXIT_TIMEOUT if all(f.timeout for f in self.failures) else EXIT_FAILED
+
+
+class _Stopped(Exception):
+    """A node stops between steps: the run was interrupted or another node failed."""
+
+
+class Launcher:
+    """Launches a plan as a run. `interrupt()` may be called from a signal handler."""
+
+    def __init__(self, ctx: RunContext, plan: Plan, parallel: int = DEFAULT_PARALLEL) -> None:
+        self.ctx = ctx
+        self.plan = plan
+        self.parallel = max(1, parallel)
+
+    def interrupt(self) -> None:
+        self.ctx.interrupt()
+
+    def launch(self) -> LaunchResult:
+        ctx = self.ctx
+        started = time.monotonic()
+        result = LaunchResult(ctx.run, states.RUN_LAUNCHING)
+        with ctx.store.locked(ctx.run):
+            ctx.emit(ev.RUN_STARTED, plan=self.plan.name, path=str(self.plan.path),
+                     levels=len(self.plan.levels))
+            for level in self.plan.levels:
+                if ctx.cancel.is_set():
+                    break
+                failures = self._launch_level(level.index, level.name)
+                result.failures.extend(failures)
+                if failures:
+                    break
+            if ctx.cancel.is_set():
+                result.status = states.RUN_INTERRUPTED
+            elif result.failures:
+                result.status = states.RUN_FAILED
+            else:
+                result.status = states.RUN_READY
+            result.elapsed = time.monotonic() - started
+            ctx.store.set_run_status(ctx.run, result.status)
+            ctx.emit(ev.RUN_FINISHED, state=result.status, elapsed=round(result.elapsed, 3),
+                     failures=[{"node": f.node, "message": f.message} for f in result.failures])
+        return result
+
+    def _launch_level(self, index: int, name: str) -> list[Failure]:
+        ctx = self.ctx
+        ctx.emit(ev.LEVEL_STARTED, level=name, index=index)
+        views = self._views()
+        specs: list[NodeSpec] = []
+        failures: list[Failure] = []
+        for decl in self.plan.levels[index - 1].services:
+            try:
+                specs.extend(render_service(self.plan, decl.name, ctx.run, views))
+            except CeiError as exc:
+                failures.append(Failure(f"{decl.name}/*", str(exc)))
+        if failures:
+            ctx.emit(ev.LEVEL_FINISHED, level=name, index=index, state=states.RUN_FAILED)
+            return failures
+        for spec in specs:
+            ctx.store.save_node(_pending_record(spec))
+            ctx.emit(ev.NODE_STATE, node=spec.node, state=states.PENDING, service=spec.service,
+                     level=name)
+        level_failed = threading.Event()
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(specs) or 1),
+                                thread_name_prefix=f"level{index}") as pool:
+            outcomes = list(pool.map(
+                lambda spec: _NodeLauncher(ctx, spec, level_failed).run(), specs))
+        failures = [f for f in outcomes if f is not None]
+        ctx.emit(ev.LEVEL_FINISHED, level=name, index=index,
+                 state=states.RUN_FAILED if failures else states.READY)
+        return failures
+
+    def _views(self) -> dict[str, ServiceView]:
+        """What later levels' templates see: ready nodes of the services launched so far."""
+        by_service: dict[str, list[NodeRecord]] = defaultdict(list)
+        for node in self.ctx.store.nodes(self.ctx.run):
+            by_service[node.service].append(node)
+        return {
+            name: ServiceView(name, tuple(
+                NodeView(n.address, n.hostname, dict(n.outputs))
+                for n in sorted(nodes, key=lambda n: n.index)))
+            for name, nodes in by_service.items()
+        }
+
+
+def _pending_record(spec: NodeSpec) -> NodeRecord:
+    return NodeRecord(
+        run=spec.run, node=spec.node, service=spec.service, index=spec.index,
+        level=spec.level, level_name=spec.level_name, driver=spec.cloud.driver,
+        cloud=spec.cloud.public_options(), state=states.PENDING,
+        ssh_user=spec.ssh_user, ssh_key=spec.ssh_key,
+        programs={
+            "ready": spec.ready.to_dict() if spec.ready else None,
+            "terminate": spec.terminate.to_dict() if spec.terminate else None,
+            "stage": stage_dir(spec.run, spec.service),
+            "host_key_policy": spec.host_key_policy,
+        },
+    )
+
+
+def creation_token(run: str, node: str, attempt: int = 1) -> str:
+    """The idempotency token: the same run, node and attempt never make a second node."""
+    return "cei-" + hashlib.sha256(f"{run}/{node}/{attempt}".encode()).hexdigest()[:32]
+
+
+class _NodeLauncher:
+    """One node's way from pending to ready (or failed)."""
+
+    def __init__(self, ctx: RunContext, spec: NodeSpec, level_failed: threading.Event) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.level_failed = level_failed
+        self.state = states.PENDING
+
+    def run(self) -> Failure | None:
+        log = NodeLog(node_log_path(self.ctx.run_dir, self.spec.node))
+        try:
+            self._launch(log)
+            return None
+        except _Stopped as why:  # not a root cause: the failure that stopped it is reported
+            self._set(states.FAILED, last_error=str(why))
+            return None
+        except CeiError as exc:
+            return self._fail(log, str(exc), timeout=isinstance(exc, StepTimeout))
+        except Exception as exc:  # a bug must still fail one node, not the whole run
+            log.note("internal error:\n" + traceback.format_exc())
+            return self._fail(log, f"internal error: {exc!r} (see {log.path})")
+        finally:
+            log.close()
+
+    def _fail(self, log: NodeLog, message: str, timeout: bool = False) -> Failure:
+        if self.ctx.cancel.is_set():
+            self._set(states.FAILED, last_error=f"interrupted while {self.state}")
+            return Failure(self.spec.node, f"interrupted while {self.state}")
+        self.level_failed.set()
+        log.note(f"failed while {self.state}: {message}")
+        failure = Failure(self.spec.node, f"{message}\n(log: {log.path})", timeout)
+        self._set(states.FAILED, last_error=message, message=message)
+        return failure
+
+    def _set(self, state: str, message: str = "", **fields: object) -> None:
+        if state != states.FAILED:
+            self.state = state
+        self.ctx.store.update_node(self.ctx.run, self.spec.node, state=state, **fields)
+        self.ctx.emit(ev.NODE_STATE, node=self.spec.node, state=state, message=message)
+
+    def _step(self, state: str) -> None:
+        if self.ctx.cancel.is_set():
+            raise _Stopped(f"interrupted before {state}")
+        if self.level_failed.is_set():
+            raise _Stopped(f"stopped before {state}: another node of the level failed")
+        self._set(state)
+
+    def _launch(self, log: NodeLog) -> None:
+        spec, ctx = self.spec, self.ctx
+        deadline = time.monotonic() + spec.timeout
+        options = dict(spec.cloud.options)
+        if spec.host:
+            options["host"] = spec.host
+        provider = ctx.provider(spec.cloud.driver, options)
+
+        self._step(states.CREATING)
+        host_key = self._host_key()
+        resource_id = self._create(provider, host_key, log)
+
+        self._step(states.BOOTING)
+        info = provider.wait_running(resource_id, timeout=_left(deadline, "the node to run"),
+                                     cancel=ctx.cancel)
+        if ctx.cancel.is_set():
+            raise _Stopped("interrupted while booting")
+        if info.state != RUNNING:
+            raise CeiError(f"the {spec.cloud.driver} cloud reports the node {info.state}"
+                           + (f": {info.error}" if info.error else ""))
+        ctx.store.update_node(ctx.run, spec.node, address=info.address, port=info.port,
+                              hostname=info.hostname)
+        if not spec.needs_ssh:
+            self._set(states.READY)
+            return
+
+        record = self._record()
+        session = ctx.open_session(record, retry_for=_left(deadline, "SSH to answer"))
+        try:
+            if host_key is None and record.host_key is None:
+                ctx.store.update_node(ctx.run, spec.node, host_key=session.host_key)
+            if provider.runs_cloud_init:
+                result = session.run(CLOUD_INIT_WAIT, timeout=_left(deadline, "cloud-init"))
+                if result.status not in (0, 2):  # 2: finished with recoverable errors
+                    raise CeiError("cloud-init reported an error on the node: "
+                                   + (result.stdout_tail + result.stderr_tail).strip())
+            self._step(states.CONTEXTUALIZING)
+            self._contextualize(session, log)
+        finally:
+            ctx.close_session(session)
+        self._set(states.READY)
+
+    def _host_key(self) -> HostKey | None:
+        """cei makes each cloud node's host key itself, so nothing is trusted on first use."""
+        if self.spec.cloud.driver == "static" or self.spec.host_key_policy != "pinned":
+            return None
+        return generate_host_key()
+
+    def _create(self, provider: Provider, host_key: HostKey | None, log: NodeLog) -> str:
+        spec, ctx = self.spec, self.ctx
+        authorized = []
+        if spec.cloud.driver == "local" and spec.ssh_key is None:
+            authorized.append(ctx.client_key()[1])
+        elif spec.ssh_key and Path(spec.ssh_key + ".pub").is_file():
+            authorized.append(Path(spec.ssh_key + ".pub").read_text().strip())
+        userdata = None
+        if spec.cloud.driver != "static":
+            userdata = build_userdata(spec.userdata, host_key=host_key,
+                                      authorized_keys=authorized,
+                                      limit=provider.userdata_limit) or None
+        token = creation_token(ctx.run, spec.node)
+        creates = spec.cloud.driver != "static"  # existing hosts are never created
+        if creates:  # the intent is durable before the cloud is asked
+            intent = ctx.store.record_intent(ctx.run, spec.node, spec.cloud.driver,
+                                             spec.cloud.public_options(), token)
+        tags = {"cei:run": ctx.run, "cei:service": spec.service, "cei:node": spec.node}
+        info = provider.create(NodeRequest(
+            run=ctx.run, service=spec.service, node=spec.node, token=token,
+            options=provider.options, userdata=userdata, tags=tags))
+        if creates:
+            ctx.store.record_resource_id(intent, info.resource_id)
+        ctx.store.update_node(
+            ctx.run, spec.node, resource_id=info.resource_id, token=token,
+            host_key=host_key.public if host_key else None,
+            host_key_fingerprint=host_key.fingerprint if host_key else None)
+        log.note(f"created {spec.cloud.driver} node {info.resource_id}")
+        ctx.emit(ev.RESOURCE, node=spec.node, state="created", driver=spec.cloud.driver,
+                 resource_id=info.resource_id)
+        return info.resource_id
+
+    def _contextualize(self, session: Session, log: NodeLog) -> None:
+        spec, ctx = self.spec, self.ctx
+        stage_path = posixpath.join(session.home, stage_dir(ctx.run, spec.service))
+        env = node_environment(spec, stage_path)
+        record = self._record()
+        ctx.store.update_node(ctx.run, spec.node, programs={**record.programs, "env": env})
+        known = [
+            {"service": n.service, "index": n.index, "node": n.node, "address": n.address,
+             "hostname": n.hostname, "host_key_fingerprint": n.host_key_fingerprint,
+             "outputs": n.outputs}
+            for n in ctx.store.nodes(ctx.run) if n.address
+        ]
+        stage = Stage(session, stage_path, env, log)
+        stage.prepare(spec.config, context_document(ctx.run, known))
+        if spec.boot is not None:
+            outputs = stage.boot(spec.boot)
+            ctx.store.update_node(ctx.run, spec.node, outputs=outputs)
+            ctx.emit(ev.NODE_PROGRAM, node=spec.node, program="boot", status=0,
+                     outputs=sorted(outputs))
+        if spec.ready is not None:
+            stage.wait_ready(spec.ready, cancel=ctx.cancel)
+
+    def _record(self) -> NodeRecord:
+        return self.ctx.store.get_node(self.ctx.run, self.spec.node)
+
+
+def _left(deadline: float, what: str) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise StepTimeout(f"the node's timeout ran out before {what}")
+    return remaining

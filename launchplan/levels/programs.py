@@ -1,0 +1,116 @@
+"""Running boot, ready and terminate programs on a node in its stage directory."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from launchplan.errors import CeiError, CommandTimeout, StepTimeout
+from launchplan.levels.nodelog import NodeLog
+from launchplan.plan.model import ProgramSpec
+from launchplan.remote import CommandResult, Session, shell_command
+
+
+class ProgramFailed(CeiError):
+    """A program exited non-zero; the message carries the tail of its stderr."""
+
+    def __init__(self, kind: str, result: CommandResult) -> None:
+        tail = (result.stderr_tail or result.stdout_tail).strip()
+        message = f"{kind} program exited with status {result.status}"
+        if tail:
+            message += ":\n" + tail
+        super().__init__(message)
+        self.result = result
+
+
+class Stage:
+    """A node's stage directory (~/.cei/RUN/SERVICE) reached through one SSH session."""
+
+    def __init__(self, session: Session, stage: str, env: Mapping[str, str], log: NodeLog):
+        self.session = session
+        self.path = stage if stage.startswith("/") else posixpath.join(session.home, stage)
+        self.env = dict(env)
+        self.log = log
+        self._uploaded: dict[str, str] = {}
+
+    def prepare(self, config: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+        self.session.makedirs(self.path, 0o700)
+        self.session.put(_json_bytes(config), self.env["CEI_CONFIG"], 0o600)
+        self.session.put(_json_bytes(context), self.env["CEI_CONTEXT"], 0o600)
+
+    def run(self, kind: str, program: ProgramSpec, timeout: float | None = None) -> CommandResult:
+        """Run `program` once; returns its result whatever the exit status."""
+        if program.run:
+            remote = self._uploaded.get(program.run)
+            if remote is None:
+                remote = posixpath.join(self.path, f"{kind}-{Path(program.run).name}")
+                self.session.upload(program.run, remote, 0o700)
+                self._uploaded[program.run] = remote
+            argv = [remote, *program.args]
+        else:
+            assert program.command is not None
+            argv = ["/bin/sh", "-c", program.command, kind, *program.args]
+        env = {**self.env, **program.env}
+        self.log.note(f"{kind}: {' '.join(argv)}")
+        result = self.session.run(
+            shell_command(argv, cwd=self.path, env=env),
+            timeout=program.timeout if timeout is None else timeout,
+            on_output=self.log.stream(kind),
+        )
+        self.log.note(f"{kind}: exit status {result.status}")
+        return result
+
+    def boot(self, program: ProgramSpec) -> dict[str, Any]:
+        """Run the boot program once and return the outputs it wrote to $CEI_OUTPUT."""
+        self.session.run(shell_command(["rm", "-f", self.env["CEI_OUTPUT"]]), timeout=30)
+        result = self.run("boot", program)
+        if result.status != 0:
+            raise ProgramFailed("boot", result)
+        return self.outputs()
+
+    def outputs(self) -> dict[str, Any]:
+        raw = self.session.get(self.env["CEI_OUTPUT"])
+        if raw is None or not raw.strip():
+            return {}
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise CeiError(f"the boot program wrote invalid JSON to $CEI_OUTPUT: {exc}") from None
+        if not isinstance(value, dict):
+            raise CeiError(
+                "the boot program must write one JSON object to $CEI_OUTPUT, "
+                f"not a {type(value).__name__}"
+            )
+        return value
+
+    def wait_ready(self, program: ProgramSpec, cancel: threading.Event | None = None) -> None:
+        """Run the ready program until it passes, every `interval`, within its timeout."""
+        deadline = time.monotonic() + program.timeout
+        last: CommandResult | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                last = self.run("ready", program, timeout=remaining)
+            except CommandTimeout:
+                break
+            if last.status == 0:
+                return
+            if cancel is not None and cancel.is_set():
+                raise ProgramFailed("ready", last)
+            time.sleep(min(program.interval, max(0.0, deadline - time.monotonic())))
+        message = f"ready program did not pass within {program.timeout:g}s"
+        if last is not None:
+            tail = (last.stderr_tail or last.stdout_tail).strip()
+            message += f" (last exit status {last.status}" + (f": {tail})" if tail else ")")
+        raise StepTimeout(message)
+
+
+def _json_bytes(value: Mapping[str, Any]) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode()

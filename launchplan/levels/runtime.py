@@ -1,0 +1,110 @@
+"""What every engine operation on a run shares: the store, the event stream, providers, SSH."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from launchplan.ctx.hostkeys import generate_client_key
+from launchplan.errors import RemoteError
+from launchplan.levels.events import Emit, Event
+from launchplan.providers import Provider, get_provider
+from launchplan.remote import Session, SSHTarget
+from launchplan.state import NodeRecord, Store
+
+CLIENT_KEY = "client_key"  # the run's own SSH key for local-cloud nodes, in runs/RUN/
+
+
+class RunContext:
+    """One command's handle on one run. Thread-safe: node workers share it."""
+
+    def __init__(
+        self,
+        store: Store,
+        run: str,
+        emit: Emit,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.run = run
+        self.run_dir = store.run_dir(run)
+        self._emit = emit
+        self.cancel = cancel or threading.Event()
+        self._lock = threading.Lock()
+        self._providers: dict[str, Provider] = {}
+        self._sessions: set[Session] = set()
+
+    # events -------------------------------------------------------------------------------
+    def emit(self, kind: str, *, node: str | None = None, state: str | None = None,
+             message: str = "", **data: Any) -> None:
+        event = Event(kind, self.run, node=node, state=state, message=message, data=data)
+        record = dict(data)
+        if state is not None:
+            record["state"] = state
+        if message:
+            record["message"] = message
+        self.store.append_event(self.run, kind, node, record)
+        self._emit(event)
+
+    # providers ----------------------------------------------------------------------------
+    def provider(self, driver: str, options: Mapping[str, Any]) -> Provider:
+        key = driver + json.dumps(options, sort_keys=True, default=str)
+        with self._lock:
+            provider = self._providers.get(key)
+            if provider is None:
+                provider = get_provider(driver, options, self.run_dir)
+                self._providers[key] = provider
+            return provider
+
+    # SSH ----------------------------------------------------------------------------------
+    def client_key(self) -> tuple[Path, str]:
+        """The run's own key pair for local-cloud nodes (private file 0600, never stored)."""
+        path = self.run_dir / CLIENT_KEY
+        with self._lock:
+            if not path.exists():
+                return path, generate_client_key(path)
+            return path, Path(str(path) + ".pub").read_text().strip()
+
+    def target(self, node: NodeRecord) -> SSHTarget:
+        if not node.address:
+            raise RemoteError(f"{node.node} has no known address")
+        key = node.ssh_key
+        if node.driver == "local" and key is None:
+            key = str(self.client_key()[0])
+        policy = "accept-new" if node.programs.get("host_key_policy") == "accept-new" else "pinned"
+        if policy == "pinned" and not node.host_key:
+            raise RemoteError(
+                f"{node.node}: no pinned host key is known for {node.address}; add it to "
+                "~/.ssh/known_hosts, or opt in with host_key_policy: accept-new"
+            )
+        return SSHTarget(
+            host=node.address,
+            port=node.port or 22,
+            user=node.ssh_user or getpass.getuser(),
+            key_path=key,
+            host_key=node.host_key,
+            policy=policy,
+        )
+
+    def open_session(self, node: NodeRecord, retry_for: float) -> Session:
+        session = Session.open(self.target(node), retry_for=retry_for, cancel=self.cancel)
+        with self._lock:
+            self._sessions.add(session)
+        return session
+
+    def close_session(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.discard(session)
+        session.close()
+
+    def interrupt(self) -> None:
+        """Stop starting new work and cut in-flight SSH commands short."""
+        self.cancel.set()
+        with self._lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.close()

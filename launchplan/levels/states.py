@@ -1,0 +1,18 @@
+"""Node and run states (strings, as stored and as shown)."""
+
+PENDING = "pending"
+CREATING = "creating"
+BOOTING = "booting"
+CONTEXTUALIZING = "contextualizing"
+READY = "ready"
+FAILED = "failed"
+TERMINATING = "terminating"
+TERMINATED = "terminated"
+
+RUN_LAUNCHING = "launching"
+RUN_READY = "ready"
+RUN_FAILED = "failed"
+RUN_INTERRUPTED = "interrupted"
+RUN_TERMINATING = "terminating"
+RUN_TERMINATED = "terminated"
+RUN_TEARDOWN_INCOMPLETE = "teardown-incomplete"

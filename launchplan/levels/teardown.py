@@ -1,0 +1,192 @@
+"""Teardown: levels in reverse, terminate programs best effort, then destroy and sweep.
+
+Every resource the run ever created is destroyed by its recorded id, then each cloud the run
+used is swept by the run's tag, so that a node whose id never reached the store (cei killed
+mid-create) is still found. Terminate programs never stop a destroy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from launchplan.errors import EXIT_OK, EXIT_TEARDOWN_INCOMPLETE, CeiError
+from launchplan.levels import events as ev
+from launchplan.levels import states
+from launchplan.levels.launch import DEFAULT_PARALLEL
+from launchplan.levels.nodelog import NodeLog, node_log_path
+from launchplan.levels.programs import Stage
+from launchplan.levels.runtime import RunContext
+from launchplan.plan.model import ProgramSpec
+from launchplan.providers.base import TERMINATED
+from launchplan.remote import shell_command
+from launchplan.state import NodeRecord, ResourceRecord
+from launchplan.state.records import RESOURCE_INTENT, RESOURCE_NOT_CREATED
+
+TERMINATE_SSH_WAIT = 15.0  # a node that does not answer SSH soon is destroyed without it
+
+
+@dataclass
+class Remaining:
+    node: str | None
+    driver: str
+    resource_id: str
+    message: str
+
+
+@dataclass
+class TerminateResult:
+    run: str
+    status: str
+    remaining: list[Remaining] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    destroyed: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TEARDOWN_INCOMPLETE if self.remaining else EXIT_OK
+
+
+class Terminator:
+    def __init__(self, ctx: RunContext, parallel: int = DEFAULT_PARALLEL) -> None:
+        self.ctx = ctx
+        self.parallel = max(1, parallel)
+        self.result = TerminateResult(ctx.run, states.RUN_TERMINATING)
+
+    def terminate(self, programs: bool = True) -> TerminateResult:
+        """Tear the run down; `programs=False` only destroys and sweeps (`cei clean`)."""
+        ctx = self.ctx
+        with ctx.store.locked(ctx.run):
+            ctx.store.set_run_status(ctx.run, states.RUN_TERMINATING)
+            ctx.emit(ev.RUN_STARTED, operation="terminate" if programs else "clean")
+            resources = ctx.store.resources(ctx.run)
+            by_node: dict[str | None, list[ResourceRecord]] = defaultdict(list)
+            for res in resources:
+                by_node[res.node].append(res)
+            levels: dict[int, list[NodeRecord]] = defaultdict(list)
+            for node in ctx.store.nodes(ctx.run):
+                levels[node.level].append(node)
+            for level in sorted(levels, reverse=True):
+                nodes = levels[level]
+                with ThreadPoolExecutor(max_workers=min(self.parallel, len(nodes))) as pool:
+                    list(pool.map(
+                        lambda n: self._node(n, by_node.get(n.node, []), programs), nodes))
+            self._sweep(resources)
+            self._verify()
+            self.result.status = (states.RUN_TEARDOWN_INCOMPLETE if self.result.remaining
+                                  else states.RUN_TERMINATED)
+            ctx.store.set_run_status(ctx.run, self.result.status)
+            ctx.emit(ev.RUN_FINISHED, state=self.result.status,
+                     destroyed=self.result.destroyed,
+                     remaining=[r.resource_id for r in self.result.remaining])
+        return self.result
+
+    def _warn(self, node: str | None, message: str) -> None:
+        self.result.warnings.append(f"{node}: {message}" if node else message)
+        self.ctx.emit(ev.WARNING, node=node, message=message)
+
+    def _node(self, node: NodeRecord, resources: list[ResourceRecord], programs: bool) -> None:
+        ctx = self.ctx
+        if node.state == states.TERMINATED and all(r.state == TERMINATED for r in resources):
+            return
+        ctx.store.update_node(ctx.run, node.node, state=states.TERMINATING)
+        ctx.emit(ev.NODE_STATE, node=node.node, state=states.TERMINATING)
+        if programs:
+            self._run_terminate_program(node)
+        gone = [self._destroy(res.node, res.driver, res.cloud, res.resource_id)
+                for res in resources if res.resource_id is not None and res.state != TERMINATED]
+        if all(gone):
+            ctx.store.update_node(ctx.run, node.node, state=states.TERMINATED)
+            ctx.emit(ev.NODE_STATE, node=node.node, state=states.TERMINATED)
+
+    def _run_terminate_program(self, node: NodeRecord) -> None:
+        """Best effort: a failure is logged and warned about, and the destroy goes on."""
+        spec = node.programs.get("terminate")
+        env = node.programs.get("env")
+        if not node.address or not env:  # never contextualized: nothing of cei's is there
+            return
+        log = NodeLog(node_log_path(self.ctx.run_dir, node.node))
+        try:
+            session = self.ctx.open_session(node, retry_for=TERMINATE_SSH_WAIT)
+        except CeiError as exc:
+            if spec:
+                self._warn(node.node, f"terminate program not run: {exc}")
+            log.close()
+            return
+        try:
+            if spec:
+                stage = Stage(session, env["CEI_STAGE"], env, log)
+                result = stage.run("terminate", ProgramSpec.from_dict(spec))
+                if result.status != 0:
+                    tail = (result.stderr_tail or result.stdout_tail).strip()
+                    self._warn(node.node, f"terminate program exited with status "
+                                          f"{result.status}" + (f": {tail}" if tail else ""))
+            # leave nothing behind on hosts that outlive the run
+            session.run(shell_command(["rm", "-rf", env["CEI_STAGE"]]), timeout=60)
+        except CeiError as exc:
+            self._warn(node.node, f"terminate program failed: {exc}")
+        finally:
+            self.ctx.close_session(session)
+            log.close()
+
+    def _destroy(self, node: str | None, driver: str, cloud: dict[str, Any],
+                 resource_id: str) -> bool:
+        try:
+            self.ctx.provider(driver, cloud).destroy(resource_id)
+        except CeiError as exc:
+            self._warn(node, f"destroy of {resource_id} failed: {exc}")
+            return False
+        self.ctx.store.set_resource_state(self.ctx.run, resource_id, TERMINATED)
+        self.result.destroyed += 1
+        self.ctx.emit(ev.RESOURCE, node=node, state="destroyed", driver=driver,
+                      resource_id=resource_id)
+        return True
+
+    def _sweep(self, known: list[ResourceRecord]) -> None:
+        """Find what the run's tag still marks, including nodes whose id was never stored."""
+        ctx = self.ctx
+        known_ids = {r.resource_id for r in known if r.resource_id}
+        clouds: dict[str, tuple[str, dict[str, Any]]] = {}
+        for res in known:
+            clouds[res.driver + json.dumps(res.cloud, sort_keys=True)] = (res.driver, res.cloud)
+        for key, (driver, cloud) in clouds.items():
+            # intents cei committed but whose id never came back (killed mid-create)
+            open_intents = {r.node: r for r in known if r.resource_id is None
+                            and r.state == RESOURCE_INTENT
+                            and r.driver + json.dumps(r.cloud, sort_keys=True) == key}
+            try:
+                found = ctx.provider(driver, cloud).find(ctx.run)
+            except CeiError as exc:
+                self._warn(None, f"could not search the {driver} cloud for the run's nodes: {exc}")
+                continue
+            for info in found:
+                if info.state == TERMINATED or info.resource_id in known_ids:
+                    continue
+                node = info.tags.get("cei:node")
+                intent = open_intents.pop(node, None) if node else None
+                intent_id = intent.id if intent else ctx.store.record_intent(
+                    ctx.run, node or "?", driver, cloud, "found-by-tag")
+                ctx.store.record_resource_id(intent_id, info.resource_id)
+                ctx.emit(ev.RESOURCE, node=node, state="found", driver=driver,
+                         resource_id=info.resource_id)
+                self._destroy(node, driver, cloud, info.resource_id)
+            for intent in open_intents.values():  # the cloud has nothing for them
+                ctx.store.set_intent_state(intent.id, RESOURCE_NOT_CREATED)
+
+    def _verify(self) -> None:
+        ctx = self.ctx
+        for res in ctx.store.resources(ctx.run):
+            if res.resource_id is None:
+                continue
+            try:
+                state = ctx.provider(res.driver, res.cloud).describe(res.resource_id).state
+            except CeiError as exc:
+                state = f"unknown ({exc})"
+            if state != TERMINATED:
+                self.result.remaining.append(
+                    Remaining(res.node, res.driver, res.resource_id, f"still {state}"))
+            elif res.state != TERMINATED:
+                ctx.store.set_resource_state(ctx.run, res.resource_id, TERMINATED)
