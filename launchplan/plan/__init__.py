@@ -1,0 +1,14 @@
+"""Launch plans: load and check a plan file, render its services into node specs.
+
+Heavy libraries (jinja2, jsonschema) are imported here and nowhere above; the CLI imports this
+package lazily.
+"""
+
+from __future__ import annotations
+
+from .loader import load_plan
+from .render import render_service
+from .schema import SCHEMA_PATH
+from .variables import parse_var
+
+__all__ = ["SCHEMA_PATH", "load_plan", "parse_var", "render_service"]

@@ -112,6 +112,12 @@ class ServiceDecl:
     level_name: str
     raw: Mapping[str, Any]  # defaults merged in; plain Python values (no YAML nodes)
     location: SourceLocation
+    # keys of `raw` that came from the plan's `defaults` (not written in the service itself)
+    from_defaults: frozenset[str] = frozenset()
+    # where each value of `raw` was written, by its path within `raw` (() = the service's name)
+    locations: Mapping[tuple[Any, ...], SourceLocation] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,10 @@ class Plan:
     variables: Mapping[str, Any]
     clouds: Mapping[str, Mapping[str, Any]]  # unrendered profiles, implicit `local` included
     levels: tuple[LevelDecl, ...]
+    # where each value of the plan file was written, by its path in the document
+    locations: Mapping[tuple[Any, ...], SourceLocation] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def service(self, name: str) -> ServiceDecl:
         for level in self.levels:

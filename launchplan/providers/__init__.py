@@ -21,7 +21,7 @@ DRIVERS = tuple(_DRIVERS)
 
 
 def get_provider(driver: str, options: Mapping[str, Any], run_dir: Path) -> Provider:
-    """Instantiate the provider for `driver`, importing its module only now (keeps start-up fast)."""
+    """Instantiate the provider for `driver`, importing its module only now (fast start-up)."""
     try:
         target = _DRIVERS[driver]
     except KeyError:

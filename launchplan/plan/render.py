@@ -1,0 +1,437 @@
+"""render_service: one service declaration + run name + earlier outputs -> NodeSpecs.
+
+Rendering happens per node (templates may use service.index). Every rendered node and cloud
+profile is checked against the schema again, strictly, so that a template that produced the
+wrong type is reported at the line that holds it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launchplan.errors import PlanError
+
+from . import schema
+from .model import (
+    CloudSpec,
+    NodeSpec,
+    Plan,
+    ProgramSpec,
+    ServiceDecl,
+    ServiceView,
+    SourceLocation,
+)
+from .suggest import did_you_mean
+from .templates import (
+    CLOUD_INIT_JINJA,
+    Namespace,
+    Placeholders,
+    TemplateProblem,
+    is_template,
+    shared_templates,
+    to_plain,
+)
+from .yamlsrc import read_text
+
+PROGRAMS = ("boot", "ready", "terminate")
+DEFAULT_TIMEOUT = 600.0  # a node's whole create-to-ready path, and its boot program
+READY_TIMEOUT = 120.0
+READY_INTERVAL = 2.0
+TERMINATE_TIMEOUT = 120.0
+
+# Keys rendered as text even when their template is one whole expression.
+_TEXT_KEYS = frozenset({
+    "cloud", "driver", "ssh_user", "ssh_key", "image", "size", "key_name", "subnet", "region",
+    "location", "zone", "endpoint_url", "provider", "address", "host_key_policy",
+})  # fmt: skip
+_TEXT_LISTS = frozenset({"tags", "credentials", "security_groups", "host", "userdata"})
+
+
+def wants_text(path: tuple[Any, ...]) -> bool:
+    """Whether the value at `path` (in a service or profile) is always a string."""
+    if len(path) == 1:
+        return path[0] in _TEXT_KEYS
+    if len(path) == 2 and path[0] in PROGRAMS:
+        return path[1] in ("run", "command")
+    if len(path) == 2:
+        return path[0] in _TEXT_LISTS
+    return len(path) == 3 and path[0] in PROGRAMS and path[1] in ("args", "env")
+
+
+def pick_cloud(decl: ServiceDecl) -> tuple[Any, tuple[Any, ...] | None]:
+    """The service's cloud (unrendered) and where it is written (None: implicit).
+
+    The service's own `cloud` wins; a service with `host` is on `static`; then the defaults'
+    `cloud`; else the embedded `local` cloud.
+    """
+    raw = decl.raw
+    if "cloud" in raw and "cloud" not in decl.from_defaults:
+        return raw["cloud"], ("cloud",)
+    if "host" in raw:
+        return "static", None
+    if "cloud" in raw:
+        return raw["cloud"], ("cloud",)
+    return "local", None
+
+
+def resolve_path(base_dir: Path, value: str) -> str:
+    """A plan path made absolute: `~` expanded, relative to the plan's directory."""
+    return os.path.normpath(base_dir / Path(value).expanduser())
+
+
+def scalar_text(value: Any) -> str:
+    """How an argument, env value or tag is passed on: YAML true -> "true", 3 -> "3"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def locate_in(
+    locations: Mapping[tuple[Any, ...], SourceLocation], path: tuple[Any, ...], fallback: str
+) -> SourceLocation:
+    """Location of `path`, or of the nearest enclosing value that has one."""
+    while path not in locations:
+        if not path:
+            return SourceLocation(fallback)
+        path = path[:-1]
+    return locations[path]
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a mapping of plan values lives: its document path and how to locate inside it."""
+
+    prefix: tuple[Any, ...]
+    locate: Callable[[tuple[Any, ...]], SourceLocation]
+
+    def fail(self, path: tuple[Any, ...], message: str) -> PlanError:
+        loc = self.locate(path)
+        text = f"{schema.subject((*self.prefix, *path))}: {message}"
+        return PlanError(text, loc.file, loc.line, loc.column)
+
+    def check(self, value: Mapping[str, Any], definition: str) -> None:
+        """Strict schema check of a rendered value."""
+        schema.validate(
+            value,
+            definition=definition,
+            raw=False,
+            prefix=self.prefix,
+            locate=lambda path, _key: self.locate(path[len(self.prefix):]),
+        )
+
+
+def service_site(plan: Plan, decl: ServiceDecl) -> Site:
+    return Site(
+        ("levels", decl.level - 1, "services", decl.name),
+        lambda path: locate_in(decl.locations, path, decl.location.file),
+    )
+
+
+def cloud_site(plan: Plan, name: str) -> Site:
+    return Site(
+        ("clouds", name),
+        lambda path: locate_in(plan.locations, ("clouds", name, *path), str(plan.path)),
+    )
+
+
+def render_tree(value: Any, names: Mapping[str, Any], path: tuple[Any, ...], site: Site) -> Any:
+    """Render every template string inside `value` (keys stay as written)."""
+    if isinstance(value, str) and is_template(value):
+        try:
+            rendered = shared_templates().render(value, names, text=wants_text(path))
+        except TemplateProblem as problem:
+            raise site.fail(path, problem.message) from None
+        return to_plain(rendered)
+    if isinstance(value, Mapping):
+        return {k: render_tree(v, names, (*path, k), site) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_tree(v, names, (*path, i), site) for i, v in enumerate(value)]
+    return value
+
+
+def template_names(
+    plan: Plan, run: str, service: Mapping[str, Any], services: Namespace
+) -> dict[str, Any]:
+    """The names every template sees (env() is a global of the environment)."""
+    return {
+        "vars": Namespace(plan.variables, "vars"),
+        "run": run,
+        "service": Namespace(service, "service"),
+        "services": services,
+    }
+
+
+def earlier_services(
+    plan: Plan, level: int, views: Mapping[str, ServiceView] | None
+) -> Namespace:
+    """`services` for a service of `level`: earlier levels only; placeholders if no views."""
+    data: dict[str, Any] = {}
+    for decl in plan.services():
+        if decl.level >= level:
+            continue
+        if views is None:
+            data[decl.name] = _placeholder_service(plan, decl)
+        elif decl.name in views:
+            data[decl.name] = _view_namespace(views[decl.name])
+    return Namespace(data, "services")
+
+
+def _view_namespace(view: ServiceView) -> Namespace:
+    label = f"services.{view.name}"
+    nodes = [
+        Namespace(
+            {
+                "address": node.address,
+                "hostname": node.hostname,
+                "outputs": Namespace(node.outputs, f"{label}.nodes[{i}].outputs"),
+            },
+            f"{label}.nodes[{i}]",
+        )
+        for i, node in enumerate(view.nodes)
+    ]
+    return Namespace(
+        {
+            "name": view.name,
+            "count": view.count,
+            "outputs": Namespace(view.outputs, f"{label}.outputs"),
+            "nodes": nodes,
+        },
+        label,
+    )
+
+
+def _placeholder_service(plan: Plan, decl: ServiceDecl) -> Namespace:
+    name = decl.name
+    count = _placeholder_count(plan, decl)
+    nodes = [
+        Namespace(
+            {
+                "address": f"<{name}/{i}.address>",
+                "hostname": f"<{name}/{i}.hostname>",
+                "outputs": Placeholders(f"{name}/{i}.outputs"),
+            },
+            f"services.{name}.nodes[{i}]",
+        )
+        for i in range(count)
+    ]
+    return Namespace(
+        {"name": name, "count": count, "outputs": Placeholders(f"{name}.outputs"), "nodes": nodes},
+        f"services.{name}",
+    )
+
+
+def _placeholder_count(plan: Plan, decl: ServiceDecl) -> int:
+    """An earlier service's node count for placeholders; 1 when it needs launch-time data."""
+    names = template_names(
+        plan, "<run>", {"name": decl.name, "index": 0, "count": None}, Namespace({}, "services")
+    )
+    site = service_site(plan, decl)
+    try:
+        count = render_tree(decl.raw.get("count"), names, ("count",), site)
+        host = render_tree(decl.raw.get("host"), names, ("host",), site)
+    except PlanError:
+        return 1
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 1:
+        return count
+    if isinstance(host, list) and host:
+        return len(host)
+    return 1
+
+
+def render_service(
+    plan: Plan, name: str, run: str, views: Mapping[str, ServiceView] | None = None
+) -> tuple[NodeSpec, ...]:
+    """Render service `name` of `plan` for run `run`: one NodeSpec per node.
+
+    `views` are the launched services of earlier levels; None renders placeholders such as
+    "<db/0.address>" (for validate and render before anything is launched).
+    """
+    try:
+        decl = plan.service(name)
+    except KeyError:
+        hint = did_you_mean(name, [s.name for s in plan.services()])
+        raise PlanError(f"no service '{name}' in the plan{hint}", str(plan.path)) from None
+    return _ServiceRenderer(plan, decl, run, views).render()
+
+
+class _ServiceRenderer:
+    def __init__(
+        self,
+        plan: Plan,
+        decl: ServiceDecl,
+        run: str,
+        views: Mapping[str, ServiceView] | None,
+    ) -> None:
+        self.plan = plan
+        self.decl = decl
+        self.run = run
+        self.services = earlier_services(plan, decl.level, views)
+        self.site = service_site(plan, decl)
+
+    def names(self, index: int, count: int | None) -> dict[str, Any]:
+        service = {"name": self.decl.name, "index": index, "count": count}
+        return template_names(self.plan, self.run, service, self.services)
+
+    def render(self) -> tuple[NodeSpec, ...]:
+        first = self.names(0, None)
+        cloud_raw, cloud_path = pick_cloud(self.decl)
+        cloud_name = render_tree(cloud_raw, first, ("cloud",), self.site)
+        if cloud_name not in self.plan.clouds:
+            hint = did_you_mean(cloud_name, self.plan.clouds)
+            raise self.site.fail(cloud_path or (), f"unknown cloud '{cloud_name}'{hint}")
+        count = self._count(first)
+        return tuple(self._node(i, count, cloud_name) for i in range(count))
+
+    def _count(self, names: Mapping[str, Any]) -> int:
+        raw = self.decl.raw
+        hosts = render_tree(raw.get("host"), names, ("host",), self.site)
+        if hosts == []:
+            raise self.site.fail(("host",), "host must not be an empty list")
+        if "count" not in raw:
+            return len(hosts) if isinstance(hosts, list) else 1
+        count = render_tree(raw["count"], names, ("count",), self.site)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise self.site.fail(
+                ("count",), f"count must be an integer >= 1, got {schema.show(count)}"
+            )
+        if isinstance(hosts, list) and count != len(hosts):
+            raise self.site.fail(
+                ("count",),
+                f"count is {count} but host lists {len(hosts)} hosts (one node per host)",
+            )
+        return count
+
+    def _node(self, index: int, count: int, cloud_name: str) -> NodeSpec:
+        names = self.names(index, count)
+        svc = render_tree(dict(self.decl.raw), names, (), self.site)
+        self.site.check(svc, "service")
+        csite = cloud_site(self.plan, cloud_name)
+        profile = render_tree(dict(self.plan.clouds[cloud_name]), names, (), csite)
+        csite.check(profile, "cloud")
+        cloud = self._cloud(cloud_name, profile, svc)
+        host = self._host(svc, index, cloud)
+        timeout = float(svc.get("timeout", DEFAULT_TIMEOUT))
+        ssh_key = None
+        if svc.get("ssh_key") is not None:
+            ssh_key = self._file(self.site, ("ssh_key",), svc["ssh_key"])
+        elif profile.get("ssh_key") is not None:
+            ssh_key = self._file(csite, ("ssh_key",), profile["ssh_key"])
+        return NodeSpec(
+            run=self.run,
+            service=self.decl.name,
+            index=index,
+            count=count,
+            level=self.decl.level,
+            level_name=self.decl.level_name,
+            cloud=cloud,
+            host=host,
+            userdata=self._userdata(svc, names),
+            config=svc.get("config") or {},
+            boot=self._program(svc, "boot", timeout),
+            ready=self._program(svc, "ready", READY_TIMEOUT),
+            terminate=self._program(svc, "terminate", TERMINATE_TIMEOUT),
+            timeout=timeout,
+            ssh_user=svc.get("ssh_user") or profile.get("ssh_user"),
+            ssh_key=ssh_key,
+            ssh_port=int(svc.get("ssh_port", profile.get("ssh_port", 22))),
+            host_key_policy=svc.get("host_key_policy", "pinned"),
+        )
+
+    def _cloud(self, name: str, profile: Mapping[str, Any], svc: Mapping[str, Any]) -> CloudSpec:
+        driver = profile["driver"]
+        options = {
+            k: v
+            for k, v in profile.items()
+            if k != "driver" and k not in schema.SSH_KEYS and v is not None
+        }
+        allowed = schema.driver_keys(driver)
+        for key in schema.OVERRIDE_KEYS:
+            value = svc.get(key)
+            if value is None:
+                continue
+            if key not in allowed:
+                if key in self.decl.from_defaults:
+                    continue
+                raise self.site.fail(
+                    (key,), f"{key} is not an option of cloud '{name}' (driver {driver})"
+                )
+            if key in ("tags", "run_instances") and isinstance(options.get(key), Mapping):
+                value = {**options[key], **value}
+            options[key] = value
+        if "tags" in options:
+            options["tags"] = {k: scalar_text(v) for k, v in options["tags"].items()}
+        return CloudSpec(name=name, driver=driver, options=options)
+
+    def _host(self, svc: Mapping[str, Any], index: int, cloud: CloudSpec) -> str | None:
+        host = svc.get("host")
+        if isinstance(host, list):
+            host = host[index] if index < len(host) else None
+        if host is not None and cloud.driver != "static":
+            raise self.site.fail(
+                ("host",),
+                f"host is for existing machines (driver static); cloud '{cloud.name}' "
+                f"has driver {cloud.driver}",
+            )
+        if host is None and cloud.driver == "static":
+            raise self.site.fail(
+                (), f"cloud '{cloud.name}' (driver static) needs host: the existing machine"
+            )
+        return host
+
+    def _file(self, site: Site, path: tuple[Any, ...], value: str) -> str:
+        resolved = resolve_path(self.plan.base_dir, value)
+        if not Path(resolved).is_file():
+            raise site.fail(path, f"file not found: {resolved}")
+        return resolved
+
+    def _userdata(self, svc: Mapping[str, Any], names: Mapping[str, Any]) -> tuple[str, ...]:
+        raw = svc.get("userdata")
+        if raw is None:
+            return ()
+        items = [(("userdata",), raw)] if isinstance(raw, str) else [
+            (("userdata", i), item) for i, item in enumerate(raw)
+        ]
+        parts = []
+        for path, value in items:
+            file = Path(self._file(self.site, path, value))
+            parts.append(render_userdata(file, names, self.decl.name))
+        return tuple(parts)
+
+    def _program(
+        self, svc: Mapping[str, Any], kind: str, default_timeout: float
+    ) -> ProgramSpec | None:
+        body = svc.get(kind)
+        if body is None:
+            return None
+        run = body.get("run")
+        if run is not None:
+            run = self._file(self.site, (kind, "run"), run)
+        return ProgramSpec(
+            run=run,
+            command=body.get("command"),
+            args=tuple(scalar_text(a) for a in body.get("args", ())),
+            env={k: scalar_text(v) for k, v in body.get("env", {}).items()},
+            timeout=float(body.get("timeout", default_timeout)),
+            interval=float(body.get("interval", READY_INTERVAL)),
+        )
+
+
+def is_cloud_init_jinja(text: str) -> bool:
+    """cloud-init renders files that start with "## template: jinja" itself."""
+    return text.split("\n", 1)[0].rstrip() == CLOUD_INIT_JINJA
+
+
+def render_userdata(file: Path, names: Mapping[str, Any], service: str) -> str:
+    """A user-data file rendered as a template (cloud-init's own Jinja passes through)."""
+    text = read_text(file, "user-data file")
+    if is_cloud_init_jinja(text):
+        return text
+    try:
+        return shared_templates().render_file(file, text, names)
+    except TemplateProblem as problem:
+        message = f"{problem.message} (user-data of service '{service}')"
+        raise PlanError(message, str(file), problem.line) from None

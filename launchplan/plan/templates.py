@@ -1,0 +1,228 @@
+"""Jinja2 in a sandbox: the one place plan values and user-data files are rendered.
+
+A value that is one whole expression ("{{ vars.nodes }}") keeps its native type (a string
+result that reads as a Python literal, such as "10", becomes that literal); mixed text renders
+to a string. Every failure becomes TemplateProblem, which callers locate in the plan.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+from jinja2.exceptions import SecurityError
+from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate, native_concat
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .suggest import did_you_mean
+
+TEMPLATE_MARKS = ("{{", "{%")
+CLOUD_INIT_JINJA = "## template: jinja"
+
+
+def is_template(value: object) -> bool:
+    """True for a string that Jinja2 must render."""
+    return isinstance(value, str) and any(mark in value for mark in TEMPLATE_MARKS)
+
+
+class TemplateProblem(Exception):
+    """A template could not be parsed or rendered; `line` is within the template."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class Namespace:
+    """A read-only bag of names for templates: `ns.key` and `ns['key']`, nothing else.
+
+    Unlike a dict, a key such as `items` or `keys` is never shadowed by a method, and a
+    missing key is reported with the namespace's own label.
+    """
+
+    __slots__ = ("_data", "_label")
+
+    def __init__(self, data: Mapping[str, Any], label: str) -> None:
+        self._data = data
+        self._label = label
+
+    def _missing(self, key: object) -> jinja2.StrictUndefined:
+        hint = did_you_mean(key, self._data)
+        return jinja2.StrictUndefined(hint=f"{self._label} has no '{key}'{hint}", name=str(key))
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return self[key]
+
+    def __getitem__(self, key: Any) -> Any:
+        if key in self._data:
+            return self._data[key]
+        return self._missing(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"<{self._label}>"
+
+
+class Placeholders(Namespace):
+    """Outputs not known yet (validate/render before launch): every key is "<label.key>"."""
+
+    __slots__ = ()
+
+    def __init__(self, label: str) -> None:
+        super().__init__({}, label)
+
+    def __getitem__(self, key: Any) -> Any:
+        return f"<{self._label}.{key}>"
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+_NO_DEFAULT = object()
+
+
+def env_lookup(name: str, default: Any = _NO_DEFAULT) -> Any:
+    """The templates' env('NAME'[, default]): a missing variable without default is an error."""
+    value = os.environ.get(str(name))
+    if value is not None:
+        return value
+    if default is not _NO_DEFAULT:
+        return default
+    raise TemplateProblem(
+        f"environment variable {name} is not set (or give a default: env('{name}', '...'))"
+    )
+
+
+class _NativeSandbox(ImmutableSandboxedEnvironment):
+    code_generator_class = NativeCodeGenerator
+    concat = staticmethod(native_concat)  # type: ignore[assignment]
+    template_class = NativeTemplate
+
+
+class Templates:
+    """Parses and renders template strings and files in the sandbox, caching compiled ones."""
+
+    def __init__(self) -> None:
+        options: dict[str, Any] = {
+            "undefined": jinja2.StrictUndefined,
+            "keep_trailing_newline": True,
+            "autoescape": False,
+        }
+        self.text_env = ImmutableSandboxedEnvironment(**options)
+        self.native_env = _NativeSandbox(**options)
+        for environment in (self.text_env, self.native_env):
+            environment.globals["env"] = env_lookup
+        self._asts: dict[str, nodes.Template] = {}
+        self._compiled: dict[tuple[bool, str], jinja2.Template] = {}
+
+    def known_globals(self) -> frozenset[str]:
+        return frozenset(self.text_env.globals)
+
+    def parse(self, source: str) -> nodes.Template:
+        """The template's AST; TemplateProblem for a syntax error."""
+        ast = self._asts.get(source)
+        if ast is None:
+            try:
+                ast = self.text_env.parse(source)
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateProblem(f"template syntax error: {exc.message}", exc.lineno) from None
+            self._asts[source] = ast
+        return ast
+
+    def render(self, source: str, names: Mapping[str, Any], *, text: bool = False) -> Any:
+        """Render one value: native for a whole expression unless `text`, else a string."""
+        native = not text and _whole_expression(self.parse(source))
+        key = (native, source)
+        template = self._compiled.get(key)
+        if template is None:
+            environment = self.native_env if native else self.text_env
+            template = environment.from_string(source)
+            self._compiled[key] = template
+        return _run(template, names, None)
+
+    def render_file(self, path: Path, source: str, names: Mapping[str, Any]) -> str:
+        """Render a template file; errors carry the line within that file."""
+        self.parse(source)
+        filename = str(path)
+        code = self.text_env.compile(source, name=filename, filename=filename)
+        template = self.text_env.template_class.from_code(
+            self.text_env, code, self.text_env.make_globals(None)
+        )
+        return str(_run(template, names, filename))
+
+
+@cache
+def shared_templates() -> Templates:
+    """The process-wide renderer (compiled templates are cached in it)."""
+    return Templates()
+
+
+def to_plain(value: Any) -> Any:
+    """Turn template namespaces in a rendered value into plain dicts and lists."""
+    if isinstance(value, Placeholders):
+        return f"<{value._label}>"
+    if isinstance(value, Namespace):
+        return {k: to_plain(value[k]) for k in value}
+    if isinstance(value, Mapping):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def _whole_expression(ast: nodes.Template) -> bool:
+    if len(ast.body) != 1 or not isinstance(ast.body[0], nodes.Output):
+        return False
+    parts = ast.body[0].nodes
+    return len(parts) == 1 and not isinstance(parts[0], nodes.TemplateData)
+
+
+def _run(template: jinja2.Template, names: Mapping[str, Any], filename: str | None) -> Any:
+    try:
+        result = template.render(names)
+        if isinstance(result, jinja2.Undefined):
+            str(result)  # a StrictUndefined raises here, naming what was missing
+        return result
+    except TemplateProblem as exc:
+        exc.line = exc.line or _template_line(exc, filename)
+        raise
+    except jinja2.UndefinedError as exc:
+        message = f"undefined in template: {exc.message}"
+        raise TemplateProblem(message, _template_line(exc, filename)) from None
+    except SecurityError as exc:
+        message = f"refused by the template sandbox: {exc.message}"
+        raise TemplateProblem(message, _template_line(exc, filename)) from None
+    except jinja2.TemplateError as exc:
+        raise TemplateProblem(f"template error: {exc}", _template_line(exc, filename)) from None
+    except Exception as exc:  # a filter or operator failed on the data: report, never crash
+        message = f"template failed: {type(exc).__name__}: {exc}"
+        raise TemplateProblem(message, _template_line(exc, filename)) from None
+
+
+def _template_line(exc: BaseException, filename: str | None) -> int | None:
+    """The line of `filename` (a rendered template file) where `exc` was raised."""
+    if filename is None:
+        return None
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line

@@ -1,0 +1,452 @@
+"""render_service: native typing, env(), the sandbox, placeholders and views, NodeSpecs."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from launchplan.errors import EXIT_USAGE, PlanError
+from launchplan.plan import load_plan, render_service
+from launchplan.plan.model import NodeView, ServiceView
+
+PLANS = Path(__file__).parent / "plans"
+FULL = PLANS / "full.yml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "plan.yml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if needle in ln)
+
+
+def test_db_nodes_native_types_and_programs() -> None:
+    plan = load_plan(FULL)
+    nodes = render_service(plan, "db", "r1")
+    assert [n.node for n in nodes] == ["db/0", "db/1"]
+    db0 = nodes[0]
+    assert (db0.run, db0.level, db0.level_name, db0.count) == ("r1", 1, "base", 2)
+    assert db0.config == {"port": 5432, "label": "db-0", "nested": {"list": [1, 2]}}
+    assert nodes[1].config["label"] == "db-1"
+    assert db0.cloud.name == "here" and db0.cloud.driver == "local"
+    assert dict(db0.cloud.options) == {}
+    assert db0.ssh_user == "tester"  # from the profile, itself a template
+    assert db0.timeout == 300.0  # defaults
+    assert db0.boot is not None and db0.ready is not None and db0.terminate is not None
+    assert db0.boot.run == str((PLANS / "scripts" / "boot.sh").resolve())
+    assert db0.boot.args == ("--port", "5432", "3", "true")
+    assert dict(db0.boot.env) == {"MODE": "primary", "LEVEL": "1"}
+    assert db0.boot.timeout == 300.0  # boot defaults to the service timeout
+    assert (db0.ready.timeout, db0.ready.interval) == (30.0, 0.5)
+    assert db0.terminate.command == "echo bye"
+    assert db0.terminate.timeout == 120.0
+    assert db0.needs_ssh and db0.host is None and db0.userdata == ()
+
+
+def test_ec2_cloud_overrides_and_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CEI_TEST_AK", "AKIA-FROM-ENV")
+    plan = load_plan(FULL)
+    (cache,) = render_service(plan, "cache", "r1")
+    cloud = cache.cloud
+    assert (cloud.name, cloud.driver) == ("aws", "ec2")
+    assert cloud.options["size"] == "t3.large"  # the service's override wins
+    assert cloud.options["image"] == "ami-0abcdef"
+    assert cloud.options["tags"] == {"team": "infra", "cost": "7", "role": "cache"}
+    assert cloud.options["zone"] == "us-east-1a"
+    assert cloud.options["run_instances"] == {"EbsOptimized": False}
+    assert "endpoint_url" not in cloud.options  # null means unset
+    assert cloud.options["credentials"] == {
+        "access_key": "AKIA-FROM-ENV",
+        "secret_key": "secret-default",
+    }
+    assert "credentials" not in cloud.public_options()
+    assert not {"ssh_user", "ssh_key", "ssh_port"} & set(cloud.options)
+    assert cache.ssh_user == "ubuntu"
+    assert cache.ssh_key == str((PLANS / "keys" / "id_test").resolve())
+    assert cache.host_key_policy == "console"
+    assert not cache.needs_ssh
+
+
+def test_later_level_placeholders_and_userdata() -> None:
+    plan = load_plan(FULL)
+    (web,) = render_service(plan, "web", "r7")
+    assert web.cloud.driver == "libcloud"
+    assert web.cloud.options["location"] == "hello-dc"
+    assert web.cloud.options["options"]["ex_force_auth_version"] == "3.x_password"
+    assert web.ssh_user == "r7-user"
+    assert web.config == {
+        "db_host": "<db/0.address>",
+        "db_token": "<db.outputs.token>",
+        "db_count": 2,
+        "cache_host": "<cache/0.hostname>",
+    }
+    rendered, untouched = web.userdata
+    assert "node=web/0 of 1" in rendered
+    assert "db=<db/0.address>" in rendered and "token=<db.outputs.token>" in rendered
+    assert "greeting=hello" in rendered
+    assert untouched == (PLANS / "templates" / "native.cloud-config").read_text()
+
+
+def test_views_give_real_outputs() -> None:
+    plan = load_plan(FULL)
+    views = {
+        "db": ServiceView(
+            "db",
+            (
+                NodeView("127.0.0.5", "db-0.local", {"token": "s3cret", "items": 4}),
+                NodeView("127.0.0.6", "db-1.local", {"token": "other"}),
+            ),
+        ),
+        "cache": ServiceView("cache", (NodeView("127.0.0.7", "cache-0", {}),)),
+    }
+    (web,) = render_service(plan, "web", "r1", views)
+    assert web.config == {
+        "db_host": "127.0.0.5",
+        "db_token": "s3cret",
+        "db_count": 2,
+        "cache_host": "cache-0",
+    }
+    assert "token=s3cret" in web.userdata[0]
+
+
+def test_views_missing_output_is_located(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        levels:
+          - services: {db: {}}
+          - services:
+              web:
+                config: {t: "{{ services.db.outputs.tokn }}"}
+        """,
+    )
+    plan = load_plan(path)
+    views = {"db": ServiceView("db", (NodeView("127.0.0.5", "h", {"token": "x"}),))}
+    with pytest.raises(PlanError) as info:
+        render_service(plan, "web", "r1", views)
+    assert f"{path}:{line_of(path, 'tokn')}" in str(info.value)
+    assert "services.db.outputs has no 'tokn' (did you mean 'token'?)" in str(info.value)
+
+
+def test_static_hosts_one_node_each() -> None:
+    plan = load_plan(FULL)
+    nodes = render_service(plan, "lb", "r1")
+    assert [n.host for n in nodes] == ["127.0.0.1", "127.0.0.2"]
+    assert all(n.cloud.driver == "static" for n in nodes)
+    assert nodes[0].ssh_port == 2222 and nodes[0].ssh_user == "admin"
+    assert nodes[0].ssh_key == str((PLANS / "keys" / "id_test").resolve())
+    assert nodes[0].ready is not None and nodes[0].ready.timeout == 120.0
+    assert nodes[0].ready.interval == 2.0
+
+
+def test_empty_service_uses_defaults() -> None:
+    plan = load_plan(FULL)
+    (probe,) = render_service(plan, "probe", "r1")
+    assert probe.cloud.name == "here" and probe.count == 1
+    assert probe.ssh_port == 22 and probe.host_key_policy == "pinned"
+
+
+def test_implicit_local_and_static_clouds(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        defaults: {}
+        levels:
+          - services:
+              a: {}
+              b: {host: 127.0.0.9, ssh_port: 2200}
+        """,
+    )
+    plan = load_plan(path)
+    (a,) = render_service(plan, "a", "r")
+    (b,) = render_service(plan, "b", "r")
+    assert (a.cloud.name, a.cloud.driver) == ("local", "local")
+    assert (b.cloud.name, b.cloud.driver) == ("static", "static")
+    assert (b.host, b.ssh_port) == ("127.0.0.9", 2200)
+
+
+def test_host_beats_default_cloud(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        clouds: {here: {driver: local}}
+        defaults: {cloud: here, image: x}
+        levels:
+          - services:
+              web: {host: 127.0.0.3}
+        """,
+    )
+    (web,) = render_service(load_plan(path), "web", "r")
+    assert web.cloud.driver == "static"  # defaults' image does not apply to static: dropped
+    assert dict(web.cloud.options) == {}
+
+
+def test_var_makes_count_an_int(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        variables: {nodes: 1, code: x}
+        levels:
+          - services:
+              w:
+                count: "{{ vars.nodes }}"
+                config:
+                  whole: "{{ vars.nodes }}"
+                  mixed: "n={{ vars.nodes }}"
+                  zeros: "{{ vars.code }}"
+                  expr: "{{ vars.nodes | int + 1 }}"
+                  text: "{{ vars.code }}-suffix"
+        """,
+    )
+    nodes = render_service(load_plan(path, {"nodes": "10", "code": "007"}), "w", "r")
+    assert len(nodes) == 10
+    config = nodes[0].config
+    assert config["whole"] == 10 and isinstance(config["whole"], int)
+    assert config["mixed"] == "n=10"
+    assert config["zeros"] == "007"  # not a Python literal: stays text
+    assert config["expr"] == 11
+    assert config["text"] == "007-suffix"
+
+
+def test_string_keys_stay_text(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        variables: {user: "123", port: "2222"}
+        levels:
+          - services:
+              s:
+                host: 127.0.0.1
+                ssh_user: "{{ vars.user }}"
+                ssh_port: "{{ vars.port }}"
+                boot: {command: "echo", args: ["{{ vars.port }}"], env: {P: "{{ vars.port }}"}}
+        """,
+    )
+    (node,) = render_service(load_plan(path), "s", "r")
+    assert node.ssh_user == "123"
+    assert node.ssh_port == 2222
+    assert node.boot is not None
+    assert node.boot.args == ("2222",) and dict(node.boot.env) == {"P": "2222"}
+
+
+def test_templated_host_list_and_cloud(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        variables: {where: rack}
+        clouds: {rack: {driver: static}}
+        levels:
+          - services:
+              s:
+                cloud: "{{ vars.where }}"
+                host: "{{ vars.hosts }}"
+                config: {i: "{{ service.index }}", n: "{{ service.count }}"}
+        """,
+    )
+    nodes = render_service(load_plan(path, {"hosts": "['127.0.0.1', '127.0.0.2']"}), "s", "r")
+    assert [n.host for n in nodes] == ["127.0.0.1", "127.0.0.2"]
+    assert [dict(n.config) for n in nodes] == [{"i": 0, "n": 2}, {"i": 1, "n": 2}]
+
+
+def test_templated_cloud_unknown_at_render(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        variables: {where: here}
+        levels:
+          - services:
+              s: {cloud: "{{ vars.where }}"}
+        """,
+    )
+    with pytest.raises(PlanError) as info:
+        render_service(load_plan(path), "s", "r")
+    assert f"{path}:{line_of(path, 'cloud:')}" in str(info.value)
+    assert "unknown cloud 'here'" in str(info.value)
+
+
+def test_rendered_value_is_checked_against_schema(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        variables: {port: "22"}
+        levels:
+          - services:
+              s:
+                ssh_port: "{{ vars.port }}"
+        """,
+    )
+    plan = load_plan(path, {"port": "abc"})
+    with pytest.raises(PlanError) as info:
+        render_service(plan, "s", "r")
+    assert info.value.exit_code == EXIT_USAGE
+    assert f"{path}:{line_of(path, 'ssh_port')}" in str(info.value)
+    assert "ssh_port must be an integer from 1 to 65535, got 'abc'" in str(info.value)
+
+
+def test_bad_count_at_render(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        variables: {n: 1}
+        levels:
+          - services:
+              s: {count: "{{ vars.n }}"}
+        """,
+    )
+    with pytest.raises(PlanError) as info:
+        render_service(load_plan(path, {"n": "many"}), "s", "r")
+    assert f"{path}:{line_of(path, 'count')}" in str(info.value)
+    assert "count must be an integer >= 1, got 'many'" in str(info.value)
+
+
+def test_env_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(
+        tmp_path,
+        """
+        levels:
+          - services:
+              s:
+                config:
+                  home: "{{ env('CEI_TEST_HOME') }}"
+                  fallback: "{{ env('CEI_TEST_UNSET_VAR', 'dflt') }}"
+        """,
+    )
+    monkeypatch.setenv("CEI_TEST_HOME", "/somewhere")
+    monkeypatch.delenv("CEI_TEST_UNSET_VAR", raising=False)
+    (node,) = render_service(load_plan(path), "s", "r")
+    assert node.config == {"home": "/somewhere", "fallback": "dflt"}
+    monkeypatch.delenv("CEI_TEST_HOME")
+    with pytest.raises(PlanError) as info:
+        render_service(load_plan(path), "s", "r")
+    assert f"{path}:{line_of(path, 'CEI_TEST_HOME')}" in str(info.value)
+    assert "environment variable CEI_TEST_HOME is not set" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "{{ ''.__class__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ service.name.__class__ }}",
+        "{{ run.__len__() }}",
+    ],
+)
+def test_sandbox_refuses_private_attributes(tmp_path: Path, expr: str) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        levels:
+          - services:
+              s:
+                config: {{x: "{expr}"}}
+        """,
+    )
+    with pytest.raises(PlanError) as info:
+        render_service(load_plan(path), "s", "r")
+    assert f"{path}:{line_of(path, 'config')}" in str(info.value)
+    assert "refused by the template sandbox" in str(info.value)
+
+
+def test_sandbox_refuses_mutation(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        variables: {xs: [1]}
+        levels:
+          - services:
+              s:
+                config: {x: "{{ vars.xs.append(2) }}"}
+        """,
+    )
+    with pytest.raises(PlanError, match="sandbox"):
+        render_service(load_plan(path), "s", "r")
+
+
+def test_template_runtime_error_is_reported(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        levels:
+          - services:
+              s:
+                config: {x: "{{ 1 // 0 }}"}
+        """,
+    )
+    with pytest.raises(PlanError, match="ZeroDivisionError"):
+        render_service(load_plan(path), "s", "r")
+
+
+def test_userdata_runtime_error_points_into_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ud.yaml").write_text("#cloud-config\nruncmd:\n  - echo {{ env('CEI_NOPE_X') }}\n")
+    path = write(
+        tmp_path,
+        """
+        levels:
+          - services:
+              s: {userdata: ud.yaml}
+        """,
+    )
+    monkeypatch.delenv("CEI_NOPE_X", raising=False)
+    with pytest.raises(PlanError) as info:
+        render_service(load_plan(path), "s", "r")
+    assert f"{tmp_path / 'ud.yaml'}:3" in str(info.value)
+    assert "CEI_NOPE_X" in str(info.value)
+
+
+def test_cloud_init_jinja_passes_through(tmp_path: Path) -> None:
+    text = "## template: jinja\n#cloud-config\nruncmd: ['echo {{ ds.meta_data.x }} {% bad']\n"
+    (tmp_path / "ud.yaml").write_text(text)
+    path = write(
+        tmp_path,
+        """
+        levels:
+          - services:
+              s: {userdata: ud.yaml}
+        """,
+    )
+    (node,) = render_service(load_plan(path), "s", "r")
+    assert node.userdata == (text,)
+
+
+def test_unknown_service_name(tmp_path: Path) -> None:
+    plan = load_plan(FULL)
+    with pytest.raises(PlanError, match=r"no service 'dbx' in the plan \(did you mean 'db'\?\)"):
+        render_service(plan, "dbx", "r")
+
+
+def test_whole_outputs_mapping_renders_as_plain_data() -> None:
+    plan = load_plan(FULL)
+    views = {"db": ServiceView("db", (NodeView("a", "h", {"token": "t", "n": 1}),))}
+    decl = plan.service("web")
+    raw = dict(decl.raw)
+    raw["config"] = {"all": "{{ services.db.outputs }}"}
+    patched = type(plan)(
+        name=plan.name,
+        path=plan.path,
+        base_dir=plan.base_dir,
+        variables=plan.variables,
+        clouds=plan.clouds,
+        levels=tuple(
+            type(lvl)(
+                lvl.index,
+                lvl.name,
+                tuple(
+                    type(s)(s.name, s.level, s.level_name, raw, s.location, s.from_defaults)
+                    if s.name == "web"
+                    else s
+                    for s in lvl.services
+                ),
+            )
+            for lvl in plan.levels
+        ),
+    )
+    views["cache"] = ServiceView("cache", (NodeView("c", "c", {}),))
+    (web,) = render_service(patched, "web", "r", views)
+    assert web.config == {"all": {"token": "t", "n": 1}}
