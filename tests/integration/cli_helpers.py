@@ -1,0 +1,52 @@
+"""Running the real `cei` command against a private $CEI_HOME, and finding node processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PLANS = Path(__file__).parent / "plans"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cei(home: Path, *args: str, timeout: float = 180, check: int | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "launchplan", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check is not None:
+        assert proc.returncode == check, (
+            f"cei {' '.join(args)} exited {proc.returncode}, expected {check}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def cei_json(home: Path, *args: str, check: int = 0) -> Any:
+    return json.loads(cei(home, *args, "--json", check=check).stdout)
+
+
+def ndjson(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def node_processes(home: Path) -> list[int]:
+    """Pids of every process whose command line or environment points into $CEI_HOME/runs."""
+    marker = str(home / "runs").encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if marker in cmdline or marker in environ:
+            found.append(int(entry))
+    return found

@@ -1,0 +1,196 @@
+"""Launch real plans on the embedded local cloud through the `cei` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cli_helpers import PLANS, REPO, cei, cei_json, ndjson, node_processes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def home(tmp_path: Path):
+    home = tmp_path / "cei-home"
+    yield home
+    # whatever a test left behind is torn down, and nothing may survive that
+    for run in (home / "runs").glob("*") if (home / "runs").exists() else []:
+        cei(home, "terminate", run.name)
+    for pid in node_processes(home):
+        os.kill(pid, signal.SIGKILL)
+
+
+def nodes_by_name(status: dict) -> dict[str, dict]:
+    return {n["node"]: n for n in status["nodes"]}
+
+
+def test_three_levels_pass_outputs_through_args_and_config(home: Path) -> None:
+    launch = cei(home, "launch", str(PLANS / "chain.yml"), "--name", "c1", "--json", check=0)
+    summary = ndjson(launch.stdout)[-1]
+    assert summary["event"] == "summary" and summary["status"] == "ready"
+    assert all(e["v"] == 1 for e in ndjson(launch.stdout))
+
+    status = cei_json(home, "status", "c1")
+    assert status["healthy"] is True
+    nodes = nodes_by_name(status)
+    assert set(nodes) == {"a/0", "b/0", "b/1", "c/0"}
+    assert all(n["state"] == "ready" for n in nodes.values())
+
+    tricky = "it's a $HOME; rm -rf / \"quoted\""
+    a = nodes["a/0"]["outputs"]
+    assert a["argv"] == [tricky]  # one argument, unchanged
+    for i in (0, 1):
+        b = nodes[f"b/{i}"]["outputs"]
+        assert b["argv"] == [tricky, f"b{i}"]
+        assert b["config"] == {"from_a": tricky, "a_address": nodes["a/0"]["address"]}
+    c = nodes["c/0"]["outputs"]
+    assert c["argv"] == [tricky]
+    assert c["config"] == {"from_b": tricky}
+    # the context document lists every node known when c booted
+    assert c["context_nodes"] == ["a/0", "b/0", "b/1", "c/0"]
+
+
+def test_node_environment(home: Path) -> None:
+    cei(home, "launch", str(PLANS / "chain.yml"), "--name", "env1", check=0)
+    b1 = nodes_by_name(cei_json(home, "status", "env1", "--cached"))["b/1"]["outputs"]
+    env = b1["env"]
+    assert env["CEI_RUN"] == "env1"
+    assert env["CEI_SERVICE"] == "b"
+    assert env["CEI_NODE"] == "b/1"
+    assert env["CEI_NODE_INDEX"] == "1"
+    assert env["CEI_LEVEL"] == "second"
+    stage = b1["cwd"]
+    assert stage.endswith("/.cei/env1/b")
+    assert b1["stage_mode"] == "0o700"
+    for name, file in (("CEI_CONFIG", "config.json"), ("CEI_CONTEXT", "context.json"),
+                       ("CEI_OUTPUT", "output.json")):
+        assert env[name] == f"{stage}/{file}"
+
+
+def test_terminate_leaves_no_node_process(home: Path) -> None:
+    cei(home, "launch", str(PLANS / "counted.yml"), "--name", "t1", "--var", "n=3", check=0)
+    status = cei_json(home, "status", "t1")
+    assert len(status["nodes"]) == 3  # "{{ vars.n }}" rendered as the integer 3
+    assert node_processes(home)
+    down = cei(home, "terminate", "t1", "--json", check=0)
+    assert ndjson(down.stdout)[-1]["remaining"] == []
+    assert node_processes(home) == []
+    # terminate programs ran on every node before it was destroyed
+    marks = list((home / "runs" / "t1" / "nodes").glob("*/terminated-by-program"))
+    assert len(marks) == 3
+    # a second terminate of a finished teardown is fine
+    cei(home, "terminate", "t1", check=0)
+    assert cei_json(home, "status", "t1", "--cached", check=1)["status"] == "terminated"
+
+
+def test_failing_boot_stops_later_levels_and_terminate_cleans_up(home: Path) -> None:
+    proc = cei(home, "launch", str(PLANS / "failing.yml"), "--name", "f1", check=1)
+    assert "bad/1" in proc.stderr
+    assert "disk on fire: detail" in proc.stderr  # the tail of the program's stderr
+    assert "Traceback" not in proc.stderr
+    nodes = nodes_by_name(cei_json(home, "status", "f1", "--cached", check=1))
+    assert nodes["ok/0"]["state"] == "ready"
+    assert nodes["bad/1"]["state"] == "failed"
+    assert "never/0" not in nodes  # level 3 never started
+    cei(home, "terminate", "f1", check=0)
+    assert node_processes(home) == []
+
+
+def test_on_failure_terminate_tears_down(home: Path) -> None:
+    cei(home, "launch", str(PLANS / "failing.yml"), "--name", "f2", "--on-failure",
+        "terminate", check=1)
+    assert node_processes(home) == []
+    history = cei_json(home, "history", "f2")
+    assert history["resources"] and all(r["state"] == "terminated"
+                                        for r in history["resources"])
+
+
+def test_ready_timeout_exits_3(home: Path) -> None:
+    proc = cei(home, "launch", str(PLANS / "ready-timeout.yml"), "--name", "r1", check=3)
+    assert "ready program did not pass within 2s" in proc.stderr
+    assert "not yet" in proc.stderr
+
+
+def test_boot_output_must_be_a_json_object(home: Path) -> None:
+    proc = cei(home, "launch", str(PLANS / "bad-output.yml"), "--name", "o1", check=1)
+    assert "one JSON object to $CEI_OUTPUT, not a list" in proc.stderr
+
+
+def test_second_launch_of_a_live_run_is_refused(home: Path) -> None:
+    cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=0)
+    proc = cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=2)
+    assert "already exists" in proc.stderr
+    cei(home, "terminate", "dup", check=0)
+    cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=0)
+
+
+def test_ctrl_c_records_what_was_made_and_terminate_finds_it(home: Path) -> None:
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launchplan", "launch", str(PLANS / "sleepy.yml"),
+         "--name", "int1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until both boots are running
+            logs = list((home / "runs" / "int1" / "logs").glob("*.log")) \
+                if (home / "runs" / "int1" / "logs").exists() else []
+            if len(logs) == 2 and all("boot: " in p.read_text() for p in logs):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the boot programs never started")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "cei terminate int1" in err
+    nodes = nodes_by_name(cei_json(home, "status", "int1", "--cached", check=1))
+    assert "later/0" not in nodes
+    assert {n["resource_id"] for n in nodes.values()} == {"int1/sleeper/0", "int1/sleeper/1"}
+    cei(home, "terminate", "int1", check=0)
+    assert node_processes(home) == []
+
+
+def test_invalid_plan_exits_2_with_location(home: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "broken.yml"
+    plan.write_text("levels:\n  - services:\n      web:\n        cuont: 2\n")
+    proc = cei(home, "launch", str(plan), check=2)
+    assert f"{plan}:4" in proc.stderr
+    assert "count" in proc.stderr  # did you mean
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["launch", "no-such-plan.yml"], "no-such-plan.yml"),
+    (["launch", str(PLANS / "counted.yml"), "--var", "oops"], "KEY=VALUE"),
+    (["status", "nope"], "nope"),
+    (["terminate", "nope"], "nope"),
+])
+def test_usage_errors_exit_2_without_traceback(home: Path, args: list[str], needle: str) -> None:
+    proc = cei(home, *args, check=2)
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_state_files_are_private(home: Path) -> None:
+    cei(home, "launch", str(PLANS / "counted.yml"), "--name", "p1", check=0)
+    assert (home.stat().st_mode & 0o777) == 0o700
+    assert (home / "cei.db").stat().st_mode & 0o777 == 0o600
+    for path in (home / "runs" / "p1").rglob("*"):
+        if path.is_dir() and path.parent.name in ("runs", "p1", "logs", "nodes"):
+            assert path.stat().st_mode & 0o077 == 0, path
+    db = (home / "cei.db").read_bytes() + (home / "cei.db-wal").read_bytes() \
+        if (home / "cei.db-wal").exists() else (home / "cei.db").read_bytes()
+    assert b"PRIVATE KEY" not in db
+    json.dumps(cei_json(home, "history", "p1"))  # history is plain JSON
