@@ -1,0 +1,1 @@
+"""Stream transforms: the sliding-window average and the worker process that serves it."""
