@@ -53,6 +53,11 @@ class Provider(ABC):
     """One cloud (or the local cloud, or existing hosts) behind a uniform verb set."""
 
     driver: ClassVar[str]
+    # Largest user-data the cloud accepts, in bytes (None: no limit). cei gzips past it.
+    userdata_limit: ClassVar[int | None] = None
+    # Whether cei should wait for cloud-init on the node (the local cloud applies user-data
+    # before its SSH server answers, so waiting there is pointless).
+    runs_cloud_init: ClassVar[bool] = True
 
     def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
         self.options = options

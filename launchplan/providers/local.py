@@ -77,6 +77,7 @@ class LocalProvider(Provider):
     """Nodes as local processes; create/describe/destroy/find work from any later process."""
 
     driver = "local"
+    runs_cloud_init = False  # a node applies its user-data before its SSH server answers
 
     def __init__(self, options: Any, run_dir: Path) -> None:
         super().__init__(options, run_dir)
