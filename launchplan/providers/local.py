@@ -196,6 +196,11 @@ class LocalProvider(Provider):
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
+        # A local node is this machine: its `python3` is the one cei runs on, with cei's
+        # libraries, whether or not the user activated cei's virtualenv.
+        env["PATH"] = os.pathsep.join(
+            p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p
+        )
         fd = os.open(path / "console.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             proc = subprocess.Popen(
