@@ -49,8 +49,10 @@ def launch(plan_path: Path, run_name: str | None, variables: tuple[str, ...],
     Exit status: 0 all services ready, 1 a service failed, 2 invalid plan or usage,
     3 timed out, 130 interrupted (what was made is recorded: `cei terminate RUN`).
     """
-    from launchplan.levels import Launcher, RunContext, Terminator
+    from launchplan.levels.launch import Launcher
+    from launchplan.levels.runtime import RunContext
     from launchplan.levels.states import RUN_FAILED, RUN_TERMINATED
+    from launchplan.levels.teardown import Terminator
 
     plan = load(plan_path, variables, vars_files)
     store = open_store()

@@ -11,7 +11,7 @@ from launchplan.cli.output import emit_json
 from launchplan.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
-    from launchplan.levels import NodeHealth
+    from launchplan.levels.health import NodeHealth
 
 
 @click.command()
@@ -27,8 +27,9 @@ def status(run_name: str | None, cached: bool, parallel: int, as_json: bool) -> 
     Each ready node's ready program runs once more over SSH unless --cached. Exit status 0
     only when every node is healthy, 1 otherwise; CI jobs can poll it.
     """
-    from launchplan.levels import RunContext, check_run
     from launchplan.levels.events import discard
+    from launchplan.levels.health import check_run
+    from launchplan.levels.runtime import RunContext
 
     store = open_store()
     if run_name is None:

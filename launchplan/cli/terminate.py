@@ -9,7 +9,8 @@ from launchplan.cli.output import emit_json, error, warn
 
 
 def _teardown(run_name: str, as_json: bool, programs: bool, parallel: int) -> int:
-    from launchplan.levels import RunContext, Terminator
+    from launchplan.levels.runtime import RunContext
+    from launchplan.levels.teardown import Terminator
 
     store = open_store()
     run = store.get_run(run_name)
