@@ -93,3 +93,9 @@ class SSHUnavailable(RemoteError):
 
 class CommandTimeout(StepTimeout):
     """A program on a node ran past its timeout and was stopped."""
+
+
+class Interrupted(CeiError):
+    """The user interrupted (Ctrl-C); in-flight work was stopped and recorded."""
+
+    exit_code = EXIT_INTERRUPTED

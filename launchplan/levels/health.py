@@ -76,7 +76,7 @@ def _live(ctx: RunContext, node: NodeRecord) -> NodeHealth:
             program = ProgramSpec.from_dict(ready)
             result = Stage(session, env["CEI_STAGE"], env, log).run("ready", program)
         finally:
-            ctx.close_session(session)
+            session.close()
     except CeiError as exc:
         return _cached(node, False, f"ready check could not run: {exc}")
     finally:

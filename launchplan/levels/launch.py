@@ -15,6 +15,7 @@ from pathlib import Path
 from launchplan.ctx.environment import context_document, node_environment, stage_dir
 from launchplan.ctx.hostkeys import HostKey, generate_host_key
 from launchplan.ctx.userdata import build_userdata
+from launchplan.dispatch.agents import install_agent
 from launchplan.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -250,7 +251,7 @@ class _NodeLauncher:
             self._step(states.CONTEXTUALIZING)
             self._contextualize(session, log)
         finally:
-            ctx.close_session(session)
+            session.close()
         self._set(states.READY)
 
     def _host_key(self) -> HostKey | None:
@@ -303,15 +304,21 @@ class _NodeLauncher:
              "outputs": n.outputs}
             for n in ctx.store.nodes(ctx.run) if n.address
         ]
-        stage = Stage(session, stage_path, env, log)
+        stage = Stage(session, stage_path, env, log, cancel=ctx.cancel)
         stage.prepare(spec.config, context_document(ctx.run, known))
         if spec.boot is not None:
             outputs = stage.boot(spec.boot)
             ctx.store.update_node(ctx.run, spec.node, outputs=outputs)
             ctx.emit(ev.NODE_PROGRAM, node=spec.node, program="boot", status=0,
                      outputs=sorted(outputs))
+        agent = install_agent(session, stage_path, spec, ctx.run_dir)
+        if agent is not None:
+            ctx.store.update_node(ctx.run, spec.node,
+                                  programs={**self._record().programs, "agent": agent})
+            ctx.emit(ev.NODE_PROGRAM, node=spec.node, program="agent", status=0,
+                     pid=agent.get("pid"), slots=agent.get("slots"))
         if spec.ready is not None:
-            stage.wait_ready(spec.ready, cancel=ctx.cancel)
+            stage.wait_ready(spec.ready)
 
     def _record(self) -> NodeRecord:
         return self.ctx.store.get_node(self.ctx.run, self.spec.node)

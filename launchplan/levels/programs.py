@@ -31,8 +31,10 @@ class ProgramFailed(CeiError):
 class Stage:
     """A node's stage directory (~/.cei/RUN/SERVICE) reached through one SSH session."""
 
-    def __init__(self, session: Session, stage: str, env: Mapping[str, str], log: NodeLog):
+    def __init__(self, session: Session, stage: str, env: Mapping[str, str], log: NodeLog,
+                 cancel: threading.Event | None = None) -> None:
         self.session = session
+        self.cancel = cancel
         self.path = stage if stage.startswith("/") else posixpath.join(session.home, stage)
         self.env = dict(env)
         self.log = log
@@ -61,6 +63,7 @@ class Stage:
             shell_command(argv, cwd=self.path, env=env),
             timeout=program.timeout if timeout is None else timeout,
             on_output=self.log.stream(kind),
+            cancel=self.cancel,
         )
         self.log.note(f"{kind}: exit status {result.status}")
         return result
@@ -88,7 +91,7 @@ class Stage:
             )
         return value
 
-    def wait_ready(self, program: ProgramSpec, cancel: threading.Event | None = None) -> None:
+    def wait_ready(self, program: ProgramSpec) -> None:
         """Run the ready program until it passes, every `interval`, within its timeout."""
         deadline = time.monotonic() + program.timeout
         last: CommandResult | None = None
@@ -102,7 +105,7 @@ class Stage:
                 break
             if last.status == 0:
                 return
-            if cancel is not None and cancel.is_set():
+            if self.cancel is not None and self.cancel.is_set():
                 raise ProgramFailed("ready", last)
             time.sleep(min(program.interval, max(0.0, deadline - time.monotonic())))
         message = f"ready program did not pass within {program.timeout:g}s"

@@ -36,7 +36,6 @@ class RunContext:
         self.cancel = cancel or threading.Event()
         self._lock = threading.Lock()
         self._providers: dict[str, Provider] = {}
-        self._sessions: set[Session] = set()
 
     # events -------------------------------------------------------------------------------
     def emit(self, kind: str, *, node: str | None = None, state: str | None = None,
@@ -91,20 +90,8 @@ class RunContext:
         )
 
     def open_session(self, node: NodeRecord, retry_for: float) -> Session:
-        session = Session.open(self.target(node), retry_for=retry_for, cancel=self.cancel)
-        with self._lock:
-            self._sessions.add(session)
-        return session
-
-    def close_session(self, session: Session) -> None:
-        with self._lock:
-            self._sessions.discard(session)
-        session.close()
+        return Session.open(self.target(node), retry_for=retry_for, cancel=self.cancel)
 
     def interrupt(self) -> None:
-        """Stop starting new work and cut in-flight SSH commands short."""
+        """Stop starting new work; in-flight remote programs stop their own process groups."""
         self.cancel.set()
-        with self._lock:
-            sessions = list(self._sessions)
-        for session in sessions:
-            session.close()

@@ -28,7 +28,13 @@ from typing import BinaryIO
 
 import paramiko
 
-from launchplan.errors import CommandTimeout, HostKeyMismatch, RemoteError, SSHUnavailable
+from launchplan.errors import (
+    CommandTimeout,
+    HostKeyMismatch,
+    Interrupted,
+    RemoteError,
+    SSHUnavailable,
+)
 from launchplan.remote.target import POLICY_PINNED, SSHTarget
 
 log = logging.getLogger("launchplan.remote")
@@ -330,11 +336,13 @@ class Session:
         *,
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
+        cancel: threading.Event | None = None,
     ) -> CommandResult:
         """Run a POSIX sh command line, streaming output to `on_output(stream, chunk)`.
 
         Past `timeout` seconds the command's whole process group is stopped and
-        CommandTimeout raised.
+        CommandTimeout raised; when `cancel` is set it is stopped the same way and
+        Interrupted raised.
         """
         token = uuid.uuid4().hex
         wrapped = "exec sh -c " + " ".join(
@@ -358,6 +366,10 @@ class Session:
                         and not channel.recv_stderr_ready()
                     ):
                         break
+                    if cancel is not None and cancel.is_set():
+                        settled = True
+                        self._stop(token)
+                        raise Interrupted(f"{self.target.address}: command interrupted")
                     wait = _POLL
                     if deadline is not None:
                         left = deadline - time.monotonic()

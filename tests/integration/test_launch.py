@@ -155,11 +155,20 @@ def test_ctrl_c_records_what_was_made_and_terminate_finds_it(home: Path) -> None
             proc.wait()
     assert proc.returncode == 130, err
     assert "cei terminate int1" in err
+    # the in-flight boot programs were stopped, not left running on the kept nodes
+    assert [pid for pid in node_processes(home) if _cmdline(pid).startswith(b"sleep\x0060")] == []
     nodes = nodes_by_name(cei_json(home, "status", "int1", "--cached", check=1))
     assert "later/0" not in nodes
     assert {n["resource_id"] for n in nodes.values()} == {"int1/sleeper/0", "int1/sleeper/1"}
     cei(home, "terminate", "int1", check=0)
     assert node_processes(home) == []
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
 
 
 def test_invalid_plan_exits_2_with_location(home: Path, tmp_path: Path) -> None:
