@@ -1,0 +1,404 @@
+"""EC2 and every EC2-compatible API (Nimbus, Eucalyptus, OpenStack's EC2 API, moto) via boto3.
+
+Credentials come from the cloud profile's `credentials` (which a plan may fill only through
+`env('...')`) or else from boto3's standard chain: environment, shared profiles, instance roles.
+Retries of throttling and 5xx are botocore's own (standard mode); what still fails afterwards is
+reported as a transient ProviderError, anything else as a fatal one carrying EC2's message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from launchplan.errors import CeiError, ProviderError, StepTimeout, UsageError
+from launchplan.providers.base import (
+    ERROR,
+    PENDING,
+    RUNNING,
+    STOPPED,
+    TERMINATED,
+    UNKNOWN,
+    NodeInfo,
+    NodeRequest,
+    Provider,
+)
+from launchplan.providers.retry import is_transient_message
+
+# EC2 instance states -> cei's normalised states.
+_STATES = {
+    "pending": PENDING,
+    "running": RUNNING,
+    "stopping": STOPPED,
+    "stopped": STOPPED,
+    "shutting-down": TERMINATED,
+    "terminated": TERMINATED,
+}
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+
+# botocore's retry configuration: "standard" backs off exponentially on throttling and 5xx.
+RETRY_MODE = "standard"
+MAX_ATTEMPTS = 8
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 60
+
+TOKEN_TAG = "cei:token"
+_NOT_FOUND = frozenset({"InvalidInstanceID.NotFound"})
+_TRANSIENT_NETWORK = (
+    "EndpointConnectionError",
+    "ConnectionClosedError",
+    "ReadTimeoutError",
+    "ConnectTimeoutError",
+    "ProxyConnectionError",
+)
+
+
+def client_token(token: str) -> str:
+    """EC2's ClientToken: at most 64 ASCII characters; longer or non-ASCII tokens are hashed."""
+    if 0 < len(token) <= 64 and token.isascii() and token.isprintable():
+        return token
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The EC2 error code of a botocore ClientError, else None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None
+
+
+def response_error(response: Mapping[str, Any], what: str) -> ProviderError:
+    """A ProviderError from an EC2 error response: "CODE: message", transient for 5xx/throttling."""
+    error = response.get("Error", {})
+    code = str(error.get("Code") or "Error")
+    message = str(error.get("Message") or "").strip()
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    text = f"{code}: {message}" if message else code
+    transient = status >= 500 or status == 429 or is_transient_message(text)
+    return ProviderError(f"{what} failed: {text}", transient=transient)
+
+
+def to_provider_error(exc: BaseException, what: str) -> ProviderError:
+    """Turn a boto3/botocore exception into a ProviderError with EC2's own message."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping) and "Error" in response:
+        return response_error(response, what)
+    name = type(exc).__name__
+    if name == "NoCredentialsError":
+        return ProviderError(
+            f"{what} failed: no AWS credentials found (set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or credentials: with env('...') in the "
+            "cloud profile)",
+            transient=False,
+        )
+    transient = name in _TRANSIENT_NETWORK or isinstance(exc, (ConnectionError, TimeoutError))
+    return ProviderError(f"{what} failed: {name}: {exc}", transient=transient)
+
+
+def _tags_dict(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
+    return {str(t["Key"]): str(t.get("Value", "")) for t in tags or ()}
+
+
+class EC2Provider(Provider):
+    """Nodes are EC2 instances, tagged with cei:run/cei:service/cei:node at creation."""
+
+    driver: ClassVar[str] = "ec2"
+    # EC2 refuses user-data over 16 KiB (counted before base64).
+    userdata_limit: ClassVar[int | None] = 16384
+
+    def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
+        super().__init__(options, run_dir)
+        address = options.get("address") or "public"
+        if address not in ("public", "private"):
+            raise UsageError(f"ec2: address must be 'public' or 'private', not {address!r}")
+        self.address_kind: str = address
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"EC2Provider(region={self.options.get('region')!r})"
+
+    # -- the client ------------------------------------------------------------------------
+
+    def _session_kwargs(self) -> dict[str, Any]:
+        credentials = self.options.get("credentials") or {}
+        if not credentials:
+            return {}
+        if not isinstance(credentials, Mapping):
+            raise UsageError("ec2: credentials must be a mapping of access_key/secret_key")
+        unknown = set(credentials) - {"access_key", "secret_key", "session_token"}
+        if unknown:
+            raise UsageError(f"ec2: unknown credentials key(s): {', '.join(sorted(unknown))}")
+        for key in ("access_key", "secret_key"):
+            if not credentials.get(key):
+                raise UsageError(
+                    f"ec2: credentials.{key} is empty (is the environment variable set?)"
+                )
+        kwargs = {
+            "aws_access_key_id": str(credentials["access_key"]),
+            "aws_secret_access_key": str(credentials["secret_key"]),
+        }
+        if credentials.get("session_token"):
+            kwargs["aws_session_token"] = str(credentials["session_token"])
+        return kwargs
+
+    @property
+    def client(self) -> Any:
+        """The boto3 EC2 client, built once (boto3 clients are thread-safe, sessions are not)."""
+        with self._lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                session = boto3.session.Session(
+                    region_name=self.options.get("region") or None, **self._session_kwargs()
+                )
+                config = Config(
+                    retries={"mode": RETRY_MODE, "max_attempts": MAX_ATTEMPTS},
+                    connect_timeout=CONNECT_TIMEOUT,
+                    read_timeout=READ_TIMEOUT,
+                    user_agent_extra="cei",
+                )
+                try:
+                    self._client = session.client(
+                        "ec2",
+                        endpoint_url=self.options.get("endpoint_url") or None,
+                        config=config,
+                    )
+                except Exception as exc:  # NoRegionError, bad endpoint URL, ...
+                    raise ProviderError(f"ec2: cannot build a client: {exc}") from exc
+            return self._client
+
+    def _call(self, what: str, method: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except CeiError:
+            raise
+        except Exception as exc:
+            raise to_provider_error(exc, what) from exc
+
+    # -- node info ---------------------------------------------------------------------------
+
+    def _info(self, instance: Mapping[str, Any]) -> NodeInfo:
+        raw = str(instance.get("State", {}).get("Name", ""))
+        state = _STATES.get(raw, UNKNOWN)
+        public = instance.get("PublicIpAddress") or None
+        private = instance.get("PrivateIpAddress") or None
+        if self.address_kind == "public":
+            address, hostname = public, instance.get("PublicDnsName") or None
+        else:
+            address, hostname = private, instance.get("PrivateDnsName") or None
+        error = None
+        reason = instance.get("StateReason", {}).get("Message")
+        if state in (TERMINATED, STOPPED) and reason:
+            error = str(reason)
+        return NodeInfo(
+            resource_id=str(instance["InstanceId"]),
+            state=state,
+            address=address,
+            hostname=hostname,
+            private_address=private,
+            tags=_tags_dict(instance.get("Tags")),
+            error=error,
+        )
+
+    def _paginate(self, **kwargs: Any) -> list[dict[str, Any]]:
+        pages = self.client.get_paginator("describe_instances").paginate(**kwargs)
+        return [
+            instance
+            for page in pages
+            for reservation in page.get("Reservations", [])
+            for instance in reservation.get("Instances", [])
+        ]
+
+    def _instances(self, what: str, **kwargs: Any) -> list[dict[str, Any]]:
+        try:
+            return self._paginate(**kwargs)
+        except CeiError:
+            raise
+        except Exception as exc:
+            raise to_provider_error(exc, what) from exc
+
+    # -- the verbs ---------------------------------------------------------------------------
+
+    def _tags(self, request: NodeRequest) -> dict[str, str]:
+        tags = {"Name": f"{request.run}/{request.node}"}
+        options = request.options or self.options
+        tags.update({str(k): str(v) for k, v in (options.get("tags") or {}).items()})
+        tags.update({str(k): str(v) for k, v in request.tags.items()})
+        tags.update({"cei:run": request.run, "cei:service": request.service})
+        tags.update({"cei:node": request.node, TOKEN_TAG: client_token(request.token)})
+        return tags
+
+    def run_instances_kwargs(self, request: NodeRequest) -> dict[str, Any]:
+        """The RunInstances parameters for a request (public so tests and `render` can show it)."""
+        options = request.options or self.options
+        image, size = options.get("image"), options.get("size")
+        if not image:
+            raise UsageError(f"ec2: node {request.node} has no image")
+        kwargs: dict[str, Any] = {
+            "ImageId": str(image),
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": client_token(request.token),
+        }
+        if size:
+            kwargs["InstanceType"] = str(size)
+        if options.get("key_name"):
+            kwargs["KeyName"] = str(options["key_name"])
+        groups = options.get("security_groups") or []
+        if isinstance(groups, str):
+            groups = [groups]
+        ids = [str(g) for g in groups if str(g).startswith("sg-")]
+        names = [str(g) for g in groups if not str(g).startswith("sg-")]
+        if ids:
+            kwargs["SecurityGroupIds"] = ids
+        if names:
+            kwargs["SecurityGroups"] = names
+        if options.get("subnet"):
+            kwargs["SubnetId"] = str(options["subnet"])
+        if options.get("zone"):
+            kwargs["Placement"] = {"AvailabilityZone": str(options["zone"])}
+        if request.userdata:
+            kwargs["UserData"] = request.userdata  # botocore base64-encodes it
+        tags = self._tags(request)
+        extra = dict(options.get("run_instances") or {})
+        specs = []
+        for spec in extra.pop("TagSpecifications", None) or []:
+            if spec.get("ResourceType") == "instance":
+                user = _tags_dict(spec.get("Tags"))
+                tags.update({k: v for k, v in user.items() if not k.startswith("cei:")})
+            else:
+                specs.append(spec)
+        instance_spec = {
+            "ResourceType": "instance",
+            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+        }
+        kwargs["TagSpecifications"] = [instance_spec, *specs]
+        kwargs.update(extra)
+        return kwargs
+
+    def _by_token(self, request: NodeRequest) -> NodeInfo | None:
+        """A live instance already made with this token (for endpoints that ignore ClientToken)."""
+        instances = self._instances(
+            f"ec2: looking for node {request.node}",
+            Filters=[
+                {"Name": f"tag:{TOKEN_TAG}", "Values": [client_token(request.token)]},
+                {"Name": "tag:cei:run", "Values": [request.run]},
+                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+            ],
+        )
+        return self._info(instances[0]) if instances else None
+
+    def create(self, request: NodeRequest) -> NodeInfo:
+        """RunInstances with ClientToken and tags; a retry with the same token finds the first."""
+        kwargs = self.run_instances_kwargs(request)
+        existing = self._by_token(request)
+        if existing is not None:
+            return existing
+        response = self._call(f"ec2: creating node {request.node}", "run_instances", **kwargs)
+        instances = response.get("Instances") or []
+        if not instances:
+            raise ProviderError(f"ec2: RunInstances for {request.node} returned no instance")
+        return self._info(instances[0])
+
+    def describe(self, resource_id: str) -> NodeInfo:
+        try:
+            instances = self._paginate(InstanceIds=[resource_id])
+        except CeiError:
+            raise
+        except Exception as exc:
+            if error_code(exc) in _NOT_FOUND:
+                return NodeInfo(resource_id=resource_id, state=TERMINATED)
+            raise to_provider_error(exc, f"ec2: describing {resource_id}") from exc
+        if not instances:
+            return NodeInfo(resource_id=resource_id, state=TERMINATED)
+        return self._info(instances[0])
+
+    def destroy(self, resource_id: str) -> None:
+        try:
+            self.client.terminate_instances(InstanceIds=[resource_id])
+        except CeiError:
+            raise
+        except Exception as exc:
+            if error_code(exc) in _NOT_FOUND:
+                return
+            raise to_provider_error(exc, f"ec2: terminating {resource_id}") from exc
+
+    def console_output(self, resource_id: str) -> str | None:
+        """The instance's console text (for host_key_policy: console), None while empty."""
+        response = self._call(
+            f"ec2: reading the console of {resource_id}",
+            "get_console_output",
+            InstanceId=resource_id,
+            Latest=True,
+        )
+        output = response.get("Output")
+        if not output:
+            return None
+        try:
+            return base64.b64decode(output).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            return str(output)
+
+    def find(self, run: str) -> list[NodeInfo]:
+        instances = self._instances(
+            f"ec2: finding the nodes of run {run}",
+            Filters=[
+                {"Name": "tag:cei:run", "Values": [run]},
+                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+            ],
+        )
+        return [self._info(i) for i in instances]
+
+    def wait_running(
+        self,
+        resource_id: str,
+        timeout: float,
+        cancel: threading.Event | None = None,
+        interval: float = 1.0,
+    ) -> NodeInfo:
+        """boto3's `instance_running` waiter, one attempt at a time so `cancel` is honoured."""
+        from botocore.exceptions import WaiterError
+
+        delay = max(interval, 0.05)
+        attempts = max(1, math.ceil(timeout / delay) + 1)
+        deadline = time.monotonic() + timeout
+        waiter = self.client.get_waiter("instance_running")
+        for _ in range(attempts):
+            try:
+                waiter.wait(InstanceIds=[resource_id], WaiterConfig={"Delay": 1, "MaxAttempts": 1})
+                return self.describe(resource_id)
+            except WaiterError as exc:
+                if "terminal failure" in str(exc):
+                    return self.describe(resource_id)
+                last = exc.last_response or {}
+                if "Error" in last and last["Error"].get("Code") not in _NOT_FOUND:
+                    raise response_error(last, f"ec2: waiting for {resource_id}") from exc
+            except CeiError:
+                raise
+            except Exception as exc:  # connection errors that outlasted botocore's retries
+                raise to_provider_error(exc, f"ec2: waiting for {resource_id}") from exc
+            if time.monotonic() >= deadline:
+                break
+            if cancel is not None:
+                if cancel.wait(delay):
+                    return self.describe(resource_id)
+            else:
+                time.sleep(delay)
+        info = self.describe(resource_id)
+        if info.state in (RUNNING, ERROR, TERMINATED):
+            return info
+        raise StepTimeout(
+            f"ec2 instance {resource_id} was still {info.state} after {timeout:g}s "
+            "(waiting for EC2 to report it running)"
+        )

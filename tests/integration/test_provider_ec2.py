@@ -1,0 +1,234 @@
+"""The ec2 provider (boto3) against moto's EC2 API over HTTP on loopback."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from launchplan.errors import ProviderError, UsageError
+from launchplan.providers import get_provider
+from launchplan.providers.base import PENDING, RUNNING, TERMINATED, NodeRequest
+from launchplan.providers.ec2 import EC2Provider, client_token
+
+if TYPE_CHECKING:
+    from tests.integration.cloud_emulator import EC2Emulator
+
+pytest_plugins = ["tests.integration.cloud_emulator"]
+pytestmark = pytest.mark.integration
+
+USERDATA = b"#cloud-config\nruncmd:\n  - [echo, hello]\n"
+
+
+def _request(options: dict, node: str = "db/0", token: str = "tok-db-0-1", **kw) -> NodeRequest:
+    service = node.split("/")[0]
+    tags = {"cei:run": "r1", "cei:service": service, "cei:node": node}
+    return NodeRequest(
+        run=kw.pop("run", "r1"),
+        service=service,
+        node=node,
+        token=token,
+        options=options,
+        userdata=kw.pop("userdata", USERDATA),
+        tags=kw.pop("tags", tags),
+    )
+
+
+@pytest.fixture
+def options(ec2_emulator: EC2Emulator, ec2_image: str, ec2_key_pair: str) -> dict:
+    return ec2_emulator.ec2_options(
+        image=ec2_image,
+        size="t3.small",
+        key_name=ec2_key_pair,
+        security_groups=["default"],
+        tags={"team": "cei", "Name": "custom-name"},
+    )
+
+
+@pytest.fixture
+def provider(options: dict, tmp_path: Path) -> EC2Provider:
+    made = get_provider("ec2", options, tmp_path)
+    assert isinstance(made, EC2Provider)
+    return made
+
+
+def test_create_is_visible_through_the_ec2_api(
+    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator, ec2_image: str
+) -> None:
+    info = provider.create(_request(options))
+    assert info.resource_id.startswith("i-")
+    assert info.state in (PENDING, RUNNING)
+
+    [instance] = ec2_emulator.instances()
+    assert instance["InstanceId"] == info.resource_id
+    assert instance["ImageId"] == ec2_image
+    assert instance["InstanceType"] == "t3.small"
+    assert instance["KeyName"] == "cei-test-key"
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags["cei:run"] == "r1"
+    assert tags["cei:service"] == "db"
+    assert tags["cei:node"] == "db/0"
+    assert tags["team"] == "cei"
+    assert tags["Name"] == "custom-name"
+    attribute = ec2_emulator.client().describe_instance_attribute(
+        InstanceId=info.resource_id, Attribute="userData"
+    )
+    assert base64.b64decode(attribute["UserData"]["Value"]) == USERDATA
+
+
+def test_name_tag_defaults_to_run_and_node(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator
+) -> None:
+    options = {**options, "tags": {}}
+    EC2Provider(options, tmp_path).create(_request(options, node="web/2"))
+    [instance] = ec2_emulator.instances()
+    assert {"Key": "Name", "Value": "r1/web/2"} in instance["Tags"]
+
+
+def test_same_token_twice_makes_one_instance(
+    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator
+) -> None:
+    first = provider.create(_request(options))
+    second = provider.create(_request(options))
+    assert first.resource_id == second.resource_id
+    assert len(ec2_emulator.instances()) == 1
+    third = provider.create(_request(options, token="tok-db-0-2"))
+    assert third.resource_id != first.resource_id
+    assert len(ec2_emulator.instances()) == 2
+
+
+def test_find_by_tag_without_the_id(
+    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator, tmp_path: Path
+) -> None:
+    provider.create(_request(options, node="db/0", token="a"))
+    provider.create(_request(options, node="db/1", token="b"))
+    provider.create(_request(options, node="db/0", token="c", run="other"))
+    # A fresh provider (as after a crash) knows no ids, only the run's name.
+    found = EC2Provider(options, tmp_path).find("r1")
+    assert sorted(n.tags["cei:node"] for n in found) == ["db/0", "db/1"]
+    assert all(n.tags["cei:run"] == "r1" for n in found)
+
+
+def test_wait_running_describe_and_addresses(
+    provider: EC2Provider, options: dict, tmp_path: Path
+) -> None:
+    info = provider.create(_request(options))
+    running = provider.wait_running(info.resource_id, timeout=30, interval=0.1)
+    assert running.state == RUNNING
+    assert running.address and running.address == running.address.strip()
+    assert running.private_address
+    assert running.address != running.private_address
+    private = EC2Provider({**options, "address": "private"}, tmp_path)
+    assert private.describe(info.resource_id).address == running.private_address
+
+
+def test_wait_running_honours_cancel(provider: EC2Provider, options: dict) -> None:
+    info = provider.create(_request(options))
+    cancel = threading.Event()
+    cancel.set()
+    result = provider.wait_running(info.resource_id, timeout=30, cancel=cancel, interval=5)
+    assert result.resource_id == info.resource_id
+
+
+def test_destroy_terminates_and_is_idempotent(
+    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator
+) -> None:
+    info = provider.create(_request(options))
+    provider.destroy(info.resource_id)
+    assert provider.describe(info.resource_id).state == TERMINATED
+    [instance] = ec2_emulator.instances()
+    assert instance["State"]["Name"] == "terminated"
+    assert provider.find("r1") == []
+    provider.destroy(info.resource_id)
+    provider.destroy("i-0123456789abcdef0")  # never existed
+    assert provider.describe("i-0123456789abcdef0").state == TERMINATED
+
+
+def test_throttling_is_retried(
+    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator
+) -> None:
+    ec2_emulator.throttle(3)
+    info = provider.create(_request(options))
+    assert ec2_emulator.throttled == 3
+    assert [i["InstanceId"] for i in ec2_emulator.instances()] == [info.resource_id]
+
+
+def test_bad_image_is_a_fatal_error_with_the_api_message(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator
+) -> None:
+    options = {**options, "image": "ami-00000000deadbeef0"}
+    with pytest.raises(ProviderError) as caught:
+        EC2Provider(options, tmp_path).create(_request(options))
+    assert not caught.value.transient
+    assert "InvalidAMIID.NotFound" in str(caught.value)
+    assert ec2_emulator.instances() == []
+
+
+def test_explicit_credentials_are_used_and_never_shown(
+    options: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    secret = "very-secret-value-123"
+    with_creds = {**options, "credentials": {"access_key": "AKIDTEST", "secret_key": secret}}
+    provider = EC2Provider(with_creds, tmp_path)
+    info = provider.create(_request(with_creds))
+    assert provider.describe(info.resource_id).resource_id == info.resource_id
+    assert secret not in repr(provider)
+    assert secret not in repr(info)
+
+
+def test_missing_credentials_is_a_clear_fatal_error(
+    options: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(ProviderError) as caught:
+        EC2Provider(options, tmp_path).find("r1")
+    assert not caught.value.transient
+    assert "no AWS credentials" in str(caught.value)
+
+
+def test_empty_credential_from_env_is_a_usage_error(options: dict, tmp_path: Path) -> None:
+    bad = {**options, "credentials": {"access_key": "", "secret_key": "x"}}
+    with pytest.raises(UsageError, match=r"credentials\.access_key is empty"):
+        EC2Provider(bad, tmp_path).find("r1")
+
+
+def test_run_instances_passthrough_and_security_group_ids(options: dict, tmp_path: Path) -> None:
+    extra = {
+        **options,
+        "security_groups": ["sg-0123", "web"],
+        "subnet": "subnet-1",
+        "zone": "us-east-1b",
+        "run_instances": {"EbsOptimized": True, "MaxCount": 1},
+    }
+    kwargs = EC2Provider(extra, tmp_path).run_instances_kwargs(_request(extra))
+    assert kwargs["SecurityGroupIds"] == ["sg-0123"]
+    assert kwargs["SecurityGroups"] == ["web"]
+    assert kwargs["SubnetId"] == "subnet-1"
+    assert kwargs["Placement"] == {"AvailabilityZone": "us-east-1b"}
+    assert kwargs["EbsOptimized"] is True
+    assert kwargs["ClientToken"] == "tok-db-0-1"
+
+
+def test_client_token_fits_ec2_limits() -> None:
+    assert client_token("run-db-0-1") == "run-db-0-1"
+    long = client_token("x" * 100)
+    assert len(long) == 64 and long.isascii()
+    assert client_token("x" * 100) == long
+    assert len(client_token("é")) == 64
+
+
+def test_bad_address_option_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="address"):
+        EC2Provider({"address": "elastic"}, tmp_path)
+
+
+def test_console_output_is_readable(provider: EC2Provider, options: dict) -> None:
+    info = provider.create(_request(options))
+    text = provider.console_output(info.resource_id)
+    assert text is not None and "Kernel command line" in text
