@@ -12,8 +12,9 @@ resource_id is "<run>/<node>" (e.g. "demo/db/1"): stable, unique within the run,
 find the node directory again from any later process.
 
 A node is only ever signalled after an identity check: its PID is alive, its start time equals
-the one recorded when it was spawned, and its command line names its node directory, so a
-recycled PID is never killed.
+the one recorded when it was spawned, and it works in its node's home/, so a recycled PID is
+never killed. Nodes are forked by one pre-imported node factory per provider, so starting many
+at once costs little CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -68,6 +70,66 @@ def node_hostname(run: str, service: str, node: str) -> str:
     return f"{service}-{index}.{run}.cei.local"
 
 
+class _NodeFactory:
+    """One pre-imported process that forks nodes (see launchplan.providers.localnode).
+
+    It ends when its stdin closes: when this object is collected or the cei process exits.
+    The nodes it made live on, detached.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if k != NODE_ROOT_ENV}
+        package_root = str(Path(launchplan.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH", "")) if p
+        )
+        # A local node is this machine: its `python3` is the one cei runs on, with cei's
+        # libraries, whether or not the user activated cei's virtualenv.
+        env["PATH"] = os.pathsep.join(
+            p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p
+        )
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log = os.open(run_dir / "local-cloud.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "launchplan.providers.localnode"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
+                cwd=str(run_dir), text=True, bufsize=1, start_new_session=True,
+            )
+        finally:
+            os.close(log)
+        self._lock = threading.Lock()
+        weakref.finalize(self, _stop_factory, self._proc)
+
+    def spawn(self, node_dir: Path) -> None:
+        with self._lock:
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            try:
+                self._proc.stdin.write(f"{node_dir}\n")
+                self._proc.stdin.flush()
+                answer = self._proc.stdout.readline().strip()
+            except OSError as exc:
+                answer = f"error {exc}"
+        if not answer.startswith("ok"):
+            raise ProviderError(
+                f"local cloud: node process failed to start ({answer or 'node factory gone'}); "
+                f"see {node_dir / 'console.log'}"
+            )
+
+
+def _stop_factory(proc: subprocess.Popen[str]) -> None:
+    if proc.stdin is not None:
+        with suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(SPAWN_WAIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 def _address(run: str, number: int) -> str:
     first = zlib.crc32(run.encode()) % 254 + 1
     return f"127.{first}.{number // 254 % 256}.{number % 254 + 1}"
@@ -82,6 +144,7 @@ class LocalProvider(Provider):
     def __init__(self, options: Any, run_dir: Path) -> None:
         super().__init__(options, run_dir)
         self.nodes_dir = run_dir / "nodes"
+        self._factory: _NodeFactory | None = None
 
     # -- files -------------------------------------------------------------------------------
 
@@ -191,40 +254,12 @@ class LocalProvider(Provider):
         )
 
     def _spawn(self, path: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if k != NODE_ROOT_ENV}
-        package_root = str(Path(launchplan.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH", "")) if p
-        )
-        # A local node is this machine: its `python3` is the one cei runs on, with cei's
-        # libraries, whether or not the user activated cei's virtualenv.
-        env["PATH"] = os.pathsep.join(
-            p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p
-        )
-        fd = os.open(path / "console.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "launchplan.providers.localnode", str(path)],
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=fd,
-                cwd=str(path / "home"),
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
-        finally:
-            os.close(fd)
-        try:
-            status = proc.wait(SPAWN_WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise ProviderError(f"local cloud: node process did not start ({path})") from None
-        if status != 0 or read_json(path / "spawn.json") is None:
+        if self._factory is None:
+            self._factory = _NodeFactory(self.run_dir)
+        self._factory.spawn(path)
+        if read_json(path / "spawn.json") is None:
             raise ProviderError(
-                f"local cloud: node process failed to start (exit {status}); "
-                f"see {path / 'console.log'}"
+                f"local cloud: node process failed to start; see {path / 'console.log'}"
             )
 
     def describe(self, resource_id: str) -> NodeInfo:

@@ -34,19 +34,24 @@ def ndjson(text: str) -> list[dict[str, Any]]:
 
 
 def node_processes(home: Path) -> list[int]:
-    """Pids of every process whose command line or environment points into $CEI_HOME/runs."""
-    marker = str(home / "runs").encode()
+    """Pids of every process working in, started from, or pointing into $CEI_HOME/runs.
+
+    Local nodes work in their node directory; whatever they start inherits that directory (or
+    the stage directory below it) and the node's CEI_NODE_ROOT.
+    """
+    marker = str(home.resolve() / "runs")
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read()
             with open(f"/proc/{entry}/environ", "rb") as f:
                 environ = f.read()
         except OSError:
             continue
-        if marker in cmdline or marker in environ:
+        if cwd.startswith(marker) or marker.encode() in cmdline or marker.encode() in environ:
             found.append(int(entry))
     return found

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from launchplan.providers.local import node_hostname, node_slug
 from launchplan.providers.localnode.procinfo import (
-    cmdline_contains,
+    cwd_is,
     is_alive,
     is_node_process,
     read_json,
@@ -24,7 +23,8 @@ def test_identity_of_this_process() -> None:
     assert is_alive(me, started)
     assert not is_alive(me, started + 1)
     assert not is_alive(me, None)
-    assert cmdline_contains(me, Path(sys.executable).name) or cmdline_contains(me, "python")
+    assert cwd_is(me, Path.cwd().resolve())
+    assert not cwd_is(me, Path("/no/such/dir"))
     assert not is_node_process(me, started, Path("/no/such/node/dir"))
     assert not is_node_process(None, started, Path("/"))
 

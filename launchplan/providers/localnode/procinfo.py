@@ -42,21 +42,19 @@ def is_alive(pid: int, started: int | None) -> bool:
     return started is not None and int(fields[19]) == started
 
 
-def cmdline_contains(pid: int, text: str) -> bool:
-    """True if one argument of PID's command line contains `text`."""
+def cwd_is(pid: int, directory: Path) -> bool:
+    """True if PID's working directory is `directory` (a node lives in its home/)."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return os.readlink(f"/proc/{pid}/cwd") == str(directory)
+    except OSError:
         return False
-    needle = text.encode()
-    return any(needle in arg for arg in raw.split(b"\0"))
 
 
 def is_node_process(pid: int | None, started: int | None, node_dir: Path) -> bool:
-    """The identity check: alive, same start time, and its command line names `node_dir`."""
+    """The identity check: alive, same start time, and working in the node's home/."""
     if not pid or pid <= 1:
         return False
-    return is_alive(pid, started) and cmdline_contains(pid, str(node_dir))
+    return is_alive(pid, started) and cwd_is(pid, node_dir.resolve() / "home")
 
 
 def processes_with_env(name: str, value: str) -> list[int]:
