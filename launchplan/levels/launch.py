@@ -15,7 +15,6 @@ from pathlib import Path
 from launchplan.ctx.environment import context_document, node_environment, stage_dir
 from launchplan.ctx.hostkeys import HostKey, generate_host_key
 from launchplan.ctx.userdata import build_userdata
-from launchplan.dispatch.agents import install_agent
 from launchplan.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -311,12 +310,6 @@ class _NodeLauncher:
             ctx.store.update_node(ctx.run, spec.node, outputs=outputs)
             ctx.emit(ev.NODE_PROGRAM, node=spec.node, program="boot", status=0,
                      outputs=sorted(outputs))
-        agent = install_agent(session, stage_path, spec, ctx.run_dir)
-        if agent is not None:
-            ctx.store.update_node(ctx.run, spec.node,
-                                  programs={**self._record().programs, "agent": agent})
-            ctx.emit(ev.NODE_PROGRAM, node=spec.node, program="agent", status=0,
-                     pid=agent.get("pid"), slots=agent.get("slots"))
         if spec.ready is not None:
             stage.wait_ready(spec.ready)
 
