@@ -73,11 +73,11 @@ class LiveView:
         with self._lock:
             elapsed = time.monotonic() - self._started
             table = Table(title=f"{self.title}  [dim]{elapsed:5.1f}s[/dim]", expand=False)
-            for column in ("level", "node", "state", "resource", "note"):
-                table.add_column(column)
+            for column in ("level", "node", "state", "at", "resource", "note"):
+                table.add_column(column, justify="right" if column == "at" else "left")
             for row in self._rows.values():
                 table.add_row(row.level, row.node, Text(row.state, style=_STYLE.get(row.state, "")),
-                              row.resource, row.note)
+                              f"{row.since - self._started:.1f}s", row.resource, row.note)
             counts: dict[str, int] = {}
             for row in self._rows.values():
                 counts[row.state] = counts.get(row.state, 0) + 1
