@@ -18,6 +18,7 @@ a consumer reads from a cached sorted listing, claiming each file by an atomic r
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import threading
@@ -49,11 +50,31 @@ _sequence_lock = threading.Lock()
 
 
 class _OrderedChannel(filesystem.Channel):
-    """Filesystem channel with publish order kept per publisher and O(1) reads from a backlog."""
+    """Filesystem channel with publish order kept per publisher and O(1) reads from a backlog.
+
+    A directory listing taken while files are renamed into the directory may return a later
+    message and miss an earlier one (readdir gives no guarantee for entries added during the
+    scan). Publishers therefore rename under a shared lock and a consumer lists under an
+    exclusive one: a listing holds every message published before it, and none after.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._listing: dict[str, deque[str]] = {}
+        self._lock_fds: dict[str, int] = {}
+
+    def _folder_lock(self, folder: str) -> int:
+        fd = self._lock_fds.get(folder)
+        if fd is None:
+            fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock_fds[folder] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self._lock_fds.values():
+            os.close(fd)
+        self._lock_fds.clear()
+        super().close()
 
     # kombu's own stubs disagree on the argument's name (message/payload); we match our parent.
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
@@ -64,16 +85,25 @@ class _OrderedChannel(filesystem.Channel):
         tmp = os.path.join(folder, f".{name}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(dumps(payload).encode())
-        os.rename(tmp, os.path.join(folder, name))
+        lock = self._folder_lock(folder)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            os.rename(tmp, os.path.join(folder, name))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _get(self, queue: str, timeout: float | None = None) -> Any:
         pending = self._listing.get(queue)
         if not pending:
             suffix = f".{queue}.msg"
+            lock = self._folder_lock(self.data_folder_in)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                listing = os.listdir(self.data_folder_in)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
             names = [
-                n
-                for n in os.listdir(self.data_folder_in)
-                if not n.startswith(".") and n.partition(".")[2] == suffix[1:]
+                n for n in listing if not n.startswith(".") and n.partition(".")[2] == suffix[1:]
             ]
             names.sort()
             pending = self._listing[queue] = deque(names)

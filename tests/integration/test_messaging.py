@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,39 @@ def test_round_trip_across_two_processes(url: str) -> None:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
         assert bus.get("from-peer", 0.2) is None
+
+
+def test_backlog_keeps_publish_order_while_the_publisher_writes(tmp_path: Path) -> None:
+    """A consumer listing the queue while messages are renamed into it never sees k+1 before k
+    (a regression: readdir may return an entry added during the scan and miss an earlier one).
+    The consumer starts slowly so a backlog of thousands builds while the publisher goes on."""
+    url = filesystem_url(tmp_path / "bus")
+    count = 20000
+    publisher = textwrap.dedent(f"""
+        from launchplan.messaging import connect
+        with connect({url!r}) as bus:
+            bus.declare("ordered")
+            for i in range({count}):
+                bus.publish("ordered", {{"i": i}})
+    """)
+    with connect(url) as bus:
+        bus.declare("ordered")
+        child = subprocess.Popen([sys.executable, "-c", publisher], env=_child_env(),
+                                 start_new_session=True)
+        try:
+            seen = []
+            while len(seen) < count:
+                doc = bus.get("ordered", 30)
+                assert doc is not None, f"stream stopped after {len(seen)} messages"
+                seen.append(doc["i"])
+                if len(seen) < 3000:
+                    time.sleep(0.0003)
+            assert child.wait(timeout=60) == 0
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+    assert seen == list(range(count))
 
 
 def test_purge_and_bounded_wait(url: str) -> None:
