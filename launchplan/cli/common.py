@@ -42,6 +42,17 @@ def open_store() -> Store:
     return Store(default_home())
 
 
+def free_run_name(store: Store, base: str) -> str:
+    """`base` (a plan's name), or `base-N` with the first N whose run is not live."""
+    from launchplan.levels.states import RUN_TERMINATED
+
+    candidate, n = base, 1
+    while (run := store.find_run(candidate)) is not None and run.status != RUN_TERMINATED:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
 def make_reporter(as_json: bool, title: str) -> Reporter:
     from launchplan.cli.output import JsonReporter, PlainReporter
 

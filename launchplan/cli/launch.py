@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from launchplan.cli.common import (
+    free_run_name,
     json_option,
     load,
     make_reporter,
@@ -18,9 +18,6 @@ from launchplan.cli.common import (
 )
 from launchplan.cli.output import emit_json, error
 from launchplan.errors import RunExistsError
-
-if TYPE_CHECKING:
-    from launchplan.state import Store
 
 
 @click.command()
@@ -56,7 +53,7 @@ def launch(plan_path: Path, run_name: str | None, variables: tuple[str, ...],
 
     plan = load(plan_path, variables, vars_files)
     store = open_store()
-    name = run_name or _free_name(store, plan.name)
+    name = run_name or free_run_name(store, plan.name)
     existing = store.find_run(name)
     if existing is not None:
         if existing.status != RUN_TERMINATED:
@@ -106,14 +103,3 @@ def launch(plan_path: Path, run_name: str | None, variables: tuple[str, ...],
         click.echo(f"run {name} failed; nodes are kept for inspection: cei status {name}; "
                    f"cei terminate {name}", err=True)
     return result.exit_code
-
-
-def _free_name(store: Store, base: str) -> str:
-    """The plan's name, or the plan's name with the first free numeric suffix."""
-    from launchplan.levels.states import RUN_TERMINATED
-
-    candidate, n = base, 1
-    while (run := store.find_run(candidate)) is not None and run.status != RUN_TERMINATED:
-        n += 1
-        candidate = f"{base}-{n}"
-    return candidate
