@@ -33,8 +33,11 @@ unit: $(STAMP)
 system-deps:
 	scripts/system-deps.sh
 
+## bench: every benchmark in bench/ (figures only; RabbitMQ ones start a private broker)
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_launch.py
+	$(BIN)/python bench/bench_transform.py --start-rabbitmq
+	$(BIN)/python bench/bench_demo.py --start-rabbitmq
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache *.egg-info

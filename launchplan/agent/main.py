@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         extra["name"] = args.name
     try:
         return _emit(request(args.home, args.command, timeout=args.timeout, **extra))
-    except AgentUnavailable as exc:
-        return _emit({"ok": False, "error": str(exc)})
+    except AgentUnavailable as exc:  # "down": nothing serves this home (cei may restart it)
+        return _emit({"ok": False, "down": True, "error": str(exc)})
     except (OSError, ValueError) as exc:
-        return _emit({"ok": False, "error": f"talking to the agent failed: {exc}"})
+        return _emit({"ok": False, "down": True, "error": f"talking to the agent failed: {exc}"})

@@ -23,6 +23,10 @@ _COMMANDS = {
     "validate": ("launchplan.cli.validate", "validate", "Check a plan without launching anything."),
     "render": ("launchplan.cli.validate", "render",
                "Print the user-data and config a plan's nodes would receive."),
+    "process": ("launchplan.cli.process", "process",
+                "Run, list, kill and wait for processes on a run's engine agents."),
+    "demo": ("launchplan.cli.demo", "demo",
+             "Demos: the sliding-window transform streamed through engines and a broker."),
 }
 
 

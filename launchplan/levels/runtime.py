@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from launchplan.ctx.hostkeys import generate_client_key
-from launchplan.errors import RemoteError
+from launchplan.errors import RemoteError, UsageError
 from launchplan.levels.events import Emit, Event
+from launchplan.plan.render import AUTH_ENV
 from launchplan.providers import Provider, get_provider
 from launchplan.remote import Session, SSHTarget
 from launchplan.state import NodeRecord, Store
@@ -51,6 +53,10 @@ class RunContext:
 
     # providers ----------------------------------------------------------------------------
     def provider(self, driver: str, options: Mapping[str, Any]) -> Provider:
+        """The provider for a cloud profile; a stored profile (credentials scrubbed) gets them
+        back from the environment variables the plan named."""
+        if "credentials" not in options and options.get(AUTH_ENV):
+            options = {**options, "credentials": self._credentials(driver, options)}
         key = driver + json.dumps(options, sort_keys=True, default=str)
         with self._lock:
             provider = self._providers.get(key)
@@ -58,6 +64,16 @@ class RunContext:
                 provider = get_provider(driver, options, self.run_dir)
                 self._providers[key] = provider
             return provider
+
+    def _credentials(self, driver: str, options: Mapping[str, Any]) -> dict[str, str]:
+        credentials = {}
+        for field, variable in options[AUTH_ENV]:
+            value = os.environ.get(variable)
+            if value is None:
+                cloud = options.get("provider") or driver
+                raise UsageError(f"set {variable} to reach the {cloud} cloud of run {self.run}")
+            credentials[field] = value
+        return credentials
 
     # SSH ----------------------------------------------------------------------------------
     def client_key(self) -> tuple[Path, str]:
@@ -74,8 +90,10 @@ class RunContext:
         key = node.ssh_key
         if node.driver == "local" and key is None:
             key = str(self.client_key()[0])
-        policy = "accept-new" if node.programs.get("host_key_policy") == "accept-new" else "pinned"
-        if policy == "pinned" and not node.host_key:
+        # once a key is pinned, every policy checks it (accept-new accepts only a first key)
+        accept_new = not node.host_key and node.programs.get("host_key_policy") == "accept-new"
+        fingerprints = tuple(node.programs.get("host_key_fingerprints") or ())
+        if not (accept_new or node.host_key or fingerprints):
             raise RemoteError(
                 f"{node.node}: no pinned host key is known for {node.address}; add it to "
                 "~/.ssh/known_hosts, or opt in with host_key_policy: accept-new"
@@ -86,7 +104,8 @@ class RunContext:
             user=node.ssh_user or getpass.getuser(),
             key_path=key,
             host_key=node.host_key,
-            policy=policy,
+            policy="accept-new" if accept_new else "pinned",
+            fingerprints=fingerprints,
         )
 
     def open_session(self, node: NodeRecord, retry_for: float) -> Session:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from launchplan.dispatch.agents import stop_agent
 from launchplan.errors import EXIT_OK, EXIT_TEARDOWN_INCOMPLETE, CeiError
 from launchplan.levels import events as ev
 from launchplan.levels import states
@@ -117,6 +118,8 @@ class Terminator:
             log.close()
             return
         try:
+            if (problem := stop_agent(session, node.programs.get("agent"))) is not None:
+                self._warn(node.node, problem)
             if spec:
                 stage = Stage(session, env["CEI_STAGE"], env, log, cancel=self.ctx.cancel)
                 result = stage.run("terminate", ProgramSpec.from_dict(spec))

@@ -93,6 +93,9 @@ class NodeSpec:
     ssh_key: str | None = None  # absolute path of the private key file, `~` expanded
     ssh_port: int = 22
     host_key_policy: str = "pinned"  # pinned | console | accept-new
+    host_key: str | None = None  # an existing host's public key line, pinned (driver static)
+    # the execution-engine agent to start on the node ({"slots": N}), or None for no agent
+    agent: Mapping[str, Any] | None = None
 
     @property
     def node(self) -> str:
@@ -100,7 +103,8 @@ class NodeSpec:
 
     @property
     def needs_ssh(self) -> bool:
-        return any(p is not None for p in (self.boot, self.ready, self.terminate))
+        programs = (self.boot, self.ready, self.terminate)
+        return self.agent is not None or any(p is not None for p in programs)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from .templates import (
     Namespace,
     Placeholders,
     TemplateProblem,
+    env_variable,
     is_template,
     shared_templates,
     to_plain,
@@ -39,9 +40,13 @@ from .yamlsrc import read_text
 
 PROGRAMS = ("boot", "ready", "terminate")
 DEFAULT_TIMEOUT = 600.0  # a node's whole create-to-ready path, and its boot program
+# CloudSpec option naming the environment variables of each credential field (see
+# credential_env); the name must not look like a secret to state.store.scrub_secrets.
+AUTH_ENV = "auth_env"
 READY_TIMEOUT = 120.0
 READY_INTERVAL = 2.0
 TERMINATE_TIMEOUT = 120.0
+DEFAULT_AGENT_SLOTS = 4  # `agent: true`
 
 # Keys rendered as text even when their template is one whole expression.
 _TEXT_KEYS = frozenset({
@@ -339,6 +344,8 @@ class _ServiceRenderer:
             ssh_key=ssh_key,
             ssh_port=int(svc.get("ssh_port", profile.get("ssh_port", 22))),
             host_key_policy=svc.get("host_key_policy", "pinned"),
+            host_key=svc.get("host_key") or profile.get("host_key"),
+            agent=agent_settings(svc.get("agent")),
         )
 
     def _cloud(self, name: str, profile: Mapping[str, Any], svc: Mapping[str, Any]) -> CloudSpec:
@@ -364,6 +371,9 @@ class _ServiceRenderer:
             options[key] = value
         if "tags" in options:
             options["tags"] = {k: scalar_text(v) for k, v in options["tags"].items()}
+        names = credential_env(self.plan.clouds[name].get("credentials"))
+        if names:
+            options[AUTH_ENV] = names
         return CloudSpec(name=name, driver=driver, options=options)
 
     def _host(self, svc: Mapping[str, Any], index: int, cloud: CloudSpec) -> str | None:
@@ -418,6 +428,26 @@ class _ServiceRenderer:
             timeout=float(body.get("timeout", default_timeout)),
             interval=float(body.get("interval", READY_INTERVAL)),
         )
+
+
+def credential_env(raw: Any) -> list[list[str]]:
+    """[[field, VARIABLE], ...] for a profile's unrendered `credentials` (names, never values).
+
+    Stored with the run (the key avoids the store's secret scrubber), it lets a later shell's
+    `cei terminate` or `cei status` reach the cloud with the same environment variables.
+    """
+    if not isinstance(raw, Mapping):
+        return []
+    names = {str(field): env_variable(value) for field, value in raw.items()}
+    return [[field, var] for field, var in names.items() if var]
+
+
+def agent_settings(value: Any) -> dict[str, Any] | None:
+    """The `agent` key as the engine needs it: None (no agent) or {"slots": N}."""
+    if value is None or value is False:
+        return None
+    slots = value.get("slots", DEFAULT_AGENT_SLOTS) if isinstance(value, Mapping) else None
+    return {"slots": int(slots or DEFAULT_AGENT_SLOTS)}
 
 
 def is_cloud_init_jinja(text: str) -> bool:

@@ -30,7 +30,7 @@ OVERRIDE_KEYS = (
     "image", "size", "key_name", "security_groups", "subnet", "region", "location", "tags",
     "run_instances", "address", "zone",
 )  # fmt: skip
-SSH_KEYS = frozenset({"ssh_user", "ssh_key", "ssh_port"})
+SSH_KEYS = frozenset({"ssh_user", "ssh_key", "ssh_port", "host_key"})
 
 Locate = Callable[[tuple[Any, ...], bool], SourceLocation]
 

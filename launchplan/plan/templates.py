@@ -226,3 +226,25 @@ def _template_line(exc: BaseException, filename: str | None) -> int | None:
             line = tb.tb_lineno
         tb = tb.tb_next
     return line
+
+
+def env_variable(source: Any) -> str | None:
+    """NAME when `source` is exactly "{{ env('NAME') }}" (a default allowed), else None.
+
+    The engine records these names (never the values) so that a later `cei terminate` can
+    read a cloud's credentials from the same environment variables.
+    """
+    if not is_template(source):
+        return None
+    try:
+        body = shared_templates().parse(source).body
+    except TemplateProblem:
+        return None
+    if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
+        return None
+    call = body[0].nodes[0]
+    if not (isinstance(call, nodes.Call) and isinstance(call.node, nodes.Name)
+            and call.node.name == "env" and call.args
+            and isinstance(call.args[0], nodes.Const) and isinstance(call.args[0].value, str)):
+        return None
+    return call.args[0].value

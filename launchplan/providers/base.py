@@ -79,6 +79,11 @@ class Provider(ABC):
     def find(self, run: str) -> list[NodeInfo]:
         """Every live node of the run, found by its `cei:run` tag (not by stored ids)."""
 
+    def console_output(self, resource_id: str) -> str | None:
+        """The node's console text (cloud-init prints host key fingerprints there), None where
+        the cloud has no console or it is empty so far (host_key_policy: console)."""
+        return None
+
     def wait_running(
         self,
         resource_id: str,

@@ -324,6 +324,16 @@ class LocalProvider(Provider):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(POLL)
 
+    def console_output(self, resource_id: str) -> str | None:
+        """The node's console.log: its boot prints the host key fingerprint block."""
+        path = self._node_dir(resource_id)
+        if path is None:
+            return None
+        try:
+            return (path / "console.log").read_text(encoding="utf-8", errors="replace") or None
+        except FileNotFoundError:
+            return None
+
     def find(self, run: str) -> list[NodeInfo]:
         found: list[NodeInfo] = []
         if not self.nodes_dir.is_dir():

@@ -113,6 +113,15 @@ class _KeyCheck(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey):
         if self.target.policy == POLICY_PINNED:
+            if self.target.fingerprints:
+                if _fingerprint_listed(key, self.target.fingerprints):
+                    return
+                raise HostKeyMismatch(
+                    f"host key mismatch for {self.target.address}: the server presented "
+                    f"{fingerprint_of(key)} ({key.get_name()}), which is not among the "
+                    f"fingerprints pinned for it ({', '.join(self.target.fingerprints)}); "
+                    "refusing to connect"
+                )
             if self.expected is None:
                 raise RemoteError(f"no host key pinned for {self.target.address}")
             raise _mismatch(self.target, self.expected, key)
@@ -121,6 +130,13 @@ class _KeyCheck(paramiko.MissingHostKeyPolicy):
             fingerprint_of(key),
             self.target.address,
         )
+
+
+def _fingerprint_listed(key: paramiko.PKey, fingerprints: tuple[str, ...]) -> bool:
+    """Whether the key's SHA256 (or, from old images, MD5) fingerprint is listed."""
+    md5 = "MD5:" + ":".join(f"{b:02x}" for b in hashlib.md5(key.asbytes()).digest())
+    return fingerprint_of(key) in fingerprints or md5.lower() in (
+        f.lower() for f in fingerprints)
 
 
 def _mismatch(target: SSHTarget, expected: paramiko.PKey, got: paramiko.PKey) -> HostKeyMismatch:
@@ -185,7 +201,7 @@ class Session:
         out or `cancel` is set.
         """
         expected = parse_public_line(target.host_key) if target.host_key else None
-        if target.policy == POLICY_PINNED and expected is None:
+        if target.policy == POLICY_PINNED and expected is None and not target.fingerprints:
             raise RemoteError(f"no host key pinned for {target.address}")
         pkey = _load_client_key(target.key_path) if target.key_path else None
         deadline = time.monotonic() + max(0.0, retry_for)

@@ -27,13 +27,14 @@ class SSHTarget:
     key_path: str | None
     host_key: str | None
     policy: str = POLICY_PINNED
+    fingerprints: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise UsageError(
                 f"unknown host key policy {self.policy!r} (use one of: {', '.join(POLICIES)})"
             )
-        if self.policy == POLICY_PINNED and not self.host_key:
+        if self.policy == POLICY_PINNED and not (self.host_key or self.fingerprints):
             raise UsageError(
                 f"no host key pinned for {self.host}:{self.port} and policy is 'pinned'"
             )

@@ -6,6 +6,7 @@ from launchplan.state.records import (
     RUN_STATUSES,
     EventRecord,
     NodeRecord,
+    ProcessRecord,
     ResourceRecord,
     RunRecord,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "RUN_STATUSES",
     "EventRecord",
     "NodeRecord",
+    "ProcessRecord",
     "ResourceRecord",
     "RunRecord",
     "Store",

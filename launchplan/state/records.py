@@ -118,6 +118,50 @@ class ResourceRecord:
     updated: str
 
 
+# Process states the dispatcher records (the agent's states plus "waiting": no node yet).
+PROCESS_WAITING = "waiting"
+PROCESS_PENDING = "pending"
+PROCESS_RUNNING = "running"
+PROCESS_EXITED = "exited"
+PROCESS_FAILED = "failed"
+PROCESS_TERMINATED = "terminated"
+PROCESS_STATES = frozenset(
+    {
+        PROCESS_WAITING,
+        PROCESS_PENDING,
+        PROCESS_RUNNING,
+        PROCESS_EXITED,
+        PROCESS_FAILED,
+        PROCESS_TERMINATED,
+    }
+)
+# States in which a process holds (or waits for) a slot on an engine node.
+PROCESS_ACTIVE_STATES = frozenset({PROCESS_WAITING, PROCESS_PENDING, PROCESS_RUNNING})
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A process the dispatcher placed (or is to place) on an engine node's agent.
+
+    `round` goes up each time the process is rescheduled onto another node after its node was
+    lost; `restarts` is what the agent reports for the current placement.
+    """
+
+    run: str
+    name: str
+    definition: dict[str, Any]
+    engine: str
+    node: str | None = None
+    state: str = PROCESS_WAITING
+    pid: int | None = None
+    exit_code: int | None = None
+    restarts: int = 0
+    round: int = 0
+    last_error: str | None = None
+    created: str = ""
+    updated: str = ""
+
+
 @dataclass(frozen=True)
 class EventRecord:
     """One entry of a run's append-only history; `seq` increases by one per event of a run."""

@@ -30,6 +30,7 @@ from launchplan.errors import (
 )
 from launchplan.state.records import (
     NODE_STATES,
+    PROCESS_STATES,
     RESOURCE_CREATED,
     RESOURCE_GONE_STATES,
     RESOURCE_INTENT,
@@ -37,11 +38,12 @@ from launchplan.state.records import (
     RUN_STATUSES,
     EventRecord,
     NodeRecord,
+    ProcessRecord,
     ResourceRecord,
     RunRecord,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 DB_NAME = "cei.db"
 
@@ -217,14 +219,40 @@ def _create_schema_v1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_processes_v2(conn: sqlite3.Connection) -> None:
+    """Version 2: the dispatcher's processes (issue 4)."""
+    conn.execute(
+        """CREATE TABLE processes (
+            run TEXT NOT NULL,
+            name TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            engine TEXT NOT NULL,
+            node TEXT,
+            state TEXT NOT NULL,
+            pid INTEGER,
+            exit_code INTEGER,
+            restarts INTEGER NOT NULL DEFAULT 0,
+            round INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            PRIMARY KEY (run, name))"""
+    )
+
+
 # MIGRATIONS[v] brings a database at user_version v to v + 1 (0 is an empty database).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_schema_v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _create_schema_v1,
+    1: _add_processes_v2,
+}
 
 # Columns of `nodes` in NodeRecord field order ("index" is an SQL keyword, stored as idx).
 _NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
 _NODE_COLUMNS = tuple("idx" if name == "index" else name for name in _NODE_FIELDS)
 _NODE_JSON = {"cloud", "outputs", "programs"}
 _NODE_UPDATABLE = frozenset(_NODE_FIELDS) - {"run", "node", "updated"}
+_PROCESS_FIELDS = tuple(f.name for f in fields(ProcessRecord))
+_PROCESS_UPDATABLE = frozenset(_PROCESS_FIELDS) - {"run", "name", "created", "updated"}
 
 # Locks held by this process, per (database, run): nested locked() calls only count.
 _held_locks: dict[tuple[str, str], int] = {}
@@ -390,6 +418,7 @@ class Store:
             if holder is not None and not self._held_by_me(holder):
                 self._refuse_if_live(name, holder)
             for table, column in (
+                ("processes", "run"),
                 ("events", "run"),
                 ("resources", "run"),
                 ("nodes", "run"),
@@ -598,6 +627,74 @@ class Store:
             for row in rows
         ]
 
+    # -- processes ------------------------------------------------------------------------
+
+    def save_process(self, record: ProcessRecord) -> ProcessRecord:
+        """Insert or replace a process (by run and name); `created` is kept on replace."""
+        if record.state not in PROCESS_STATES:
+            raise ValueError(f"unknown process state {record.state!r}")
+        now = _now()
+        values = []
+        for name in _PROCESS_FIELDS:
+            value = getattr(record, name)
+            if name == "definition":
+                value = _encode(value)
+            elif name in ("created", "updated"):
+                value = now
+            values.append(value)
+        columns = ", ".join(_PROCESS_FIELDS)
+        marks = ", ".join("?" for _ in _PROCESS_FIELDS)
+        assignments = ", ".join(
+            f"{c} = excluded.{c}" for c in _PROCESS_FIELDS if c not in ("run", "name", "created")
+        )
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO processes ({columns}) VALUES ({marks}) "
+                f"ON CONFLICT (run, name) DO UPDATE SET {assignments}",
+                values,
+            )
+        return self.get_process(record.run, record.name)
+
+    def update_process(self, run: str, name: str, **changes: Any) -> ProcessRecord:
+        """Change some fields of a stored process; unknown field names raise ValueError."""
+        unknown = sorted(set(changes) - _PROCESS_UPDATABLE)
+        if unknown:
+            raise ValueError(f"unknown process field(s): {', '.join(unknown)}")
+        if "state" in changes and changes["state"] not in PROCESS_STATES:
+            raise ValueError(f"unknown process state {changes['state']!r}")
+        assignments = ["updated = ?"]
+        values: list[Any] = [_now()]
+        for field_name, value in changes.items():
+            assignments.append(f"{field_name} = ?")
+            values.append(_encode(value) if field_name == "definition" else value)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE processes SET {', '.join(assignments)} WHERE run = ? AND name = ?",
+                (*values, run, name),
+            )
+        if cursor.rowcount == 0:
+            raise KeyError(f"no process {name!r} in run {run!r}")
+        return self.get_process(run, name)
+
+    def find_process(self, run: str, name: str) -> ProcessRecord | None:
+        """The run's process named `name`, or None."""
+        rows = self._read("SELECT * FROM processes WHERE run = ? AND name = ?", (run, name))
+        return _process_record(rows[0]) if rows else None
+
+    def get_process(self, run: str, name: str) -> ProcessRecord:
+        """The run's process named `name`; KeyError when there is none."""
+        record = self.find_process(run, name)
+        if record is None:
+            raise KeyError(f"no process {name!r} in run {run!r}")
+        return record
+
+    def processes(self, run: str) -> list[ProcessRecord]:
+        """The run's processes, oldest first."""
+        rows = self._read(
+            "SELECT * FROM processes WHERE run = ? ORDER BY created, name", (run,)
+        )
+        return [_process_record(row) for row in rows]
+
     # -- events ---------------------------------------------------------------------------
 
     def append_event(
@@ -654,6 +751,12 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
         created=row["created"],
         updated=row["updated"],
     )
+
+
+def _process_record(row: sqlite3.Row) -> ProcessRecord:
+    values = {name: row[name] for name in _PROCESS_FIELDS}
+    values["definition"] = _decode(values["definition"])
+    return ProcessRecord(**values)
 
 
 def _node_record(row: sqlite3.Row) -> NodeRecord:

@@ -17,6 +17,14 @@ import pytest
 
 from launchplan.remote import SSHTarget
 from tests.conftest import require
+from tests.integration.cloud_emulator import (  # noqa: F401  (fixtures for every module)
+    _ec2_server,
+    _node_farm,
+    ec2_emulator,
+    ec2_image,
+    ec2_key_pair,
+    ec2_nodes,
+)
 
 SSHD = "/usr/sbin/sshd"
 SSHD_START_SECONDS = 10.0

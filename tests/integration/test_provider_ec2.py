@@ -17,7 +17,6 @@ from launchplan.providers.ec2 import EC2Provider, client_token
 if TYPE_CHECKING:
     from tests.integration.cloud_emulator import EC2Emulator
 
-pytest_plugins = ["tests.integration.cloud_emulator"]
 pytestmark = pytest.mark.integration
 
 USERDATA = b"#cloud-config\nruncmd:\n  - [echo, hello]\n"

@@ -25,7 +25,6 @@ from launchplan.providers.retry import Backoff
 if TYPE_CHECKING:
     from tests.integration.cloud_emulator import EC2Emulator
 
-pytest_plugins = ["tests.integration.cloud_emulator"]
 pytestmark = pytest.mark.integration
 
 USERDATA = b"#cloud-config\nruncmd:\n  - [echo, hello]\n"

@@ -1,0 +1,63 @@
+"""Process definitions for `cei process run`: YAML files checked before anything is placed.
+
+A definition is what the agent runs (see docs/agents.md): `name`, exactly one of `exec` (with
+`argv`) or `module` (`pkg.mod:callable`, with `args`, `python`, `pythonpath`), and `env`,
+`cwd`, `restart` (never | always | abnormal), `min_restart_interval`, `max_restarts`,
+`description`. The agent's own checker decides what is valid, so cei and the agent never
+disagree; errors name the file and the line of the key at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from launchplan.agent.supervisor import AgentError, normalize_definition
+from launchplan.errors import PlanError, UsageError
+
+
+def check_definition(definition: Any, source: str = "definition",
+                     lines: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The definition as it will be sent to the agent, or PlanError naming what is wrong.
+
+    Defaults that depend on the node (the python that runs a module) are left to the agent.
+    """
+    if not isinstance(definition, dict):
+        raise PlanError("a process definition is a mapping (name, exec or module, ...)", source)
+    try:
+        normalize_definition(dict(definition))
+    except AgentError as exc:
+        message = str(exc)
+        line = None
+        for key, key_line in (lines or {}).items():
+            if key in message:
+                line = key_line
+                break
+        raise PlanError(message, source, line) from None
+    return dict(definition)
+
+
+def load_definition(path: Path, name: str | None = None) -> dict[str, Any]:
+    """Read a YAML definition file; `name` (from --name) replaces the file's name."""
+    if not path.is_file():
+        raise UsageError(f"no such process definition file: {path}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise PlanError(f"not valid YAML: {getattr(exc, 'problem', exc)}", str(path),
+                        mark.line + 1 if mark else None) from None
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, _ in node.value:
+            lines[str(key.value)] = key.start_mark.line + 1
+    if isinstance(data, dict) and name is not None:
+        data["name"] = name
+    if isinstance(data, dict) and "name" not in data:
+        raise PlanError("the definition has no name: add `name:` or pass --name", str(path))
+    return check_definition(data, str(path), lines)

@@ -1,0 +1,36 @@
+"""The kill test: SIGKILL `cei launch` at a random moment, then `cei terminate` loses nothing.
+
+bench/kill_test.py runs the same trial many times; here a few seeded trials keep it honest.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cloud_emulator import EC2Emulator
+from tests.integration.killtrial import run_trial, write_plan
+
+pytestmark = pytest.mark.integration
+
+TRIALS = 5
+SEED = 20240603
+MAX_DELAY = 2.5  # seconds; an uncontended 10-node launch on the emulator takes about 1.5 s
+
+
+def test_sigkill_mid_launch_leaves_nothing_after_terminate(
+    tmp_path: Path, ec2_emulator: EC2Emulator, ec2_image: str
+) -> None:
+    plan = write_plan(tmp_path, ec2_emulator, ec2_image)
+    rng = random.Random(SEED)
+    home = tmp_path / "cei-home"
+    trials = [run_trial(ec2_emulator, home, plan, f"kill{i}", rng.uniform(0.0, MAX_DELAY))
+              for i in range(TRIALS)]
+    bad = [t for t in trials if not t.ok]
+    assert not bad, "\n".join(
+        f"{t.run} (killed after {t.delay:.2f}s): leaked {t.leaked}, terminate exited "
+        f"{t.terminate_status}: {t.terminate_output}" for t in bad)
+    # the trials did hit the cloud path, not only the start-up
+    assert sum(t.created for t in trials) > 0
