@@ -22,7 +22,7 @@ from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import Stage
 from launchplan.levels.runtime import RunContext
 from launchplan.plan.model import ProgramSpec
-from launchplan.providers.base import TERMINATED
+from launchplan.providers.base import RUNNING, TERMINATED
 from launchplan.remote import shell_command
 from launchplan.state import NodeRecord, ResourceRecord
 from launchplan.state.records import RESOURCE_INTENT, RESOURCE_NOT_CREATED
@@ -109,6 +109,10 @@ class Terminator:
         env = node.programs.get("env")
         if not node.address or not env:  # never contextualized: nothing of cei's is there
             return
+        if not self._running(node):  # gone already: do not wait for its SSH to answer
+            if spec:
+                self._warn(node.node, "terminate program not run: the node no longer runs")
+            return
         log = NodeLog(node_log_path(self.ctx.run_dir, node.node))
         try:
             session = self.ctx.open_session(node, retry_for=TERMINATE_SSH_WAIT)
@@ -134,6 +138,16 @@ class Terminator:
         finally:
             session.close()
             log.close()
+
+    def _running(self, node: NodeRecord) -> bool:
+        """Whether the cloud still runs the node (existing hosts always do)."""
+        if node.driver == "static" or node.resource_id is None:
+            return True
+        try:
+            return self.ctx.provider(node.driver, node.cloud).describe(
+                node.resource_id).state == RUNNING
+        except CeiError:
+            return True  # cannot tell: let SSH decide
 
     def _destroy(self, node: str | None, driver: str, cloud: dict[str, Any],
                  resource_id: str) -> bool:

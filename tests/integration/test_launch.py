@@ -203,3 +203,18 @@ def test_state_files_are_private(home: Path) -> None:
         if (home / "cei.db-wal").exists() else (home / "cei.db").read_bytes()
     assert b"PRIVATE KEY" not in db
     json.dumps(cei_json(home, "history", "p1"))  # history is plain JSON
+
+
+def test_terminate_of_a_dead_node_skips_its_program_and_succeeds(home: Path) -> None:
+    cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dead1", check=0)
+    status_file = home / "runs" / "dead1" / "nodes" / "worker-0" / "status.json"
+    node_pid = json.loads(status_file.read_text())["pid"]
+    os.kill(node_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{node_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    down = cei(home, "terminate", "dead1", "--json", check=0)
+    summary = ndjson(down.stdout)[-1]
+    # the program is skipped because the cloud says the node is gone, not after an SSH wait
+    assert any("no longer runs" in w for w in summary["warnings"])
+    assert summary["remaining"] == []
