@@ -1,18 +1,40 @@
-"""Node and run states (strings, as stored and as shown)."""
+"""Node and run states under the engine's short names.
 
-PENDING = "pending"
-CREATING = "creating"
-BOOTING = "booting"
-CONTEXTUALIZING = "contextualizing"
-READY = "ready"
-FAILED = "failed"
-TERMINATING = "terminating"
-TERMINATED = "terminated"
+They are defined once, with the store that validates them (launchplan.state.records).
+"""
 
-RUN_LAUNCHING = "launching"
-RUN_READY = "ready"
-RUN_FAILED = "failed"
-RUN_INTERRUPTED = "interrupted"
-RUN_TERMINATING = "terminating"
-RUN_TERMINATED = "terminated"
-RUN_TEARDOWN_INCOMPLETE = "teardown-incomplete"
+from launchplan.state.records import NODE_BOOTING as BOOTING
+from launchplan.state.records import NODE_CONTEXTUALIZING as CONTEXTUALIZING
+from launchplan.state.records import NODE_CREATING as CREATING
+from launchplan.state.records import NODE_FAILED as FAILED
+from launchplan.state.records import NODE_PENDING as PENDING
+from launchplan.state.records import NODE_READY as READY
+from launchplan.state.records import NODE_TERMINATED as TERMINATED
+from launchplan.state.records import NODE_TERMINATING as TERMINATING
+from launchplan.state.records import (
+    RUN_FAILED,
+    RUN_INTERRUPTED,
+    RUN_LAUNCHING,
+    RUN_READY,
+    RUN_TEARDOWN_INCOMPLETE,
+    RUN_TERMINATED,
+    RUN_TERMINATING,
+)
+
+__all__ = [
+    "BOOTING",
+    "CONTEXTUALIZING",
+    "CREATING",
+    "FAILED",
+    "PENDING",
+    "READY",
+    "RUN_FAILED",
+    "RUN_INTERRUPTED",
+    "RUN_LAUNCHING",
+    "RUN_READY",
+    "RUN_TEARDOWN_INCOMPLETE",
+    "RUN_TERMINATED",
+    "RUN_TERMINATING",
+    "TERMINATED",
+    "TERMINATING",
+]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -17,6 +19,7 @@ import pytest
 
 from launchplan.remote import SSHTarget
 from tests.conftest import require
+from tests.integration.cli_helpers import cei, node_processes
 from tests.integration.cloud_emulator import (  # noqa: F401  (fixtures for every module)
     _ec2_server,
     _node_farm,
@@ -171,6 +174,21 @@ def sshd() -> Iterator[SSHDServer]:
             _stop(proc)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def home(cei_home: Path) -> Iterator[Path]:
+    """A private $CEI_HOME for tests that run the real `cei`. Whatever a test leaves running is
+    terminated afterwards, and any process still working in it is killed by pid."""
+    try:
+        yield cei_home
+    finally:
+        runs = cei_home / "runs"
+        for run in sorted(runs.iterdir()) if runs.is_dir() else []:
+            cei(cei_home, "terminate", run.name)
+        for pid in node_processes(cei_home):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

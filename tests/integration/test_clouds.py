@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import email
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +31,6 @@ BOOT_TO_OUTPUTS = (
     ' > "$CEI_OUTPUT"'
 )
 
-
-@pytest.fixture
-def home(tmp_path: Path) -> Any:
-    home = tmp_path / "cei-home"
-    yield home
-    for run in (home / "runs").glob("*") if (home / "runs").exists() else []:
-        cei(home, "terminate", run.name)
-    for pid in node_processes(home):
-        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@ summation over the raw input) to 1e-9 relative.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,18 +50,6 @@ def summary_of(stdout: str) -> dict[str, Any]:
     assert len(summaries) == 1, docs
     return summaries[0]
 
-
-@pytest.fixture
-def home(cei_home: Path) -> Iterator[Path]:
-    try:
-        yield cei_home
-    finally:
-        for run in cei_json(cei_home, "list").get("runs", []):
-            if run.get("status") != "terminated":
-                cei(cei_home, "terminate", run["run"])
-        for pid in node_processes(cei_home):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def test_demo_over_the_embedded_transport(home: Path, tmp_path: Path) -> None:

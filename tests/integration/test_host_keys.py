@@ -5,8 +5,6 @@ by the plan's `host_key` or by ~/.ssh/known_hosts."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from launchplan.ctx.hostkeys import fingerprint, generate_client_key, generate_h
 from launchplan.errors import HostKeyMismatch
 from launchplan.remote import Session
 from launchplan.state import Store
-from tests.integration.cli_helpers import cei, cei_json, ndjson, node_processes
+from tests.integration.cli_helpers import cei, cei_json, ndjson
 from tests.integration.cloud_emulator import EC2Emulator, NodeFarm
 from tests.integration.conftest import SSHDServer
 
@@ -25,15 +23,6 @@ pytestmark = pytest.mark.integration
 
 WRITE_OUTPUT = 'printf \'{"ok": true}\' > "$CEI_OUTPUT"'
 
-
-@pytest.fixture
-def home(tmp_path: Path) -> Any:
-    home = tmp_path / "cei-home"
-    yield home
-    for run in (home / "runs").glob("*") if (home / "runs").exists() else []:
-        cei(home, "terminate", run.name)
-    for pid in node_processes(home):
-        os.kill(pid, signal.SIGKILL)
 
 
 def write_plan(tmp_path: Path, plan: dict[str, Any]) -> Path:

@@ -17,16 +17,6 @@ from tests.integration.cli_helpers import PLANS, REPO, cei, cei_json, ndjson, no
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def home(tmp_path: Path):
-    home = tmp_path / "cei-home"
-    yield home
-    # whatever a test left behind is torn down, and nothing may survive that
-    for run in (home / "runs").glob("*") if (home / "runs").exists() else []:
-        cei(home, "terminate", run.name)
-    for pid in node_processes(home):
-        os.kill(pid, signal.SIGKILL)
-
 
 def nodes_by_name(status: dict) -> dict[str, dict]:
     return {n["node"]: n for n in status["nodes"]}
