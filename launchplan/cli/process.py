@@ -64,6 +64,20 @@ def _summary(record: ProcessRecord) -> str:
     return f"{record.name} {record.state} {where}{pid}"
 
 
+def _act_on_one(run_name: str, as_json: bool,
+                act: Callable[[Dispatcher], ProcessRecord]) -> int:
+    """Reconcile, do one thing to one process, and report that process as it is now."""
+    with _dispatcher(run_name) as dispatcher:
+        report = _reconciled(dispatcher, as_json)
+        record = act(dispatcher)
+        view = next(v for v in dispatcher.views() if v.record.name == record.name)
+    if as_json:
+        emit_json({"run": run_name, "process": view.to_json(), "reconcile": report})
+    else:
+        click.echo(f"process {_summary(record)}")
+    return 0
+
+
 def _reconciled(dispatcher: Dispatcher, as_json: bool) -> dict[str, Any]:
     report = dispatcher.reconcile()
     if not as_json:
@@ -98,15 +112,7 @@ def run_process(run_name: str, definition_path: Path, engine: str | None, name: 
     from launchplan.dispatch.definition import load_definition
 
     definition = load_definition(definition_path, name)
-    with _dispatcher(run_name) as dispatcher:
-        report = _reconciled(dispatcher, as_json)
-        record = dispatcher.run_process(definition, engine)
-        view = next(v for v in dispatcher.views() if v.record.name == record.name)
-    if as_json:
-        emit_json({"run": run_name, "process": view.to_json(), "reconcile": report})
-    else:
-        click.echo(f"process {_summary(record)}")
-    return 0
+    return _act_on_one(run_name, as_json, lambda d: d.run_process(definition, engine))
 
 
 @process.command("list")
@@ -151,15 +157,7 @@ def list_processes(run_name: str, as_json: bool) -> int:
 def kill_process(run_name: str, name: str, as_json: bool) -> int:
     """Terminate process NAME of RUN for good: SIGTERM to its process group, SIGKILL after a
     grace period; it is neither restarted nor rescheduled."""
-    with _dispatcher(run_name) as dispatcher:
-        report = _reconciled(dispatcher, as_json)
-        record = dispatcher.kill(name)
-        view = next(v for v in dispatcher.views() if v.record.name == record.name)
-    if as_json:
-        emit_json({"run": run_name, "process": view.to_json(), "reconcile": report})
-    else:
-        click.echo(f"process {_summary(record)}")
-    return 0
+    return _act_on_one(run_name, as_json, lambda d: d.kill(name))
 
 
 @process.command("wait")
