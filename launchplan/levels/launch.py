@@ -13,12 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launchplan.ctx.environment import context_document, node_environment, stage_dir
-from launchplan.ctx.hostkeys import (
-    HostKey,
-    fingerprint,
-    generate_host_key,
-    parse_console_fingerprints,
-)
+from launchplan.ctx.hostkeys import HostKey
 from launchplan.ctx.userdata import build_userdata
 from launchplan.dispatch.agents import install_agent
 from launchplan.errors import (
@@ -30,7 +25,7 @@ from launchplan.errors import (
     StepTimeout,
 )
 from launchplan.levels import events as ev
-from launchplan.levels import states
+from launchplan.levels import hostkeys, states
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import Stage
 from launchplan.levels.runtime import RunContext
@@ -38,11 +33,9 @@ from launchplan.plan import render_service
 from launchplan.plan.model import NodeSpec, NodeView, Plan, ServiceView
 from launchplan.providers.base import RUNNING, NodeRequest, Provider
 from launchplan.remote import Session
-from launchplan.remote.knownhosts import known_host_key
 from launchplan.state import NodeRecord
 
 DEFAULT_PARALLEL = 64
-CONSOLE_POLL = 1.0  # seconds between reads of a node's console (host_key_policy: console)
 CLOUD_INIT_WAIT = "if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait; fi"
 
 
@@ -228,7 +221,7 @@ class _NodeLauncher:
         provider = ctx.provider(spec.cloud.driver, options)
 
         self._step(states.CREATING)
-        host_key = self._host_key()
+        host_key = hostkeys.key_to_send(spec)
         resource_id = self._create(provider, host_key, log)
 
         self._step(states.BOOTING)
@@ -247,18 +240,10 @@ class _NodeLauncher:
             self._set(states.READY)
             return
 
-        self._known_host_key(provider, resource_id, deadline, log)
-        record = self._record()
-        session = ctx.open_session(record, retry_for=_left(deadline, "SSH to answer"))
+        hostkeys.pin_before_connecting(ctx, spec, provider, resource_id, deadline, log)
+        session = ctx.open_session(self._record(), retry_for=_left(deadline, "SSH to answer"))
         try:
-            if record.host_key is None:  # console fingerprints or accept-new: pin what answered
-                ctx.store.update_node(ctx.run, spec.node, host_key=session.host_key,
-                                      host_key_fingerprint=session.host_key_fingerprint)
-                if spec.host_key_policy == "accept-new":
-                    warning = (f"accepted the unverified host key {session.host_key_fingerprint}"
-                               f" of {record.address} (host_key_policy: accept-new)")
-                    log.note(warning)
-                    ctx.emit(ev.WARNING, node=spec.node, message=warning)
+            hostkeys.pin_after_connecting(ctx, spec, session, log)
             if provider.runs_cloud_init:
                 result = session.run(CLOUD_INIT_WAIT, timeout=_left(deadline, "cloud-init"))
                 if result.status not in (0, 2):  # 2: finished with recoverable errors
@@ -269,54 +254,6 @@ class _NodeLauncher:
         finally:
             session.close()
         self._set(states.READY)
-
-    def _known_host_key(self, provider: Provider, resource_id: str, deadline: float,
-                        log: NodeLog) -> None:
-        """Pin what is known of a key cei did not make: an existing host's key (the plan's
-        `host_key`, else ~/.ssh/known_hosts) or the fingerprints on a cloud node's console."""
-        spec, ctx = self.spec, self.ctx
-        record = self._record()
-        if record.host_key or spec.host_key_policy == "accept-new":
-            return
-        if spec.cloud.driver == "static":
-            if spec.host_key_policy == "console":
-                raise CeiError("host_key_policy console needs a cloud console; an existing host "
-                               "has none (give host_key:, or use ~/.ssh/known_hosts)")
-            line = spec.host_key or known_host_key(str(record.address), record.port or 22)
-            if line is None:
-                raise CeiError(
-                    f"no host key is known for the existing host {record.address} port "
-                    f"{record.port or 22}: set host_key: \"ssh-ed25519 AAAA...\" on service "
-                    f"{spec.service} (or its cloud), add the host to ~/.ssh/known_hosts, or opt "
-                    "in to trusting its first answer with host_key_policy: accept-new")
-            ctx.store.update_node(ctx.run, spec.node, host_key=line,
-                                  host_key_fingerprint=fingerprint(line))
-            return
-        if spec.host_key_policy == "console":
-            found = self._console_fingerprints(provider, resource_id, deadline)
-            log.note(f"host key fingerprints from the console: {', '.join(found)}")
-            ctx.store.update_node(ctx.run, spec.node,
-                                  programs={**record.programs, "host_key_fingerprints": found})
-
-    def _console_fingerprints(self, provider: Provider, resource_id: str,
-                              deadline: float) -> list[str]:
-        """Poll the node's console until cloud-init has printed its host key fingerprints."""
-        while True:
-            found = parse_console_fingerprints(provider.console_output(resource_id) or "")
-            if found:
-                return found
-            if self.ctx.cancel.wait(CONSOLE_POLL):
-                raise _Stopped("interrupted while reading the console")
-            if time.monotonic() >= deadline:
-                raise StepTimeout(
-                    f"no SSH host key fingerprints appeared on the console of {resource_id} "
-                    "within the node's timeout (host_key_policy: console)")
-
-    def _host_key(self) -> HostKey | None:
-        """cei makes each cloud node's host key itself, so nothing is trusted on first use."""
-        if self.spec.cloud.driver == "static" or self.spec.host_key_policy != "pinned":
-            return None
-        return generate_host_key()
 
     def _create(self, provider: Provider, host_key: HostKey | None, log: NodeLog) -> str:
         spec, ctx = self.spec, self.ctx

@@ -1,0 +1,91 @@
+"""How a node's SSH host key becomes known before cei trusts an answer from it.
+
+By policy: `pinned` (the default) — cei generates a cloud node's key and sends it in the
+user-data; an existing host's key comes from the plan's `host_key` or ~/.ssh/known_hosts.
+`console` — the fingerprints cloud-init prints on the node's console. `accept-new` — the first
+key that answers, pinned from then on, with a warning.
+"""
+
+from __future__ import annotations
+
+import time
+
+from launchplan.ctx.hostkeys import (
+    HostKey,
+    fingerprint,
+    generate_host_key,
+    parse_console_fingerprints,
+)
+from launchplan.errors import CeiError, Interrupted, StepTimeout
+from launchplan.levels import events as ev
+from launchplan.levels.nodelog import NodeLog
+from launchplan.levels.runtime import RunContext
+from launchplan.plan.model import NodeSpec
+from launchplan.providers.base import Provider
+from launchplan.remote import Session
+from launchplan.remote.knownhosts import known_host_key
+
+CONSOLE_POLL = 1.0  # seconds between reads of a node's console
+
+
+def key_to_send(spec: NodeSpec) -> HostKey | None:
+    """The key cei makes for a cloud node under `pinned`, so nothing is trusted on first use."""
+    if spec.cloud.driver == "static" or spec.host_key_policy != "pinned":
+        return None
+    return generate_host_key()
+
+
+def pin_before_connecting(ctx: RunContext, spec: NodeSpec, provider: Provider,
+                          resource_id: str, deadline: float, log: NodeLog) -> None:
+    """Record what is known of a key cei did not make, before the first SSH connection."""
+    record = ctx.store.get_node(ctx.run, spec.node)
+    if record.host_key or spec.host_key_policy == "accept-new":
+        return
+    if spec.cloud.driver == "static":
+        if spec.host_key_policy == "console":
+            raise CeiError("host_key_policy console needs a cloud console; an existing host "
+                           "has none (give host_key:, or use ~/.ssh/known_hosts)")
+        line = spec.host_key or known_host_key(str(record.address), record.port or 22)
+        if line is None:
+            raise CeiError(
+                f"no host key is known for the existing host {record.address} port "
+                f"{record.port or 22}: set host_key: \"ssh-ed25519 AAAA...\" on service "
+                f"{spec.service} (or its cloud), add the host to ~/.ssh/known_hosts, or opt "
+                "in to trusting its first answer with host_key_policy: accept-new")
+        ctx.store.update_node(ctx.run, spec.node, host_key=line,
+                              host_key_fingerprint=fingerprint(line))
+        return
+    if spec.host_key_policy == "console":
+        found = _console_fingerprints(ctx, provider, resource_id, deadline)
+        log.note(f"host key fingerprints from the console: {', '.join(found)}")
+        ctx.store.update_node(ctx.run, spec.node,
+                              programs={**record.programs, "host_key_fingerprints": found})
+
+
+def pin_after_connecting(ctx: RunContext, spec: NodeSpec, session: Session,
+                         log: NodeLog) -> None:
+    """Pin the key that answered when none was pinned before (console, accept-new)."""
+    if ctx.store.get_node(ctx.run, spec.node).host_key is not None:
+        return
+    ctx.store.update_node(ctx.run, spec.node, host_key=session.host_key,
+                          host_key_fingerprint=session.host_key_fingerprint)
+    if spec.host_key_policy == "accept-new":
+        warning = (f"accepted the unverified host key {session.host_key_fingerprint} of "
+                   f"{session.target.address} (host_key_policy: accept-new)")
+        log.note(warning)
+        ctx.emit(ev.WARNING, node=spec.node, message=warning)
+
+
+def _console_fingerprints(ctx: RunContext, provider: Provider, resource_id: str,
+                          deadline: float) -> list[str]:
+    """Poll the node's console until cloud-init has printed its host key fingerprints."""
+    while True:
+        found = parse_console_fingerprints(provider.console_output(resource_id) or "")
+        if found:
+            return found
+        if ctx.cancel.wait(CONSOLE_POLL):
+            raise Interrupted("interrupted while reading the console")
+        if time.monotonic() >= deadline:
+            raise StepTimeout(
+                f"no SSH host key fingerprints appeared on the console of {resource_id} "
+                "within the node's timeout (host_key_policy: console)")
