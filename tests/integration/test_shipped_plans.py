@@ -1,0 +1,44 @@
+"""The plans shipped in plans/ are valid as they are, and the local ones run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from launchplan.ctx.hostkeys import generate_client_key
+from tests.integration.cli_helpers import REPO, cei, cei_json
+
+PLANS = sorted((REPO / "plans").glob("*.yml"))
+CLOUD_ENV = {name: "placeholder" for name in (
+    "OS_AUTH_URL", "OS_PROJECT_NAME", "OS_USER_DOMAIN_NAME", "OS_REGION_NAME", "OS_USERNAME",
+    "OS_PASSWORD")}
+
+
+def test_every_shipped_plan_is_listed() -> None:
+    assert {p.name for p in PLANS} >= {"hello.yml", "three-tier.yml", "sliding-window.yml",
+                                       "ec2.yml", "openstack.yml"}
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[p.name for p in PLANS])
+def test_shipped_plan_validates(plan: Path, home: Path, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # the cloud plans name a key under ~ and read credentials from the environment
+    user_home = tmp_path / "user"
+    generate_client_key(user_home / ".ssh" / "id_ed25519")
+    monkeypatch.setenv("HOME", str(user_home))
+    for name, value in CLOUD_ENV.items():
+        monkeypatch.setenv(name, os.environ.get(name, value))
+    proc = cei(home, "validate", str(plan), check=0)
+    assert "valid" in proc.stdout
+
+
+def test_hello_runs_with_a_greeting_of_spaces_and_quotes(home: Path) -> None:
+    greeting = "it's \"hi\" $USER"
+    cei(home, "launch", str(REPO / "plans" / "hello.yml"), "--name", "hi", "--var",
+        f"greeting={greeting}", check=0)
+    node = cei_json(home, "status", "hi")["nodes"][0]
+    assert node["healthy"] is True
+    assert node["outputs"]["greeting"] == f"{greeting} from hello/0"
+    cei(home, "terminate", "hi", check=0)
