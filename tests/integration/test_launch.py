@@ -122,28 +122,36 @@ def test_second_launch_of_a_live_run_is_refused(home: Path) -> None:
     cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=0)
 
 
-def test_ctrl_c_records_what_was_made_and_terminate_finds_it(home: Path) -> None:
+def _interrupted_launch(home: Path, name: str, presses: int) -> tuple[int, str]:
+    """Launch sleepy.yml, wait until both boots run, press Ctrl-C `presses` times."""
     env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "launchplan", "launch", str(PLANS / "sleepy.yml"),
-         "--name", "int1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--name", name], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs_dir = home / "runs" / name / "logs"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until both boots are running
-            logs = list((home / "runs" / "int1" / "logs").glob("*.log")) \
-                if (home / "runs" / "int1" / "logs").exists() else []
+            logs = list(logs_dir.glob("*.log")) if logs_dir.exists() else []
             if len(logs) == 2 and all("boot: " in p.read_text() for p in logs):
                 break
             time.sleep(0.2)
         else:
             pytest.fail("the boot programs never started")
-        proc.send_signal(signal.SIGINT)
+        for _ in range(presses):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
         _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err
+    return proc.returncode, err
+
+
+def test_ctrl_c_records_what_was_made_and_terminate_finds_it(home: Path) -> None:
+    code, err = _interrupted_launch(home, "int1", presses=1)
+    assert code == 130, err
     assert "cei terminate int1" in err
     # the in-flight boot programs were stopped, not left running on the kept nodes
     assert [pid for pid in node_processes(home) if _cmdline(pid).startswith(b"sleep\x0060")] == []
@@ -151,6 +159,16 @@ def test_ctrl_c_records_what_was_made_and_terminate_finds_it(home: Path) -> None
     assert "later/0" not in nodes
     assert {n["resource_id"] for n in nodes.values()} == {"int1/sleeper/0", "int1/sleeper/1"}
     cei(home, "terminate", "int1", check=0)
+    assert node_processes(home) == []
+
+
+def test_second_ctrl_c_exits_at_once_and_terminate_still_finds_every_node(home: Path) -> None:
+    code, err = _interrupted_launch(home, "int2", presses=2)
+    assert code == 130, err
+    assert "interrupted again" in err
+    assert node_processes(home)  # the nodes were left as they were
+    down = cei(home, "terminate", "int2", "--json", check=0)
+    assert ndjson(down.stdout)[-1]["remaining"] == []
     assert node_processes(home) == []
 
 
