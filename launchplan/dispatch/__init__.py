@@ -1,6 +1,6 @@
-"""Process dispatch: agents on engine nodes, and the dispatcher that places processes on them.
+"""Process dispatch: the dispatcher that places processes on engine nodes' agents.
 
-`agents` is what the level engine calls while it contextualizes a node that declares `agent`
-(install and start the agent) and while it tears one down (stop it); `dispatcher` is what
-`cei process` and `cei demo` use to place, watch, kill and reschedule processes.
+It sits above the level engine: the engine installs, starts and stops a node's agent while it
+contextualizes and tears the node down (launchplan.levels.agents); the dispatcher, used by
+`cei process` and `cei demo`, places, watches, kills and reschedules processes on those agents.
 """

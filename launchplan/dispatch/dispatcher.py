@@ -28,11 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from launchplan.dispatch import agents
 from launchplan.dispatch.definition import check_definition
 from launchplan.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, CeiError, UsageError
+from launchplan.levels import agents, states
 from launchplan.levels import events as ev
-from launchplan.levels import states
 from launchplan.levels.runtime import RunContext
 from launchplan.providers.base import RUNNING
 from launchplan.remote import Session

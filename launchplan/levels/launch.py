@@ -15,7 +15,6 @@ from pathlib import Path
 from launchplan.ctx.environment import context_document, node_environment, stage_dir
 from launchplan.ctx.hostkeys import HostKey
 from launchplan.ctx.userdata import build_userdata
-from launchplan.dispatch.agents import install_agent
 from launchplan.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -26,6 +25,7 @@ from launchplan.errors import (
 )
 from launchplan.levels import events as ev
 from launchplan.levels import hostkeys, states
+from launchplan.levels.agents import install_agent
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import Stage
 from launchplan.levels.runtime import RunContext

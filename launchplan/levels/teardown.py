@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from launchplan.dispatch.agents import stop_agent
 from launchplan.errors import EXIT_OK, EXIT_TEARDOWN_INCOMPLETE, CeiError
 from launchplan.levels import events as ev
 from launchplan.levels import states
+from launchplan.levels.agents import stop_agent
 from launchplan.levels.launch import DEFAULT_PARALLEL
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import Stage

@@ -1,5 +1,8 @@
 """The execution-engine agent on a node: ship the zipapp, start it, talk to it, stop it.
 
+Part of the level engine: it runs while a node is contextualized and torn down; the
+dispatcher (launchplan.dispatch) talks to agents through it.
+
 Everything goes over one SSH session: the agent's client commands (`python3 cei-agent.pyz
 OP --home HOME`) print one JSON document, which `call` parses. The agent lives in the node's
 stage directory (STAGE/cei-agent.pyz, STAGE/agent/), so it goes away with the stage on hosts
