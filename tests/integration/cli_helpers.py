@@ -13,9 +13,9 @@ PLANS = Path(__file__).parent / "plans"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cei(home: Path, *args: str, timeout: float = 180, check: int | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+def cei(home: Path, *args: str, timeout: float = 180, check: int | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO), **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "launchplan", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check is not None:

@@ -142,11 +142,12 @@ def test_bad_csv_is_a_usage_error_naming_the_line(home: Path, tmp_path: Path, te
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(home: Path, tmp_path: Path) -> None:
-    from launchplan.dispatch.demo import plot_available
-
-    if plot_available():
-        pytest.skip("matplotlib is installed here")
+    # whether or not matplotlib is installed here, the command must not see it
+    hide = tmp_path / "hide-matplotlib"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['matplotlib'] = None\n")
     proc = cei(home, "demo", "sliding-window", "--input", str(SAMPLE), "--window", "10",
-               "--output", str(tmp_path / "o.csv"), "--plot", str(tmp_path / "o.png"))
+               "--output", str(tmp_path / "o.csv"), "--plot", str(tmp_path / "o.png"),
+               env={"PYTHONPATH": f"{hide}{os.pathsep}{REPO}"})
     assert proc.returncode == 2 and "pip install 'cei[plot]'" in proc.stderr
     assert json.loads(cei(home, "list", "--json").stdout)["runs"] == []
