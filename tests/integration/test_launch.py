@@ -163,6 +163,7 @@ def test_ctrl_c_records_what_was_made_and_terminate_finds_it(home: Path) -> None
 
 
 def test_second_ctrl_c_exits_at_once_and_terminate_still_finds_every_node(home: Path) -> None:
+    shared_tmp = set(Path("/tmp").glob("cei-*.pid"))
     code, err = _interrupted_launch(home, "int2", presses=2)
     assert code == 130, err
     assert "interrupted again" in err
@@ -170,6 +171,8 @@ def test_second_ctrl_c_exits_at_once_and_terminate_still_finds_every_node(home: 
     down = cei(home, "terminate", "int2", "--json", check=0)
     assert ndjson(down.stdout)[-1]["remaining"] == []
     assert node_processes(home) == []
+    # what the cut-off programs left in their TMPDIR stays inside the nodes, not in /tmp
+    assert set(Path("/tmp").glob("cei-*.pid")) - shared_tmp == set()
 
 
 def _cmdline(pid: int) -> bytes:

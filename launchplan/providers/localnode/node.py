@@ -40,6 +40,7 @@ class Node:
         self.dir = node_dir.resolve()
         self.home = self.dir / "home"
         self.root = self.dir / "root"
+        self.tmp = self.dir / "tmp"
         request = read_json(self.dir / "request.json") or {}
         self.address = str(request.get("address") or "127.0.0.1")
         self.hostname = str(request.get("hostname") or self.dir.name)
@@ -79,6 +80,7 @@ class Node:
             "LOGNAME": user,
             "LANG": "C.UTF-8",
             "SHELL": "/bin/sh",
+            "TMPDIR": str(self.tmp),
             NODE_ROOT_ENV: str(self.root),
         }
 
@@ -112,7 +114,7 @@ class Node:
         authorized = sshserver.load_authorized_keys(applied.authorized_keys, self.errors)
         if authorized is None:
             say("cei local node: no ssh_authorized_keys given; nobody can log in")
-        ctx = sshserver.ExecContext(self.home, self.root, self.groups)
+        ctx = sshserver.ExecContext(self.home, self.root, self.tmp, self.groups)
         try:
             self.acceptor, self.bound_port = await sshserver.start_server(
                 self.address, self.port, keys, authorized, ctx
@@ -137,6 +139,7 @@ class Node:
 
 async def _main(node_dir: Path) -> int:
     node = Node(node_dir)
+    node.tmp.mkdir(mode=0o700, exist_ok=True)
     os.chdir(node.home)
     node.write_status()
     stop = asyncio.Event()

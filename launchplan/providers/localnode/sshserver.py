@@ -36,6 +36,7 @@ class ExecContext:
 
     home: Path
     root: Path
+    tmp: Path  # the node's own TMPDIR: nodes share the machine's /tmp otherwise
     groups: ProcessGroups
 
 
@@ -145,6 +146,7 @@ def command_env(ctx: ExecContext, user: str, sent: Mapping[str, str]) -> dict[st
         "LOGNAME": user,
         "LANG": "C.UTF-8",
         "SHELL": "/bin/sh",
+        "TMPDIR": str(ctx.tmp),
     }
     env.update(sent)
     env["CEI_NODE_ROOT"] = str(ctx.root)
