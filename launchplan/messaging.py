@@ -29,7 +29,7 @@ from pathlib import Path
 from queue import Empty
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from kombu import Connection, Consumer, Producer, Queue
 from kombu.message import Message
@@ -161,6 +161,32 @@ def _filesystem_dir(url: str) -> Path:
     if parsed.netloc or not parsed.path.startswith("/"):
         raise MessagingError(f"filesystem URL must be filesystem:///ABSOLUTE/DIR, not {url!r}")
     return Path(unquote(parsed.path))
+
+
+# Where a process finds its broker password, so it never travels in argv or sits in cei's store.
+PASSWORD_ENV = "CEI_TRANSPORT_PASSWORD"
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """The URL without its password, and the password (None when it has none)."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url, None
+    host = parsed.hostname or ""
+    port = f":{parsed.port}" if parsed.port else ""
+    user = f"{parsed.username}@" if parsed.username else ""
+    return parsed._replace(netloc=f"{user}{host}{port}").geturl(), unquote(parsed.password)
+
+
+def with_password(url: str, password: str | None) -> str:
+    """`url` with `password` put back (a URL that has one, or no password, is kept as it is)."""
+    parsed = urlparse(url)
+    if password is None or parsed.password is not None or not parsed.username:
+        return url
+    host = parsed.hostname or ""
+    port = f":{parsed.port}" if parsed.port else ""
+    netloc = f"{parsed.username}:{quote(password, safe='')}@{host}{port}"
+    return parsed._replace(netloc=netloc).geturl()
 
 
 def redact_url(url: str) -> str:

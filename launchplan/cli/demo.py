@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,7 +174,14 @@ def _transport(store: Store, name: str, given: str | None, dispatcher: Dispatche
                worker: ProcessRecord | None) -> str:
     """The transport URL: --transport, else the running transform's, the broker's, or ours."""
     from launchplan.dispatch.demo import definition_option
-    from launchplan.messaging import MessagingError, filesystem_url, resolve_url
+    from launchplan.messaging import (
+        PASSWORD_ENV,
+        MessagingError,
+        filesystem_url,
+        resolve_url,
+        split_password,
+        with_password,
+    )
 
     used = definition_option(worker.definition, "--transport") if worker else None
     try:
@@ -181,10 +189,11 @@ def _transport(store: Store, name: str, given: str | None, dispatcher: Dispatche
     except MessagingError as exc:
         raise UsageError(str(exc)) from None
     if used is not None:
-        if url is not None and url != used:
+        if url is not None and split_password(url)[0] != split_password(used)[0]:
             raise UsageError(f"run {name}'s transform uses another transport; "
                              "drop --transport to reuse it")
-        return used
+        # a password the transform reads from its environment is not in the stored URL
+        return url or with_password(used, os.environ.get(PASSWORD_ENV))
     if url is not None:
         return url
     for node in store.nodes(name):
@@ -207,7 +216,7 @@ def _serve(store: Store, name: str, transport: str | None, window: float,
     from launchplan.dispatch.dispatcher import Dispatcher
     from launchplan.levels.events import discard
     from launchplan.levels.runtime import RunContext
-    from launchplan.messaging import redact_url
+    from launchplan.messaging import PASSWORD_ENV, redact_url, split_password
     from launchplan.state.records import PROCESS_ACTIVE_STATES
 
     with Dispatcher(RunContext(store, name, discard)) as dispatcher:
@@ -223,8 +232,12 @@ def _serve(store: Store, name: str, transport: str | None, window: float,
         if worker is None:
             service = dispatcher.engine_service()
             local = all(n.driver == "local" for n in dispatcher.engine_nodes(service))
-            worker = dispatcher.run_process(
-                sw.worker_definition(name, url, window, local), service)
+            # a password the user typed goes to the process through the environment only
+            password = split_password(url)[1] if transport else None
+            if password is not None:
+                os.environ[PASSWORD_ENV] = password
+            worker = dispatcher.run_process(sw.worker_definition(
+                name, url, window, local, password_from_env=password is not None), service)
         status, worker = dispatcher.wait(sw.WORKER_NAME, "running", WORKER_RUNNING_WAIT)
         if status != 0:
             raise CeiError(f"the transform is {worker.state} on {worker.node}"

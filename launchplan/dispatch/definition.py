@@ -5,10 +5,15 @@ A definition is what the agent runs (see docs/agents.md): `name`, exactly one of
 `cwd`, `restart` (never | always | abnormal), `min_restart_interval`, `max_restarts`,
 `description`. The agent's own checker decides what is valid, so cei and the agent never
 disagree; errors name the file and the line of the key at fault.
+
+One key is cei's own: `env_from` maps a process environment variable to the name of a variable
+in cei's environment, read when the process is placed (or placed again). Secrets go that way:
+the store and the definition keep only the names.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,9 @@ import yaml
 
 from launchplan.agent.supervisor import AgentError, normalize_definition
 from launchplan.errors import PlanError, UsageError
+
+ENV_FROM = "env_from"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def check_definition(definition: Any, source: str = "definition",
@@ -27,8 +35,14 @@ def check_definition(definition: Any, source: str = "definition",
     """
     if not isinstance(definition, dict):
         raise PlanError("a process definition is a mapping (name, exec or module, ...)", source)
+    env_from = definition.get(ENV_FROM, {})
+    if not isinstance(env_from, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and _NAME.fullmatch(k) and _NAME.fullmatch(v)
+            for k, v in env_from.items()):
+        raise PlanError(f"{ENV_FROM} maps process variable names to names of variables in "
+                        "cei's environment (NAME: NAME)", source, (lines or {}).get(ENV_FROM))
     try:
-        normalize_definition(dict(definition))
+        normalize_definition(for_agent(definition, None))
     except AgentError as exc:
         message = str(exc)
         line = None
@@ -38,6 +52,28 @@ def check_definition(definition: Any, source: str = "definition",
                 break
         raise PlanError(message, source, line) from None
     return dict(definition)
+
+
+def for_agent(definition: Mapping[str, Any],
+              environ: Mapping[str, str] | None) -> dict[str, Any]:
+    """The definition as the agent takes it, `env_from` resolved from `environ` into `env`.
+
+    `environ` None only checks the shape (values left empty); otherwise UsageError names a
+    variable that `env_from` needs and `environ` lacks.
+    """
+    sent = {k: v for k, v in definition.items() if k != ENV_FROM}
+    env_from = definition.get(ENV_FROM) or {}
+    if not env_from:
+        return sent
+    if environ is not None:
+        missing = sorted(v for v in env_from.values() if v not in environ)
+        if missing:
+            raise UsageError(f"set {', '.join(missing)} in cei's environment: process "
+                             f"{definition.get('name')!r} reads it (env_from)")
+    values = environ or {}
+    sent["env"] = {**(definition.get("env") or {}),
+                   **{k: values.get(v, "") for k, v in env_from.items()}}
+    return sent
 
 
 def load_definition(path: Path, name: str | None = None) -> dict[str, Any]:

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import launchplan
+from launchplan.dispatch.definition import ENV_FROM
 from launchplan.errors import CeiError, StepTimeout, UsageError
+from launchplan.messaging import PASSWORD_ENV, split_password
 
 WORKER_NAME = "sliding-window"
 WORKER_MODULE = "launchplan.transforms.worker:main"
@@ -93,20 +95,29 @@ def queue_names(run: str) -> tuple[str, str]:
     return f"cei.{run}.data", f"cei.{run}.averages"
 
 
-def worker_definition(run: str, transport: str, window: float,
-                      local: bool) -> dict[str, Any]:
+def worker_definition(run: str, transport: str, window: float, local: bool,
+                      password_from_env: bool = False) -> dict[str, Any]:
     """The transform as an agent process. On the local cloud the node's python finds cei's
-    own package through `pythonpath`; elsewhere cei must be installed on the engine image."""
+    own package through `pythonpath`; elsewhere cei must be installed on the engine image.
+
+    With `password_from_env`, the broker password leaves the URL: the process gets it from
+    $CEI_TRANSPORT_PASSWORD, which the dispatcher fills from cei's own environment whenever it
+    places the process, so it is in neither the store nor the process's argv.
+    """
     input_queue, output_queue = queue_names(run)
+    url, password = split_password(transport)
     definition: dict[str, Any] = {
         "name": WORKER_NAME,
         "description": "sliding-window average transform (cei demo sliding-window)",
         "module": WORKER_MODULE,
-        "args": ["--transport", transport, "--input", input_queue, "--output", output_queue,
+        "args": ["--transport", url if password_from_env else transport,
+                 "--input", input_queue, "--output", output_queue,
                  "--window", repr(float(window))],
         "restart": "abnormal",
         "min_restart_interval": 1.0,
     }
+    if password_from_env and password is not None:
+        definition[ENV_FROM] = {PASSWORD_ENV: PASSWORD_ENV}
     if local:
         definition["pythonpath"] = [str(Path(launchplan.__file__).resolve().parent.parent)]
     return definition

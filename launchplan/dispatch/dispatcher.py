@@ -20,6 +20,7 @@ loaded one with a free slot (fewest used slots relative to its total, then CPU).
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import threading
 import time
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from launchplan.dispatch.definition import check_definition
+from launchplan.dispatch.definition import check_definition, for_agent
 from launchplan.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, CeiError, UsageError
 from launchplan.levels import agents, states
 from launchplan.levels import events as ev
@@ -343,10 +344,11 @@ class Dispatcher:
         agent = node.programs["agent"]
         folder = posixpath.join(str(agent["home"]), "definitions")
         path = posixpath.join(folder, f"{definition['name']}.json")
+        sent = for_agent(definition, os.environ)  # secrets from env_from: never stored
         try:
             session = self._session(node)
             session.makedirs(folder, 0o700)
-            session.put(_json(definition), path, 0o600)
+            session.put(_json(sent), path, 0o600)
         except agents.AgentError:
             raise
         except CeiError as exc:

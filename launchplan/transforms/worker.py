@@ -24,7 +24,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from launchplan.messaging import Bus, MessagingError, connect, redact_url
+from launchplan.messaging import (
+    PASSWORD_ENV,
+    Bus,
+    MessagingError,
+    connect,
+    redact_url,
+    with_password,
+)
 from launchplan.transforms.sliding_window import MultiWindow
 
 log = logging.getLogger("cei.transform")
@@ -94,7 +101,8 @@ def serve(bus: Bus, input_queue: str, output_queue: str, window: float,
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cei-transform", description=__doc__.split("\n")[0])
     parser.add_argument("--transport", default=None,
-                        help="filesystem:///DIR or amqp://...; default $CEI_HOME/bus")
+                        help="filesystem:///DIR or amqp://USER@HOST:PORT/ (the password, if any, "
+                             f"from ${PASSWORD_ENV}); default $CEI_HOME/bus")
     parser.add_argument("--input", default="cei.data", help="queue of data messages")
     parser.add_argument("--output", default="cei.averages", help="queue of averaged messages")
     parser.add_argument("--window", type=float, default=10.0, help="window length in seconds")
@@ -127,8 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    url = args.transport
+    if url is not None:
+        url = with_password(url, os.environ.get(PASSWORD_ENV))
     try:
-        bus = _connect_retrying(args.transport, args.connect_timeout)
+        bus = _connect_retrying(url, args.connect_timeout)
     except MessagingError as exc:
         log.error("%s", exc)
         return 1

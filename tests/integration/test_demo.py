@@ -103,11 +103,16 @@ def test_demo_reuse_with_run_keeps_the_same_engine_process(home: Path, tmp_path:
 def test_demo_over_rabbitmq(home: Path, tmp_path: Path, rabbitmq_url: str) -> None:
     out = tmp_path / "out.csv"
     proc = cei(home, "demo", "sliding-window", "--input", str(SAMPLE), "--window", "10",
-               "--output", str(out), "--transport", rabbitmq_url, "--json", check=0)
+               "--output", str(out), "--transport", rabbitmq_url, "--keep", "--json", check=0)
     summary = summary_of(proc.stdout)
     assert summary["transport"].startswith("amqp://guest:***@127.0.0.1:")
     assert "guest:guest" not in proc.stdout
     check_output(out, SAMPLE, 10.0)
+    # the broker password is in neither the store nor the transform's command line
+    stored = b"".join(p.read_bytes() for p in home.glob("cei.db*"))
+    assert b":guest@" not in stored
+    argv = Path(f"/proc/{summary['pid']}/cmdline").read_bytes()
+    assert b"--transport" in argv and b":guest@" not in argv
 
 
 def test_demo_plan_starts_its_own_rabbitmq(home: Path, tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from launchplan.dispatch.definition import check_definition, load_definition
+from launchplan.dispatch.definition import check_definition, for_agent, load_definition
 from launchplan.dispatch.demo import Message, definition_option, read_series, worker_definition
 from launchplan.errors import PlanError, UsageError
+from launchplan.messaging import split_password, with_password
 from launchplan.plan.render import agent_settings
 from launchplan.state import ProcessRecord, Store
 from launchplan.state.store import MIGRATIONS, SCHEMA_VERSION
@@ -113,3 +114,28 @@ def test_worker_definition_carries_transport_and_queues() -> None:
 ])
 def test_agent_settings(value: object, expected: object) -> None:
     assert agent_settings(value) == expected
+
+
+def test_broker_password_leaves_the_url_and_comes_back_from_the_environment() -> None:
+    url = "amqp://cei:s3cr%2Ft@127.0.0.1:5672//"
+    assert split_password(url) == ("amqp://cei@127.0.0.1:5672//", "s3cr/t")
+    assert with_password("amqp://cei@127.0.0.1:5672//", "s3cr/t") == url
+    assert with_password(url, "other") == url  # a URL's own password stays
+    assert split_password("filesystem:///tmp/bus") == ("filesystem:///tmp/bus", None)
+
+    definition = worker_definition("r", url, 10, local=False, password_from_env=True)
+    assert "s3cr" not in repr(definition)
+    assert definition["env_from"] == {"CEI_TRANSPORT_PASSWORD": "CEI_TRANSPORT_PASSWORD"}
+    sent = for_agent(check_definition(definition), {"CEI_TRANSPORT_PASSWORD": "s3cr/t"})
+    assert "env_from" not in sent
+    assert sent["env"]["CEI_TRANSPORT_PASSWORD"] == "s3cr/t"
+    with pytest.raises(UsageError, match="set CEI_TRANSPORT_PASSWORD"):
+        for_agent(definition, {})
+
+
+def test_env_from_must_map_names_to_names() -> None:
+    base = {"name": "p", "exec": "/bin/true"}
+    check_definition({**base, "env_from": {"TOKEN": "MY_TOKEN"}})
+    for bad in ({"TOKEN": "not a name"}, ["TOKEN"], {"1X": "Y"}):
+        with pytest.raises(PlanError, match="env_from"):
+            check_definition({**base, "env_from": bad})
