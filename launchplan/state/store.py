@@ -14,7 +14,7 @@ import re
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -494,6 +494,18 @@ class Store:
                 (name, os.getpid(), self._host),
             )
 
+    def _upsert(self, table: str, columns: Sequence[str], values: Sequence[Any],
+                key: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
+        """Insert a row or, when `key` exists, update every column but the key and `keep`."""
+        assignments = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key + keep)
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))}) "
+                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments}",
+                values,
+            )
+
     # -- nodes ----------------------------------------------------------------------------
 
     def save_node(self, record: NodeRecord) -> NodeRecord:
@@ -508,17 +520,7 @@ class Store:
             elif name == "updated":
                 value = _now()
             values.append(value)
-        columns = ", ".join(_NODE_COLUMNS)
-        marks = ", ".join("?" for _ in _NODE_COLUMNS)
-        assignments = ", ".join(
-            f"{c} = excluded.{c}" for c in _NODE_COLUMNS if c not in ("run", "node")
-        )
-        with self._write() as conn:
-            conn.execute(
-                f"INSERT INTO nodes ({columns}) VALUES ({marks}) "
-                f"ON CONFLICT (run, node) DO UPDATE SET {assignments}",
-                values,
-            )
+        self._upsert("nodes", _NODE_COLUMNS, values, key=("run", "node"))
         return self.get_node(record.run, record.node)
 
     def update_node(self, run: str, node: str, **changes: Any) -> NodeRecord:
@@ -642,17 +644,7 @@ class Store:
             elif name in ("created", "updated"):
                 value = now
             values.append(value)
-        columns = ", ".join(_PROCESS_FIELDS)
-        marks = ", ".join("?" for _ in _PROCESS_FIELDS)
-        assignments = ", ".join(
-            f"{c} = excluded.{c}" for c in _PROCESS_FIELDS if c not in ("run", "name", "created")
-        )
-        with self._write() as conn:
-            conn.execute(
-                f"INSERT INTO processes ({columns}) VALUES ({marks}) "
-                f"ON CONFLICT (run, name) DO UPDATE SET {assignments}",
-                values,
-            )
+        self._upsert("processes", _PROCESS_FIELDS, values, key=("run", "name"), keep=("created",))
         return self.get_process(record.run, record.name)
 
     def update_process(self, run: str, name: str, **changes: Any) -> ProcessRecord:
