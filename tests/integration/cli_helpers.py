@@ -6,8 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 PLANS = Path(__file__).parent / "plans"
 REPO = Path(__file__).resolve().parents[2]
@@ -55,3 +59,15 @@ def node_processes(home: Path) -> list[int]:
         if cwd.startswith(marker) or marker.encode() in cmdline or marker.encode() in environ:
             found.append(int(entry))
     return found
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str = "condition",
+             interval: float = 0.05) -> Any:
+    """Poll until `predicate` returns something truthy (and return it); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")

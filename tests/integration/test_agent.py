@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +19,13 @@ import pytest
 
 from launchplan.agent.build import build_zipapp
 from launchplan.agent.supervisor import proc_starttime
+from tests.integration.cli_helpers import wait_for as shared_wait_for
 
 pytestmark = pytest.mark.integration
 
 WAIT = 20.0
+wait_for = partial(shared_wait_for, timeout=WAIT)
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
-    """Poll until `predicate` returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def alive(pid: int) -> bool:

@@ -10,8 +10,8 @@ import contextlib
 import json
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +19,14 @@ import pytest
 
 from launchplan.agent.supervisor import proc_starttime
 from tests.integration.cli_helpers import REPO, cei, cei_json, node_processes
+from tests.integration.cli_helpers import wait_for as shared_wait_for
 
 pytestmark = pytest.mark.integration
 
 PLAN = REPO / "plans" / "sliding-window.yml"
 WAIT = 30.0
+wait_for = partial(shared_wait_for, timeout=WAIT, interval=0.2)
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def kill_leftovers(home: Path) -> None:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
@@ -32,6 +32,7 @@ from launchplan.providers import get_provider
 from launchplan.providers.base import ERROR, PENDING, RUNNING, TERMINATED, NodeInfo, NodeRequest
 from launchplan.providers.local import LocalProvider
 from launchplan.providers.localnode.procinfo import read_json, starttime
+from tests.integration.cli_helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -203,15 +204,6 @@ def node_dir(cloud: Cloud, info: NodeInfo) -> Path:
     return cloud.provider.nodes_dir / info.resource_id.split("/", 1)[1].replace("/", "-")
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def pid_alive(pid: int) -> bool:
     state = Path(f"/proc/{pid}/stat")
     return state.exists() and state.read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -359,7 +351,7 @@ def test_closing_the_channel_ends_the_command(booted: tuple[Cloud, NodeInfo], ke
         pid = int(stdout.readline())
         assert pid_alive(pid)
         stdout.channel.close()
-        wait_for(lambda: not pid_alive(pid), "the command to be ended", timeout=15)
+        wait_for(lambda: not pid_alive(pid), 15, "the command to be ended")
 
 
 def test_shell_requests_are_refused(booted: tuple[Cloud, NodeInfo], keys: Keys) -> None:
@@ -475,7 +467,7 @@ def test_destroy_stops_node_and_its_commands(cloud: Cloud, keys: Keys) -> None:
     assert [n.resource_id for n in cloud.provider.find(RUN)] == [info.resource_id]
     cloud.provider.destroy(info.resource_id)
     assert not pid_alive(node_pid)
-    wait_for(lambda: not pid_alive(background), "the background command to be stopped")
+    wait_for(lambda: not pid_alive(background), 10, "the background command to be stopped")
     assert cloud.provider.describe(info.resource_id).state == TERMINATED
     cloud.provider.destroy(info.resource_id)
     assert cloud.provider.find(RUN) == []
