@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .elastic import ElasticSpec
+
 
 @dataclass(frozen=True)
 class SourceLocation:
@@ -88,6 +90,9 @@ class NodeSpec:
     boot: ProgramSpec | None = None
     ready: ProgramSpec | None = None
     terminate: ProgramSpec | None = None
+    reconfigure: ProgramSpec | None = None  # run when the nodes it was told about change
+    metrics: ProgramSpec | None = None  # prints custom metrics for an elastic policy
+    elastic: ElasticSpec | None = None  # what `cei watch` keeps true of the service
     timeout: float = 600.0  # bound on the whole create-to-ready path of this node
     ssh_user: str | None = None
     ssh_key: str | None = None  # absolute path of the private key file, `~` expanded
@@ -103,8 +108,9 @@ class NodeSpec:
 
     @property
     def needs_ssh(self) -> bool:
-        programs = (self.boot, self.ready, self.terminate)
-        return self.agent is not None or any(p is not None for p in programs)
+        programs = (self.boot, self.ready, self.terminate, self.reconfigure, self.metrics)
+        sensors = self.elastic is not None and self.elastic.uses_metric
+        return self.agent is not None or sensors or any(p is not None for p in programs)
 
 
 @dataclass(frozen=True)

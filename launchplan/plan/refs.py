@@ -22,10 +22,15 @@ from .render import (
     PROGRAMS,
     Site,
     cloud_site,
+    earlier_services,
+    elastic_settings,
     is_cloud_init_jinja,
     pick_cloud,
+    render_tree,
     resolve_path,
     service_site,
+    static_count,
+    template_names,
 )
 from .suggest import did_you_mean
 from .templates import TemplateProblem, is_template, shared_templates
@@ -55,6 +60,7 @@ def _check_service(plan: Plan, decl: ServiceDecl) -> None:
     _check_count(decl, site)
     cloud, cloud_path = pick_cloud(decl)
     if is_template(cloud):
+        _check_elastic(plan, decl, site, None)
         return
     if cloud not in plan.clouds:
         hint = did_you_mean(cloud, plan.clouds)
@@ -68,6 +74,23 @@ def _check_service(plan: Plan, decl: ServiceDecl) -> None:
     driver = profile.get("driver")
     if isinstance(driver, str) and not is_template(driver):
         _check_driver(decl, site, str(cloud), driver)
+    else:
+        driver = None
+    _check_elastic(plan, decl, site, driver)
+
+
+def _check_elastic(plan: Plan, decl: ServiceDecl, site: Site, driver: str | None) -> None:
+    """The elastic block, rendered with the variables (and placeholders for earlier services),
+    checked before anything launches."""
+    if decl.raw.get("elastic") is None:
+        return
+    names = template_names(plan, "<run>", {"name": decl.name, "index": 0, "count": None},
+                           earlier_services(plan, decl.level, None))
+    elastic = render_tree(decl.raw["elastic"], names, ("elastic",), site)
+    Site((*site.prefix, "elastic"), lambda path: site.locate(("elastic", *path))).check(
+        elastic, "elastic")
+    elastic_settings({**decl.raw, "elastic": elastic}, static_count(plan, decl),
+                     driver or "", site)
 
 
 def _check_driver(decl: ServiceDecl, site: Site, cloud: str, driver: str) -> None:

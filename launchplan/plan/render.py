@@ -16,6 +16,7 @@ from typing import Any
 from launchplan.errors import PlanError
 
 from . import schema
+from .elastic import ElasticSpec, parse_elastic
 from .model import (
     CloudSpec,
     NodeSpec,
@@ -38,7 +39,7 @@ from .templates import (
 )
 from .yamlsrc import read_text
 
-PROGRAMS = ("boot", "ready", "terminate")
+PROGRAMS = ("boot", "ready", "terminate", "reconfigure", "metrics")
 DEFAULT_TIMEOUT = 600.0  # a node's whole create-to-ready path, and its boot program
 # CloudSpec option naming the environment variables of each credential field (see
 # credential_env); the name must not look like a secret to state.store.scrub_secrets.
@@ -46,6 +47,8 @@ AUTH_ENV = "auth_env"
 READY_TIMEOUT = 120.0
 READY_INTERVAL = 2.0
 TERMINATE_TIMEOUT = 120.0
+RECONFIGURE_TIMEOUT = 120.0
+METRICS_TIMEOUT = 30.0
 DEFAULT_AGENT_SLOTS = 4  # `agent: true`
 
 # Keys rendered as text even when their template is one whole expression.
@@ -231,6 +234,12 @@ def _placeholder_service(plan: Plan, decl: ServiceDecl) -> Namespace:
 
 def _placeholder_count(plan: Plan, decl: ServiceDecl) -> int:
     """An earlier service's node count for placeholders; 1 when it needs launch-time data."""
+    return static_count(plan, decl) or 1
+
+
+def static_count(plan: Plan, decl: ServiceDecl) -> int | None:
+    """The service's node count as far as it is known before launch (from variables alone);
+    None when it depends on launch-time data."""
     names = template_names(
         plan, "<run>", {"name": decl.name, "index": 0, "count": None}, Namespace({}, "services")
     )
@@ -239,12 +248,31 @@ def _placeholder_count(plan: Plan, decl: ServiceDecl) -> int:
         count = render_tree(decl.raw.get("count"), names, ("count",), site)
         host = render_tree(decl.raw.get("host"), names, ("host",), site)
     except PlanError:
-        return 1
+        return None
     if isinstance(count, int) and not isinstance(count, bool) and count >= 1:
         return count
+    if count is not None:
+        return None
     if isinstance(host, list) and host:
         return len(host)
     return 1
+
+
+def elastic_settings(
+    svc: Mapping[str, Any], count: int | None, driver: str, site: Site
+) -> ElasticSpec | None:
+    """The service's rendered `elastic` block checked against its other keys, or None."""
+    raw = svc.get("elastic")
+    if raw is None:
+        return None
+    return parse_elastic(
+        raw,
+        count=count,
+        agent=agent_settings(svc.get("agent")) is not None,
+        metrics_program=svc.get("metrics") is not None,
+        creates_machines=driver != "static",
+        fail=lambda path, message: site.fail(("elastic", *path), message),
+    )
 
 
 def render_service(
@@ -339,6 +367,9 @@ class _ServiceRenderer:
             boot=self._program(svc, "boot", timeout),
             ready=self._program(svc, "ready", READY_TIMEOUT),
             terminate=self._program(svc, "terminate", TERMINATE_TIMEOUT),
+            reconfigure=self._program(svc, "reconfigure", RECONFIGURE_TIMEOUT),
+            metrics=self._program(svc, "metrics", METRICS_TIMEOUT),
+            elastic=elastic_settings(svc, count, cloud.driver, self.site),
             timeout=timeout,
             ssh_user=svc.get("ssh_user") or profile.get("ssh_user"),
             ssh_key=ssh_key,

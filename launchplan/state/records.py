@@ -36,6 +36,7 @@ NODE_BOOTING = "booting"
 NODE_CONTEXTUALIZING = "contextualizing"
 NODE_READY = "ready"
 NODE_FAILED = "failed"
+NODE_RETIRING = "retiring"  # chosen by a scale-down: drained, then terminated
 NODE_TERMINATING = "terminating"
 NODE_TERMINATED = "terminated"
 NODE_STATES = frozenset(
@@ -46,9 +47,14 @@ NODE_STATES = frozenset(
         NODE_CONTEXTUALIZING,
         NODE_READY,
         NODE_FAILED,
+        NODE_RETIRING,
         NODE_TERMINATING,
         NODE_TERMINATED,
     }
+)
+# States of a node on its way to ready: only the process launching it may change it.
+NODE_LAUNCHING_STATES = frozenset(
+    {NODE_PENDING, NODE_CREATING, NODE_BOOTING, NODE_CONTEXTUALIZING}
 )
 
 # Resource states. A resource starts as an intent (committed before the provider is called),
@@ -72,6 +78,9 @@ class RunRecord:
     status: str
     created: str
     updated: str
+    # how it was launched: {"overrides": {--var values, secrets scrubbed}, "vars_files": [...],
+    # "plan_sha256": digest of the plan file}, so later commands render new nodes the same way
+    launch: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -172,3 +181,59 @@ class EventRecord:
     kind: str
     node: str | None
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ElasticRecord:
+    """The desired state of one elastic service of a run, and what its controller last did.
+
+    `spec` is the service's ElasticSpec as a dict; `decision` the last decision ({"time",
+    "desired", "reason", "inputs"}); `last_action` (epoch seconds) starts the cooldown;
+    `failures` counts launch failures in a row and `backoff_until` (epoch seconds) holds the
+    next launch off after them.
+    """
+
+    run: str
+    service: str
+    level: int
+    spec: dict[str, Any]
+    min: int
+    desired: int
+    max: int
+    decision: dict[str, Any] = field(default_factory=dict)
+    last_action: float | None = None
+    failures: int = 0
+    backoff_until: float | None = None
+    updated: str = ""
+
+
+# Requests that `cei scale` and `cei repair` hand to a running controller.
+REQUEST_PENDING = "pending"
+REQUEST_DONE = "done"
+REQUEST_FAILED = "failed"
+REQUEST_STATES = frozenset({REQUEST_PENDING, REQUEST_DONE, REQUEST_FAILED})
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    run: str
+    id: int
+    kind: str  # scale | repair
+    target: str | None  # the service or node it is about
+    args: dict[str, Any]
+    state: str = REQUEST_PENDING
+    result: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    updated: str = ""
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The controller lease of a run: one `cei watch` (or direct scale/repair) acts at a time."""
+
+    run: str
+    pid: int
+    starttime: int | None
+    host: str
+    acquired: str
+    expires: float  # epoch seconds; another host may take the lease over after it

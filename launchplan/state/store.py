@@ -8,16 +8,14 @@ Nothing secret is ever written: every dict is scrubbed before it is encoded.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,9 @@ from launchplan.errors import (
     UnknownRunError,
     UsageError,
 )
+from launchplan.state.codec import decode, encode, now
+from launchplan.state.control import ControlTables
+from launchplan.state.holders import Holder
 from launchplan.state.records import (
     NODE_STATES,
     PROCESS_STATES,
@@ -42,61 +43,19 @@ from launchplan.state.records import (
     ResourceRecord,
     RunRecord,
 )
+from launchplan.state.schema import MIGRATIONS, SCHEMA_VERSION
 
-SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 DB_NAME = "cei.db"
+LOCK_POLL = 0.1  # seconds between attempts when a lock is waited for
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-# Key fragments that mark a secret in any dict cei stores (matched on the lower-cased key).
-_SECRET_FRAGMENTS = ("credential", "secret", "password", "passwd", "private_key", "session_token")
-# In a cloud profile, tokens are credentials too (session tokens, API tokens).
-_CLOUD_SECRET_FRAGMENTS = (*_SECRET_FRAGMENTS, "token")
-_PRIVATE_KEY_MARK = "PRIVATE KEY-----"
-_REDACTED_KEY = "<private key redacted>"
 
 
 def default_home() -> Path:
     """Where the store lives: $CEI_HOME, or ~/.cei (the contract of ARCHITECTURE.md)."""
     configured = os.environ.get("CEI_HOME")
     return Path(configured).expanduser() if configured else Path.home() / ".cei"
-
-
-def scrub_secrets(value: Any, *, cloud: bool = False) -> Any:
-    """Return `value` with every secret-named key dropped and private keys' text redacted.
-
-    `cloud=True` also drops token-like keys, which in a cloud profile are credentials; other
-    dicts keep theirs (a resource's idempotency token is not a secret). A dict under a key
-    named "cloud" (say, in an event's data) is scrubbed as a cloud profile.
-    """
-    fragments = _CLOUD_SECRET_FRAGMENTS if cloud else _SECRET_FRAGMENTS
-    if isinstance(value, dict):
-        return {
-            key: scrub_secrets(item, cloud=cloud or str(key).lower() == "cloud")
-            for key, item in value.items()
-            if not any(fragment in str(key).lower() for fragment in fragments)
-        }
-    if isinstance(value, (list, tuple)):
-        return [scrub_secrets(item, cloud=cloud) for item in value]
-    if isinstance(value, str) and _PRIVATE_KEY_MARK in value:
-        return _REDACTED_KEY
-    return value
-
-
-def _encode(value: dict[str, Any] | None, *, cloud: bool = False) -> str:
-    return json.dumps(scrub_secrets(dict(value or {}), cloud=cloud), sort_keys=True, default=str)
-
-
-def _decode(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    decoded = json.loads(text)
-    return decoded if isinstance(decoded, dict) else {}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _ensure_private_dir(path: Path) -> None:
@@ -114,138 +73,6 @@ def _ensure_private_file(path: Path) -> None:
         path.chmod(0o600)
 
 
-def process_starttime(pid: int) -> int | None:
-    """Start time of `pid` in clock ticks since boot (/proc/PID/stat field 22), None if gone.
-
-    Together with the pid it identifies a process across pid reuse. A zombie counts as gone.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            text = stat.read()
-    except OSError:
-        return None
-    after_comm = text.rpartition(")")[2].split()
-    # after_comm[0] is field 3 (state); field 22 (starttime) is therefore index 19.
-    if len(after_comm) < 20 or after_comm[0] in ("Z", "X"):
-        return None
-    return int(after_comm[19])
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _holder_alive(pid: int, starttime: int | None) -> bool:
-    """True if the process that took a lock still runs (same pid and same start time)."""
-    if os.path.exists("/proc/self/stat"):
-        current = process_starttime(pid)
-        return current is not None and (starttime is None or current == starttime)
-    return _process_alive(pid)
-
-
-def _create_schema_v1(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        """CREATE TABLE runs (
-            name TEXT PRIMARY KEY,
-            plan TEXT NOT NULL,
-            plan_path TEXT NOT NULL,
-            status TEXT NOT NULL,
-            created TEXT NOT NULL,
-            updated TEXT NOT NULL)"""
-    )
-    conn.execute(
-        """CREATE TABLE nodes (
-            run TEXT NOT NULL,
-            node TEXT NOT NULL,
-            service TEXT NOT NULL,
-            idx INTEGER NOT NULL,
-            level INTEGER NOT NULL,
-            level_name TEXT NOT NULL,
-            driver TEXT NOT NULL,
-            cloud TEXT NOT NULL,
-            state TEXT NOT NULL,
-            resource_id TEXT,
-            token TEXT,
-            address TEXT,
-            port INTEGER,
-            hostname TEXT,
-            ssh_user TEXT,
-            ssh_key TEXT,
-            host_key TEXT,
-            host_key_fingerprint TEXT,
-            outputs TEXT NOT NULL,
-            programs TEXT NOT NULL,
-            last_error TEXT,
-            updated TEXT NOT NULL,
-            PRIMARY KEY (run, node))"""
-    )
-    conn.execute(
-        """CREATE TABLE resources (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            run TEXT NOT NULL,
-            node TEXT NOT NULL,
-            driver TEXT NOT NULL,
-            cloud TEXT NOT NULL,
-            token TEXT NOT NULL,
-            resource_id TEXT,
-            state TEXT NOT NULL,
-            created TEXT NOT NULL,
-            updated TEXT NOT NULL)"""
-    )
-    conn.execute("CREATE INDEX resources_run ON resources (run, resource_id)")
-    conn.execute(
-        """CREATE TABLE events (
-            run TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            time TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            node TEXT,
-            data TEXT NOT NULL,
-            PRIMARY KEY (run, seq))"""
-    )
-    conn.execute(
-        """CREATE TABLE locks (
-            run TEXT PRIMARY KEY,
-            pid INTEGER NOT NULL,
-            starttime INTEGER,
-            host TEXT NOT NULL,
-            acquired TEXT NOT NULL)"""
-    )
-
-
-def _add_processes_v2(conn: sqlite3.Connection) -> None:
-    """Version 2: the dispatcher's processes (issue 4)."""
-    conn.execute(
-        """CREATE TABLE processes (
-            run TEXT NOT NULL,
-            name TEXT NOT NULL,
-            definition TEXT NOT NULL,
-            engine TEXT NOT NULL,
-            node TEXT,
-            state TEXT NOT NULL,
-            pid INTEGER,
-            exit_code INTEGER,
-            restarts INTEGER NOT NULL DEFAULT 0,
-            round INTEGER NOT NULL DEFAULT 0,
-            last_error TEXT,
-            created TEXT NOT NULL,
-            updated TEXT NOT NULL,
-            PRIMARY KEY (run, name))"""
-    )
-
-
-# MIGRATIONS[v] brings a database at user_version v to v + 1 (0 is an empty database).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    0: _create_schema_v1,
-    1: _add_processes_v2,
-}
-
 # Columns of `nodes` in NodeRecord field order ("index" is an SQL keyword, stored as idx).
 _NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
 _NODE_COLUMNS = tuple("idx" if name == "index" else name for name in _NODE_FIELDS)
@@ -259,14 +86,14 @@ _held_locks: dict[tuple[str, str], int] = {}
 _held_guard = threading.Lock()
 
 
-class Store:
+class Store(ControlTables):
     """The state store at `home` (created 0700 with cei.db and runs/)."""
 
     def __init__(self, home: Path | str) -> None:
         self.home = Path(home).expanduser()
         _ensure_private_dir(self.home)
         _ensure_private_dir(self.home / "runs")
-        self._host = socket.gethostname()
+        self._me = Holder.me()
         self.db_path = self.home / DB_NAME
         _ensure_private_file(self.db_path)
         self._lock = threading.RLock()
@@ -344,10 +171,13 @@ class Store:
         _ensure_private_dir(path)
         return path
 
-    def create_run(self, name: str, plan_name: str, plan_path: str | Path) -> RunRecord:
-        """Record a new run in status `launching`; a name already in use is refused."""
+    def create_run(self, name: str, plan_name: str, plan_path: str | Path,
+                   launch: dict[str, Any] | None = None) -> RunRecord:
+        """Record a new run in status `launching`; a name already in use is refused.
+
+        `launch` says how it was launched (RunRecord.launch), secrets scrubbed."""
         _check_run_name(name)
-        now = _now()
+        stamp = now()
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone():
                 raise RunExistsError(
@@ -355,11 +185,12 @@ class Store:
                     f"terminate it first or choose another name)"
                 )
             conn.execute(
-                "INSERT INTO runs (name, plan, plan_path, status, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (name, plan_name, str(plan_path), RUN_LAUNCHING, now, now),
+                "INSERT INTO runs (name, plan, plan_path, status, created, updated, launch) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, plan_name, str(plan_path), RUN_LAUNCHING, stamp, stamp, encode(launch)),
             )
-        return RunRecord(name, plan_name, str(plan_path), RUN_LAUNCHING, now, now)
+        return RunRecord(name, plan_name, str(plan_path), RUN_LAUNCHING, stamp, stamp,
+                         decode(encode(launch)))
 
     def find_run(self, name: str) -> RunRecord | None:
         """The run named `name`, or None."""
@@ -388,7 +219,7 @@ class Store:
             raise ValueError(f"unknown run status {status!r}")
         with self._write() as conn:
             cursor = conn.execute(
-                "UPDATE runs SET status = ?, updated = ? WHERE name = ?", (status, _now(), name)
+                "UPDATE runs SET status = ?, updated = ? WHERE name = ?", (status, now(), name)
             )
         if cursor.rowcount == 0:
             self.get_run(name)
@@ -415,9 +246,12 @@ class Store:
                     f"run `cei terminate {name}` first"
                 )
             holder = conn.execute("SELECT * FROM locks WHERE run = ?", (name,)).fetchone()
-            if holder is not None and not self._held_by_me(holder):
+            if holder is not None:
                 self._refuse_if_live(name, holder)
             for table, column in (
+                ("elastic", "run"),
+                ("requests", "run"),
+                ("leases", "run"),
                 ("processes", "run"),
                 ("events", "run"),
                 ("resources", "run"),
@@ -430,11 +264,12 @@ class Store:
     # -- locks ----------------------------------------------------------------------------
 
     @contextmanager
-    def locked(self, name: str) -> Iterator[None]:
+    def locked(self, name: str, wait: float = 0.0) -> Iterator[None]:
         """Hold the run's lock for the with-block; nested use within this process is fine.
 
-        RunLockedError if another live process holds it; a lock left by a dead process (or
-        by a pid since reused, told apart by its start time) is taken over.
+        RunLockedError if another live process holds it (after trying for `wait` seconds);
+        a lock left by a dead process (or by a pid since reused, told apart by its start
+        time) is taken over.
         """
         key = (str(self.db_path.resolve()), name)
         with _held_guard:
@@ -442,7 +277,7 @@ class Store:
             if nested:
                 _held_locks[key] += 1
         if not nested:
-            self._acquire(name)
+            self._acquire(name, wait)
             with _held_guard:
                 _held_locks[key] = _held_locks.get(key, 0) + 1
         try:
@@ -456,42 +291,46 @@ class Store:
             if last:
                 self._release(name)
 
-    def _held_by_me(self, row: sqlite3.Row) -> bool:
-        return bool(
-            row["pid"] == os.getpid()
-            and row["host"] == self._host
-            and row["starttime"] == process_starttime(os.getpid())
-        )
-
     def _refuse_if_live(self, name: str, row: sqlite3.Row) -> None:
-        if row["host"] != self._host:
+        holder = Holder.of(row)
+        if holder == self._me:
+            return
+        if not holder.here():
             raise RunLockedError(
-                f"run {name!r} is locked by pid {row['pid']} on host {row['host']!r} "
-                f"since {row['acquired']}"
+                f"run {name!r} is locked by {holder.describe()} since {row['acquired']}"
             )
-        if _holder_alive(row["pid"], row["starttime"]):
+        if holder.alive():
             raise RunLockedError(
-                f"run {name!r} is being changed by another cei process (pid {row['pid']}, "
+                f"run {name!r} is being changed by another cei process (pid {holder.pid}, "
                 f"since {row['acquired']}); wait for it or stop it"
             )
 
-    def _acquire(self, name: str) -> None:
-        me = os.getpid()
-        with self._write() as conn:
-            row = conn.execute("SELECT * FROM locks WHERE run = ?", (name,)).fetchone()
-            if row is not None and not self._held_by_me(row):
-                self._refuse_if_live(name, row)
-            conn.execute("DELETE FROM locks WHERE run = ?", (name,))
-            conn.execute(
-                "INSERT INTO locks (run, pid, starttime, host, acquired) VALUES (?, ?, ?, ?, ?)",
-                (name, me, process_starttime(me), self._host, _now()),
-            )
+    def _acquire(self, name: str, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                with self._write() as conn:
+                    row = conn.execute("SELECT * FROM locks WHERE run = ?", (name,)).fetchone()
+                    if row is not None:
+                        self._refuse_if_live(name, row)
+                    conn.execute("DELETE FROM locks WHERE run = ?", (name,))
+                    me = self._me
+                    conn.execute(
+                        "INSERT INTO locks (run, pid, starttime, host, acquired) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (name, me.pid, me.starttime, me.host, now()),
+                    )
+                return
+            except RunLockedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(LOCK_POLL)
 
     def _release(self, name: str) -> None:
         with self._write() as conn:
             conn.execute(
                 "DELETE FROM locks WHERE run = ? AND pid = ? AND host = ?",
-                (name, os.getpid(), self._host),
+                (name, self._me.pid, self._me.host),
             )
 
     def _upsert(self, table: str, columns: Sequence[str], values: Sequence[Any],
@@ -516,9 +355,9 @@ class Store:
         for name in _NODE_FIELDS:
             value = getattr(record, name)
             if name in _NODE_JSON:
-                value = _encode(value, cloud=name == "cloud")
+                value = encode(value, cloud=name == "cloud")
             elif name == "updated":
-                value = _now()
+                value = now()
             values.append(value)
         self._upsert("nodes", _NODE_COLUMNS, values, key=("run", "node"))
         return self.get_node(record.run, record.node)
@@ -531,10 +370,10 @@ class Store:
         if "state" in changes and changes["state"] not in NODE_STATES:
             raise ValueError(f"unknown node state {changes['state']!r}")
         assignments = ["updated = ?"]
-        values: list[Any] = [_now()]
+        values: list[Any] = [now()]
         for name, value in changes.items():
             assignments.append(f"{'idx' if name == 'index' else name} = ?")
-            values.append(_encode(value, cloud=name == "cloud") if name in _NODE_JSON else value)
+            values.append(encode(value, cloud=name == "cloud") if name in _NODE_JSON else value)
         with self._write() as conn:
             cursor = conn.execute(
                 f"UPDATE nodes SET {', '.join(assignments)} WHERE run = ? AND node = ?",
@@ -568,12 +407,13 @@ class Store:
         Committed before returning, so a crash during the provider call still leaves a trace
         that terminate can follow (find by token/tag).
         """
-        now = _now()
+        stamp = now()
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO resources (run, node, driver, cloud, token, resource_id, state, "
                 "created, updated) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?)",
-                (run, node, provider, _encode(cloud, cloud=True), token, RESOURCE_INTENT, now, now),
+                (run, node, provider, encode(cloud, cloud=True), token, RESOURCE_INTENT, stamp,
+                 stamp),
             )
         intent_id = cursor.lastrowid
         assert intent_id is not None
@@ -585,7 +425,7 @@ class Store:
             cursor = conn.execute(
                 "UPDATE resources SET resource_id = ?, updated = ?, "
                 "state = CASE WHEN state = ? THEN ? ELSE state END WHERE id = ?",
-                (resource_id, _now(), RESOURCE_INTENT, RESOURCE_CREATED, intent_id),
+                (resource_id, now(), RESOURCE_INTENT, RESOURCE_CREATED, intent_id),
             )
         if cursor.rowcount == 0:
             raise KeyError(f"no resource intent {intent_id}")
@@ -595,7 +435,7 @@ class Store:
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE resources SET state = ?, updated = ? WHERE id = ?",
-                (state, _now(), intent_id),
+                (state, now(), intent_id),
             )
         if cursor.rowcount == 0:
             raise KeyError(f"no resource intent {intent_id}")
@@ -605,7 +445,7 @@ class Store:
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE resources SET state = ?, updated = ? WHERE run = ? AND resource_id = ?",
-                (state, _now(), run, resource_id),
+                (state, now(), run, resource_id),
             )
         if cursor.rowcount == 0:
             raise KeyError(f"no resource {resource_id!r} in run {run!r}")
@@ -619,7 +459,7 @@ class Store:
                 run=row["run"],
                 node=row["node"],
                 driver=row["driver"],
-                cloud=_decode(row["cloud"]),
+                cloud=decode(row["cloud"]),
                 token=row["token"],
                 resource_id=row["resource_id"],
                 state=row["state"],
@@ -635,14 +475,14 @@ class Store:
         """Insert or replace a process (by run and name); `created` is kept on replace."""
         if record.state not in PROCESS_STATES:
             raise ValueError(f"unknown process state {record.state!r}")
-        now = _now()
+        stamp = now()
         values = []
         for name in _PROCESS_FIELDS:
             value = getattr(record, name)
             if name == "definition":
-                value = _encode(value)
+                value = encode(value)
             elif name in ("created", "updated"):
-                value = now
+                value = stamp
             values.append(value)
         self._upsert("processes", _PROCESS_FIELDS, values, key=("run", "name"), keep=("created",))
         return self.get_process(record.run, record.name)
@@ -655,10 +495,10 @@ class Store:
         if "state" in changes and changes["state"] not in PROCESS_STATES:
             raise ValueError(f"unknown process state {changes['state']!r}")
         assignments = ["updated = ?"]
-        values: list[Any] = [_now()]
+        values: list[Any] = [now()]
         for field_name, value in changes.items():
             assignments.append(f"{field_name} = ?")
-            values.append(_encode(value) if field_name == "definition" else value)
+            values.append(encode(value) if field_name == "definition" else value)
         with self._write() as conn:
             cursor = conn.execute(
                 f"UPDATE processes SET {', '.join(assignments)} WHERE run = ? AND name = ?",
@@ -693,17 +533,17 @@ class Store:
         self, run: str, kind: str, node: str | None, data: dict[str, Any]
     ) -> EventRecord:
         """Append to the run's history with the next sequence number."""
-        encoded = _encode(data)
-        now = _now()
+        encoded = encode(data)
+        stamp = now()
         with self._write() as conn:
             seq = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run = ?", (run,)
             ).fetchone()[0]
             conn.execute(
                 "INSERT INTO events (run, seq, time, kind, node, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (run, seq, now, kind, node, encoded),
+                (run, seq, stamp, kind, node, encoded),
             )
-        return EventRecord(run, seq, now, kind, node, _decode(encoded))
+        return EventRecord(run, seq, stamp, kind, node, decode(encoded))
 
     def events(self, run: str, after: int = 0) -> list[EventRecord]:
         """The run's events in order; `after` skips those up to that seq (for following)."""
@@ -712,7 +552,7 @@ class Store:
         )
         return [
             EventRecord(
-                row["run"], row["seq"], row["time"], row["kind"], row["node"], _decode(row["data"])
+                row["run"], row["seq"], row["time"], row["kind"], row["node"], decode(row["data"])
             )
             for row in rows
         ]
@@ -742,12 +582,13 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
         status=row["status"],
         created=row["created"],
         updated=row["updated"],
+        launch=decode(row["launch"]),
     )
 
 
 def _process_record(row: sqlite3.Row) -> ProcessRecord:
     values = {name: row[name] for name in _PROCESS_FIELDS}
-    values["definition"] = _decode(values["definition"])
+    values["definition"] = decode(values["definition"])
     return ProcessRecord(**values)
 
 
@@ -755,5 +596,5 @@ def _node_record(row: sqlite3.Row) -> NodeRecord:
     values: dict[str, Any] = {}
     for name, column in zip(_NODE_FIELDS, _NODE_COLUMNS, strict=True):
         value = row[column]
-        values[name] = _decode(value) if name in _NODE_JSON else value
+        values[name] = decode(value) if name in _NODE_JSON else value
     return NodeRecord(**values)

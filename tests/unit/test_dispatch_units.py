@@ -14,7 +14,7 @@ from launchplan.errors import PlanError, UsageError
 from launchplan.messaging import split_password, with_password
 from launchplan.plan.render import agent_settings
 from launchplan.state import ProcessRecord, Store
-from launchplan.state.store import MIGRATIONS, SCHEMA_VERSION
+from launchplan.state.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 def test_version_1_database_is_migrated_with_its_data(tmp_path: Path) -> None:
@@ -28,10 +28,12 @@ def test_version_1_database_is_migrated_with_its_data(tmp_path: Path) -> None:
     conn.close()
     with Store(home) as store:
         assert store.get_run("old").status == "ready"
+        assert store.get_run("old").launch == {}
         assert store.processes("old") == []
+        assert store.elastic_services("old") == []
     conn = sqlite3.connect(str(home / "cei.db"))
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     finally:
         conn.close()
 

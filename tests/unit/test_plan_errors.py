@@ -480,6 +480,118 @@ CASES = {
         """,
         "address must be one of public, private, got 'elastic'",
     ),
+    "elastic count above max": (
+        """
+        levels:
+          - services:
+              engine:
+                count: "{{ vars.n }}"
+                elastic: {min: 1, max: 1}  #<
+        """,
+        "elastic.max: the service launches 2 node(s) (count), outside min 1 .. max 1",
+    ),
+    "elastic min above max": (
+        """
+        levels:
+          - services:
+              engine:
+                elastic:
+                  min: 5  #<
+                  max: 3
+        """,
+        "elastic.min: min (5) is larger than max (3)",
+    ),
+    "elastic thresholds that could both fire": (
+        """
+        levels:
+          - services:
+              engine:
+                elastic:
+                  max: 4
+                  policy: sensor
+                  scale_up: {above: 50}
+                  scale_down: {below: 60}  #<
+        """,
+        "scale_down.below (60) must be less than scale_up.above (50)",
+    ),
+    "elastic sensor without thresholds": (
+        """
+        levels:
+          - services:
+              engine:
+                elastic: {max: 4, policy: sensor}  #<
+        """,
+        "policy sensor needs scale_up",
+    ),
+    "elastic metric nobody provides": (
+        """
+        levels:
+          - services:
+              engine:
+                elastic:
+                  max: 4
+                  policy: target
+                  metric: queue_depth  #<
+                  target: {value: 10}
+        """,
+        "no source provides the metric 'queue_depth'",
+    ),
+    "elastic need without agent": (
+        """
+        levels:
+          - services:
+              engine:
+                elastic:
+                  max: 4
+                  policy: need  #<
+        """,
+        "the service needs `agent`",
+    ),
+    "elastic on existing hosts": (
+        """
+        levels:
+          - services:
+              web:
+                host: 192.0.2.10
+                elastic: {max: 2}  #<
+        """,
+        "elastic needs a cloud that creates machines",
+    ),
+    "elastic unknown key": (
+        """
+        levels:
+          - services:
+              engine:
+                elastic:
+                  max: 4
+                  polcy: sensor  #<
+        """,
+        "unknown key 'polcy' (did you mean 'policy'?)",
+    ),
+    "elastic negative cooldown from a variable": (
+        """
+        levels:
+          - services:
+              engine:
+                elastic:
+                  max: 4
+                  cooldown: "{{ -vars.n }}"  #<
+        """,
+        "elastic.cooldown must be a number >= 0, got -2",
+    ),
+    "elastic nothing to scale": (
+        """
+        levels:
+          - services:
+              engine:
+                elastic:
+                  min: 1
+                  max: 1  #<
+                  policy: target
+                  target: {value: 50}
+        """,
+        "min and max are both 1: policy target has nothing to scale",
+    ),
 }
 
 

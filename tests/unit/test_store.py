@@ -31,7 +31,8 @@ from launchplan.state import (
     default_home,
     scrub_secrets,
 )
-from launchplan.state.store import MIGRATIONS, SCHEMA_VERSION, process_starttime
+from launchplan.state.holders import process_starttime
+from launchplan.state.schema import MIGRATIONS, SCHEMA_VERSION
 
 REPO_ROOT = Path(launchplan.__file__).resolve().parents[1]
 
@@ -532,7 +533,7 @@ def insert_lock(home: Path, run: str, pid: int, starttime: int | None, host: str
 def test_lock_of_dead_pid_is_taken_over(store: Store, cei_home: Path) -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait(timeout=30)
-    insert_lock(cei_home, "r1", gone.pid, 12345, store._host)
+    insert_lock(cei_home, "r1", gone.pid, 12345, store._me.host)
     with store.locked("r1"):
         assert [row[1] for row in lock_rows(cei_home)] == [os.getpid()]
 
@@ -542,7 +543,7 @@ def test_lock_of_recycled_pid_is_taken_over(store: Store, cei_home: Path) -> Non
     parent = os.getppid()
     starttime = process_starttime(parent)
     assert starttime is not None
-    insert_lock(cei_home, "r1", parent, starttime + 1, store._host)  # same pid, other process
+    insert_lock(cei_home, "r1", parent, starttime + 1, store._me.host)  # same pid, other process
     with store.locked("r1"):
         assert [row[1] for row in lock_rows(cei_home)] == [os.getpid()]
 
