@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from .monitor import Monitor, run_monitor
 from .server import AgentUnavailable, request, serve
 
 DEFAULT_HOME = os.environ.get("CEI_AGENT_HOME") or os.path.join(
@@ -38,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("sensors", parents=[common], help="CPU, memory, network, load")
     sub.add_parser("ping", parents=[common], help="is the agent up")
     sub.add_parser("stop", parents=[common], help="stop the agent (processes keep running)")
+    p = sub.add_parser("monitor", parents=[common],
+                       help="heartbeats for cei's controller: one JSON line per period")
+    p.add_argument("--period", type=float, default=5.0, help="seconds between heartbeats")
+    p.add_argument("--agent", action="store_true", help="report the agent serving --home")
+    p.add_argument("--ready", metavar="FILE", help="shell file of the node's ready program")
+    p.add_argument("--ready-timeout", type=float, default=60.0)
+    p.add_argument("--metrics", metavar="FILE", help="shell file of the metrics program")
+    p.add_argument("--metrics-timeout", type=float, default=30.0)
+    p.add_argument("--count", type=int, help="stop after this many heartbeats")
     return parser
 
 
@@ -53,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.slots < 1:
             return _emit({"ok": False, "error": "--slots must be at least 1"})
         return serve(args.home, args.slots, daemon=args.daemon)
+    if args.command == "monitor":
+        if args.period <= 0:
+            return _emit({"ok": False, "error": "--period must be above 0"})
+        monitor = Monitor(args.home if args.agent else None, args.ready, args.ready_timeout,
+                          args.metrics, args.metrics_timeout)
+        return run_monitor(monitor, args.period, args.count)
     extra: dict[str, Any] = {}
     if args.command == "launch":
         try:

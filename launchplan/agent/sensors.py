@@ -1,4 +1,9 @@
-"""Node sensors read from /proc: CPU, memory, network bytes, load average."""
+"""Node sensors read from /proc: CPU, memory, network bytes, load average.
+
+On a local-cloud node (many nodes share this machine), CPU and memory are the node's own:
+those of the processes whose environment carries the node's root, the way a VM's /proc would
+count only its own. Network and load stay the machine's.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,9 @@ from typing import Any
 
 PROC = "/proc"
 MIN_CPU_INTERVAL = 0.25
+# Set on every process of a local-cloud node (launchplan.providers.localnode.procinfo; the
+# agent runs on nodes with the standard library alone, so it names the variable itself).
+NODE_ROOT_ENV = "CEI_NODE_ROOT"
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,72 @@ def loadavg(proc: str = PROC) -> list[float]:
         return [float(v) for v in fh.read().split()[:3]]
 
 
+class NodeScope:
+    """The processes of one local-cloud node: CPU time used and memory held by them alone.
+
+    Every process's environment is read once (it never changes); a process seen for the first
+    time counts from zero only if it started after the previous sample, so CPU time spent
+    before the node was first measured is not charged to the first interval.
+    """
+
+    def __init__(self, root: str, proc: str = PROC) -> None:
+        self.proc = proc
+        self._marker = f"{NODE_ROOT_ENV}={root}".encode()
+        self._members: dict[int, tuple[int, bool]] = {}  # pid -> (start time, member?)
+        self._ticks: dict[tuple[int, int], int] = {}  # (pid, start time) -> CPU ticks seen
+        self._busy = 0
+        self._last_uptime: float | None = None
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    def _member(self, pid: int, started: int) -> bool:
+        known = self._members.get(pid)
+        if known is None or known[0] != started:
+            try:
+                with open(os.path.join(self.proc, str(pid), "environ"), "rb") as fh:
+                    member = self._marker in fh.read().split(b"\0")
+            except OSError:
+                member = False
+            known = self._members[pid] = (started, member)
+        return known[1]
+
+    def sample(self) -> tuple[CpuSample, int]:
+        """(cumulative CPU sample of the node's processes, their resident bytes)."""
+        with open(os.path.join(self.proc, "uptime")) as fh:
+            uptime = float(fh.read().split()[0])
+        page = os.sysconf("SC_PAGE_SIZE")
+        ticks: dict[tuple[int, int], int] = {}
+        resident = 0
+        seen = set()
+        for entry in os.scandir(self.proc):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(os.path.join(entry.path, "stat")) as fh:
+                    fields = fh.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if len(fields) < 22 or fields[0] in ("Z", "X"):
+                continue
+            pid, started = int(entry.name), int(fields[19])
+            seen.add(pid)
+            if not self._member(pid, started):
+                continue
+            ticks[(pid, started)] = int(fields[11]) + int(fields[12])  # utime + stime
+            resident += int(fields[21]) * page
+        since = None if self._last_uptime is None else self._last_uptime * self.hz
+        for key, used in ticks.items():
+            before = self._ticks.get(key)
+            if before is not None:
+                self._busy += max(0, used - before)
+            elif since is not None and key[1] >= since:
+                self._busy += used
+        self._ticks = ticks
+        self._members = {pid: v for pid, v in self._members.items() if pid in seen}
+        self._last_uptime = uptime
+        total = int(uptime * self.hz) * (os.cpu_count() or 1)
+        return CpuSample(time.monotonic(), self._busy, total), resident
+
+
 class SensorReader:
     """Reads all sensors; CPU percent is measured since an earlier sample.
 
@@ -84,33 +158,47 @@ class SensorReader:
     is at least MIN_CPU_INTERVAL old, or takes two samples that far apart when there is none.
     """
 
-    def __init__(self, proc: str = PROC) -> None:
+    def __init__(self, proc: str = PROC, node_root: str | None = None) -> None:
         self.proc = proc
+        root = os.environ.get(NODE_ROOT_ENV) if node_root is None else node_root
+        self.scope = NodeScope(root, proc) if root else None
         self._samples: list[CpuSample] = []
+        self._resident = 0
+
+    def _cpu(self) -> CpuSample:
+        if self.scope is None:
+            return cpu_sample(self.proc)
+        sample, self._resident = self.scope.sample()
+        return sample
 
     def sample(self) -> None:
         """Store a CPU sample (keeps the last two)."""
-        self._samples = [*self._samples[-1:], cpu_sample(self.proc)]
+        self._samples = [*self._samples[-1:], self._cpu()]
 
     def read(self) -> dict[str, Any]:
         """Every sensor as one JSON-ready document."""
-        now = cpu_sample(self.proc)
+        now = self._cpu()
         earlier = [s for s in self._samples if now.when - s.when >= MIN_CPU_INTERVAL]
         if earlier:
             before = earlier[-1]
         else:
             before = now
             time.sleep(MIN_CPU_INTERVAL)
-            now = cpu_sample(self.proc)
+            now = self._cpu()
         self._samples = [before, now]
+        mem = memory(self.proc)
+        if self.scope is not None and mem["total_bytes"]:
+            mem = {"total_bytes": mem["total_bytes"], "used_bytes": self._resident,
+                   "used_percent": round(100.0 * self._resident / mem["total_bytes"], 2)}
         return {
             "time": time.time(),
+            "scope": "node" if self.scope is not None else "machine",
             "cpu": {
                 "percent": cpu_percent(before, now),
                 "count": os.cpu_count() or 1,
                 "interval": round(now.when - before.when, 3),
             },
-            "memory": memory(self.proc),
+            "memory": mem,
             "network": network(self.proc),
             "load": loadavg(self.proc),
         }

@@ -53,12 +53,40 @@ def free_run_name(store: Store, base: str) -> str:
     return candidate
 
 
-def make_reporter(as_json: bool, title: str) -> Reporter:
+def claim_run(store: Store, plan: Plan, name: str | None, variables: tuple[str, ...],
+              vars_files: tuple[Path, ...], refusal: str) -> str:
+    """Record a new run of `plan` and return its name (given, or the plan's made unique).
+
+    A live run of that name is refused with `refusal` (a format string that may use {name});
+    a terminated one's records make way. The store keeps how the run was launched, so later
+    commands render its new nodes the same way.
+    """
+    from launchplan.errors import RunExistsError
+    from launchplan.levels.runplan import launch_settings
+    from launchplan.levels.states import RUN_TERMINATED
+
+    name = name or free_run_name(store, plan.name)
+    existing = store.find_run(name)
+    if existing is not None:
+        if existing.status != RUN_TERMINATED:
+            raise RunExistsError(f"run {name!r} already exists ({existing.status}); "
+                                 + refusal.format(name=name))
+        store.delete_run(name)
+    store.create_run(name, plan.name, str(plan.path.resolve()),
+                     launch=launch_settings(plan, parse_overrides(variables), vars_files))
+    return name
+
+
+def make_reporter(as_json: bool, title: str,
+                  live: Callable[[str], Reporter] | None = None) -> Reporter:
+    """NDJSON, a live view on a terminal (`live`, default the launch view), or plain lines."""
     from launchplan.cli.output import JsonReporter, PlainReporter
 
     if as_json:
         return JsonReporter()
     if sys.stdout.isatty():
+        if live is not None:
+            return live(title)
         from launchplan.cli.view import LiveView
 
         return LiveView(title)

@@ -10,7 +10,7 @@ import click
 
 import launchplan
 from launchplan.cli.common import (
-    free_run_name,
+    claim_run,
     json_option,
     load,
     make_reporter,
@@ -123,20 +123,13 @@ def sliding_window(input_path: Path, window: float, output_path: Path, plan_path
 def _launch(store: Store, plan_path: Path, new_name: str | None, variables: tuple[str, ...],
             vars_files: tuple[Path, ...], as_json: bool) -> str:
     """Launch the demo plan the way `cei launch` does; the run's name once it is ready."""
-    from launchplan.errors import RunExistsError
     from launchplan.levels.launch import Launcher
     from launchplan.levels.runtime import RunContext
-    from launchplan.levels.states import RUN_READY, RUN_TERMINATED
+    from launchplan.levels.states import RUN_READY
 
     plan = load(plan_path, variables, vars_files)
-    name = new_name or free_run_name(store, plan.name)
-    existing = store.find_run(name)
-    if existing is not None:
-        if existing.status != RUN_TERMINATED:
-            raise RunExistsError(f"run {name!r} already exists ({existing.status}); reuse it "
-                                 f"with --run {name} or terminate it first")
-        store.delete_run(name)
-    store.create_run(name, plan.name, str(plan.path.resolve()))
+    name = claim_run(store, plan, new_name, variables, vars_files,
+                     "reuse it with --run {name} or terminate it first")
     reporter = make_reporter(as_json, f"cei demo: launch {name}")
     launcher = Launcher(RunContext(store, name, reporter), plan)
     try:

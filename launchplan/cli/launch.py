@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from launchplan.cli.common import (
-    free_run_name,
+    claim_run,
     json_option,
     load,
     make_reporter,
@@ -17,7 +17,6 @@ from launchplan.cli.common import (
     vars_file_option,
 )
 from launchplan.cli.output import emit_json, error
-from launchplan.errors import RunExistsError
 
 
 @click.command()
@@ -48,20 +47,13 @@ def launch(plan_path: Path, run_name: str | None, variables: tuple[str, ...],
     """
     from launchplan.levels.launch import Launcher
     from launchplan.levels.runtime import RunContext
-    from launchplan.levels.states import RUN_FAILED, RUN_TERMINATED
+    from launchplan.levels.states import RUN_FAILED
     from launchplan.levels.teardown import Terminator
 
     plan = load(plan_path, variables, vars_files)
     store = open_store()
-    name = run_name or free_run_name(store, plan.name)
-    existing = store.find_run(name)
-    if existing is not None:
-        if existing.status != RUN_TERMINATED:
-            raise RunExistsError(
-                f"run {name!r} already exists ({existing.status}); terminate it first "
-                f"(cei terminate {name}) or choose another --name")
-        store.delete_run(name)
-    store.create_run(name, plan.name, str(plan.path.resolve()))
+    name = claim_run(store, plan, run_name, variables, vars_files,
+                     "terminate it first (cei terminate {name}) or choose another --name")
 
     reporter = make_reporter(as_json, f"cei launch {name}")
     ctx = RunContext(store, name, reporter)

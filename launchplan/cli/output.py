@@ -94,4 +94,11 @@ def describe(event: Event) -> str | None:
         return f"  warning: {event.node + ': ' if event.node else ''}{event.message}"
     if kind == "run.finished":
         return f"run {event.run} {event.state}"
+    if kind in ("elastic.decision", "elastic.action", "elastic.backoff"):
+        return f"  {data.get('service') or event.node}: {event.message}"
+    if kind == "elastic.health":
+        return f"  {event.message}"
+    if kind == "elastic.request" and event.message:
+        number = f" {data['request']}" if data.get("request") else ""
+        return f"  request{number} {event.state}: {event.message}"
     return None

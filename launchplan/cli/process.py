@@ -92,9 +92,12 @@ def _reconciled(dispatcher: Dispatcher, as_json: bool) -> dict[str, Any]:
 @click.option("--engine", metavar="SERVICE",
               help="Engine service to place it on (default: the run's only service with agent).")
 @click.option("--name", metavar="NAME", help="Process name (overrides the definition's name).")
+@click.option("--queue", is_flag=True,
+              help="With no free slot, wait for one (recorded `waiting`) instead of failing; "
+                   "`cei watch` places it when a slot appears (a `need` policy adds engines).")
 @json_option
 def run_process(run_name: str, definition_path: Path, engine: str | None, name: str | None,
-                as_json: bool) -> int:
+                queue: bool, as_json: bool) -> int:
     """Place the process of DEFINITION (YAML) on the least loaded engine node with a free slot.
 
     \b
@@ -106,13 +109,15 @@ def run_process(run_name: str, definition_path: Path, engine: str | None, name: 
       cwd: /tmp
       restart: abnormal         # never | always | abnormal
       min_restart_interval: 2
+      queue: true               # like --queue
 
-    Exit status: 0 placed, 1 no engine node has a free slot, 2 invalid definition.
+    Exit status: 0 placed (or queued), 1 no engine node has a free slot, 2 invalid
+    definition.
     """
     from launchplan.dispatch.definition import load_definition
 
     definition = load_definition(definition_path, name)
-    return _act_on_one(run_name, as_json, lambda d: d.run_process(definition, engine))
+    return _act_on_one(run_name, as_json, lambda d: d.run_process(definition, engine, queue))
 
 
 @process.command("list")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,7 @@ from launchplan.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from launchplan.levels.health import NodeHealth
+    from launchplan.state import Store
 
 
 @click.command()
@@ -30,6 +31,7 @@ def status(run_name: str | None, cached: bool, parallel: int, as_json: bool) -> 
     from launchplan.levels.events import discard
     from launchplan.levels.health import check_run
     from launchplan.levels.runtime import RunContext
+    from launchplan.levels.states import RUN_TERMINATED, RUN_TERMINATING, TERMINATED
 
     store = open_store()
     if run_name is None:
@@ -39,14 +41,56 @@ def status(run_name: str | None, cached: bool, parallel: int, as_json: bool) -> 
         run_name = max(runs, key=lambda r: r.created).name
     run = store.get_run(run_name)
     health = check_run(RunContext(store, run.name, discard), live=not cached, parallel=parallel)
+    retired = []
+    if run.status not in (RUN_TERMINATED, RUN_TERMINATING):  # nodes replaced or scaled away
+        retired = [h.node for h in health if h.state == TERMINATED]
+        health = [h for h in health if h.state != TERMINATED]
     healthy = bool(health) and all(h.healthy for h in health)
+    elastic = _elastic(store, run.name, health)
+    holder = store.lease_holder(run.name)
+    controller = None if holder is None else {"pid": holder.pid, "host": holder.host}
     if as_json:
         emit_json({"run": run.name, "plan": run.plan, "status": run.status,
                    "healthy": healthy, "checked": "cached" if cached else "live",
-                   "nodes": [h.to_json() for h in health]})
+                   "nodes": [h.to_json() for h in health], "retired": retired,
+                   "elastic": elastic, "controller": controller})
         return EXIT_OK if healthy else EXIT_FAILED
     _print(run.name, run.status, health, healthy)
+    if elastic:
+        _print_elastic(elastic, controller)
     return EXIT_OK if healthy else EXIT_FAILED
+
+
+def _elastic(store: Store, run: str, health: list[NodeHealth]) -> list[dict[str, Any]]:
+    """Per elastic service: its bounds, desired and healthy counts, and the last decision."""
+    out = []
+    for record in store.elastic_services(run):
+        decision = record.decision
+        out.append({
+            "service": record.service, "policy": record.spec.get("policy"),
+            "min": record.min, "desired": record.desired, "max": record.max,
+            "healthy": sum(h.healthy for h in health if h.service == record.service),
+            "decision": decision.get("reason", ""), "decided": decision.get("time"),
+            "failures": record.failures, "backoff_until": record.backoff_until,
+        })
+    return out
+
+
+def _print_elastic(elastic: list[dict[str, Any]], controller: dict[str, Any] | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    who = (f"controller: pid {controller['pid']} on {controller['host']}" if controller
+           else "no controller running (cei watch RUN)")
+    table = Table(title=f"elastic services ({who})", title_justify="left")
+    for column in ("service", "policy", "min", "desired", "healthy", "max", "last decision"):
+        table.add_column(column, overflow="fold")
+    for e in elastic:
+        ok = e["healthy"] == e["desired"]
+        table.add_row(e["service"], str(e["policy"]), str(e["min"]), str(e["desired"]),
+                      f"[{'green' if ok else 'red'}]{e['healthy']}[/]", str(e["max"]),
+                      e["decision"])
+    Console().print(table)
 
 
 def _print(name: str, run_status: str, health: list[NodeHealth], healthy: bool) -> None:

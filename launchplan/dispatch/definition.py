@@ -6,9 +6,10 @@ A definition is what the agent runs (see docs/agents.md): `name`, exactly one of
 `description`. The agent's own checker decides what is valid, so cei and the agent never
 disagree; errors name the file and the line of the key at fault.
 
-One key is cei's own: `env_from` maps a process environment variable to the name of a variable
+Two keys are cei's own: `env_from` maps a process environment variable to the name of a variable
 in cei's environment, read when the process is placed (or placed again). Secrets go that way:
-the store and the definition keep only the names.
+the store and the definition keep only the names. `queue: true` makes a process that finds no
+free slot wait for one instead of being refused.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from launchplan.agent.supervisor import AgentError, normalize_definition
 from launchplan.errors import PlanError, UsageError
 
 ENV_FROM = "env_from"
+QUEUE = "queue"  # wait for a free slot instead of being refused (cei's own key)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -41,6 +43,8 @@ def check_definition(definition: Any, source: str = "definition",
             for k, v in env_from.items()):
         raise PlanError(f"{ENV_FROM} maps process variable names to names of variables in "
                         "cei's environment (NAME: NAME)", source, (lines or {}).get(ENV_FROM))
+    if not isinstance(definition.get(QUEUE, False), bool):
+        raise PlanError(f"{QUEUE} is true or false", source, (lines or {}).get(QUEUE))
     try:
         normalize_definition(for_agent(definition, None))
     except AgentError as exc:
@@ -61,7 +65,7 @@ def for_agent(definition: Mapping[str, Any],
     `environ` None only checks the shape (values left empty); otherwise UsageError names a
     variable that `env_from` needs and `environ` lacks.
     """
-    sent = {k: v for k, v in definition.items() if k != ENV_FROM}
+    sent = {k: v for k, v in definition.items() if k not in (ENV_FROM, QUEUE)}
     env_from = definition.get(ENV_FROM) or {}
     if not env_from:
         return sent

@@ -22,20 +22,19 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from launchplan.dispatch.definition import check_definition, for_agent
+from launchplan.dispatch.definition import QUEUE, check_definition, for_agent
 from launchplan.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, CeiError, UsageError
 from launchplan.levels import agents, states
 from launchplan.levels import events as ev
 from launchplan.levels.runtime import RunContext
+from launchplan.levels.sessions import SessionPool
 from launchplan.providers.base import RUNNING
-from launchplan.remote import Session
 from launchplan.state import NodeRecord, ProcessRecord
 from launchplan.state.records import (
     PROCESS_ACTIVE_STATES,
@@ -48,12 +47,17 @@ from launchplan.state.records import (
 )
 
 SSH_WAIT = 10.0  # how long a node's SSH may take to answer before the node counts as lost
+LOCK_WAIT = 30.0  # how long to wait for the run lock another command (or cei watch) holds
 WAIT_INTERVAL = 0.5
 PROCESS_EVENT = "process"  # history entries of placements, reschedules and kills
 
 
 class NodeLost(CeiError):
     """An engine node that no longer answers (the cloud, SSH, or its agent)."""
+
+
+class NoFreeSlot(CeiError):
+    """No live engine node of the service has a free slot for the process."""
 
 
 @dataclass
@@ -96,13 +100,13 @@ class ReconcileReport:
 class Dispatcher:
     """Dispatch for one run; holds SSH sessions to engine nodes until `close`."""
 
-    def __init__(self, ctx: RunContext, ssh_wait: float = SSH_WAIT) -> None:
+    def __init__(self, ctx: RunContext, ssh_wait: float = SSH_WAIT,
+                 sessions: SessionPool | None = None) -> None:
         self.ctx = ctx
         self.store = ctx.store
         self.run = ctx.run
-        self.ssh_wait = ssh_wait
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
+        self._own_sessions = sessions is None
+        self.sessions = sessions or SessionPool(ctx, ssh_wait)
         self._tails: dict[str, str] = {}
         run = self.store.get_run(self.run)
         if run.status in (states.RUN_TERMINATED, states.RUN_TERMINATING):
@@ -111,12 +115,9 @@ class Dispatcher:
     # -- plumbing ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every SSH session opened for this dispatcher."""
-        with self._lock:
-            sessions = list(self._sessions.values())
-            self._sessions.clear()
-        for session in sessions:
-            session.close()
+        """Close every SSH session opened for this dispatcher (a pool it was given stays)."""
+        if self._own_sessions:
+            self.sessions.close()
 
     def __enter__(self) -> Dispatcher:
         return self
@@ -124,20 +125,6 @@ class Dispatcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _session(self, node: NodeRecord) -> Session:
-        with self._lock:
-            session = self._sessions.get(node.node)
-        if session is None:
-            session = self.ctx.open_session(node, retry_for=self.ssh_wait)
-            with self._lock:
-                self._sessions[node.node] = session
-        return session
-
-    def _forget_session(self, node: str) -> None:
-        with self._lock:
-            session = self._sessions.pop(node, None)
-        if session is not None:
-            session.close()
 
     def _call(self, node: NodeRecord, op: str, *args: str) -> dict[str, Any]:
         """One agent command on `node`; NodeLost when the node or its agent does not answer."""
@@ -145,19 +132,19 @@ class Dispatcher:
         if not agent:
             raise UsageError(f"{node.node} runs no agent")
         try:
-            session = self._session(node)
+            session = self.sessions.get(node)
             try:
                 return agents.call(session, agent, op, *args)
             except agents.AgentDown:
                 agents.start_agent(session, agent)  # re-adopts the processes that outlived it
                 return agents.call(session, agent, op, *args)
         except agents.AgentDown as exc:
-            self._forget_session(node.node)
+            self.sessions.forget(node.node)
             raise NodeLost(f"its agent does not answer: {exc}") from None
         except agents.AgentError:
             raise
         except CeiError as exc:
-            self._forget_session(node.node)
+            self.sessions.forget(node.node)
             raise NodeLost(f"SSH failed: {exc}") from None
 
     def _check_cloud(self, node: NodeRecord) -> None:
@@ -202,7 +189,7 @@ class Dispatcher:
     def reconcile(self) -> ReconcileReport:
         """Check every engine node, reschedule what lost nodes ran, place waiting processes."""
         report = ReconcileReport({}, [], [])
-        with self.store.locked(self.run):
+        with self.store.locked(self.run, wait=LOCK_WAIT):
             nodes = self.engine_nodes()
             if nodes:
                 with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
@@ -226,8 +213,15 @@ class Dispatcher:
         except agents.AgentError as exc:
             return None, f"its agent refused `list`: {exc}"
 
+    def absorb(self, node: NodeRecord, listing: list[dict[str, Any]]) -> None:
+        """Take states from an agent listing that may be a little old (a heartbeat): known
+        processes are updated; none is rescheduled for being missing from it, since it may
+        predate the process's placement (reconcile does that, from a fresh listing)."""
+        with self.store.locked(self.run, wait=LOCK_WAIT):
+            self._absorb(node, listing, ReconcileReport({}, [], []), reschedule_unknown=False)
+
     def _absorb(self, node: NodeRecord, listing: list[dict[str, Any]],
-                report: ReconcileReport) -> None:
+                report: ReconcileReport, reschedule_unknown: bool = True) -> None:
         """Take the agent's word for the processes it runs for us."""
         by_name = {str(p.get("name")): p for p in listing}
         for record in self.store.processes(self.run):
@@ -235,7 +229,7 @@ class Dispatcher:
                 continue
             seen = by_name.get(record.name)
             if seen is None:
-                if record.state in PROCESS_ACTIVE_STATES:
+                if record.state in PROCESS_ACTIVE_STATES and reschedule_unknown:
                     self._reschedule(record, f"the agent on {node.node} does not know it",
                                      report)
                 continue
@@ -262,10 +256,43 @@ class Dispatcher:
                               process=record.name, pid=changes["pid"],
                               restarts=changes["restarts"])
 
+    def lose(self, node: NodeRecord, why: str) -> ReconcileReport:
+        """Mark an engine node failed (the controller judged it lost) and reschedule what it
+        ran by each process's restart policy."""
+        report = ReconcileReport({}, [], [])
+        with self.store.locked(self.run, wait=LOCK_WAIT):
+            self._lose(node, why, report)
+        return report
+
+    def drain(self, node: NodeRecord, why: str) -> ReconcileReport:
+        """Move the processes off a node that is being retired: each is stopped there (best
+        effort) and placed elsewhere by its restart policy (never: failed)."""
+        report = ReconcileReport({}, [], [])
+        with self.store.locked(self.run, wait=LOCK_WAIT):
+            for record in self.store.processes(self.run):
+                if record.node != node.node or record.state not in PROCESS_ACTIVE_STATES:
+                    continue
+                if record.state != PROCESS_WAITING:
+                    try:
+                        self._call(node, "kill", record.name)
+                    except (NodeLost, agents.AgentError) as exc:
+                        self.ctx.emit(ev.WARNING, node=node.node,
+                                      message=f"could not stop {record.name}: {exc}")
+                self._reschedule(record, why, report)
+            self._place_waiting(report)
+        return report
+
+    def place_waiting(self) -> ReconcileReport:
+        """Place the processes waiting for a free slot, where there is one now."""
+        report = ReconcileReport({}, [], [])
+        with self.store.locked(self.run, wait=LOCK_WAIT):
+            self._place_waiting(report)
+        return report
+
     def _lose(self, node: NodeRecord, why: str, report: ReconcileReport) -> None:
         """Mark the node failed and reschedule its active processes by their policies."""
         report.lost[node.node] = why
-        self._forget_session(node.node)
+        self.sessions.forget(node.node)
         message = f"engine node lost: {why}"
         self.store.update_node(self.run, node.node, state=states.FAILED, last_error=message)
         self.ctx.emit(ev.NODE_STATE, node=node.node, state=states.FAILED, message=message)
@@ -317,7 +344,7 @@ class Dispatcher:
         """Launch `definition` on the least loaded node of `service` with a free slot."""
         nodes = self.engine_nodes(service)
         if not nodes:
-            raise CeiError(f"no live engine node of service {service!r} in run {self.run}")
+            raise NoFreeSlot(f"no live engine node of service {service!r} in run {self.run}")
         with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
             answers = list(pool.map(self._status, nodes))
         ranked = []
@@ -338,7 +365,7 @@ class Dispatcher:
             except (NodeLost, agents.AgentError) as exc:
                 problems.append(f"{node.node}: {exc}")
         detail = f" ({'; '.join(problems)})" if problems else ""
-        raise CeiError(f"no engine node of service {service!r} has a free slot{detail}")
+        raise NoFreeSlot(f"no engine node of service {service!r} has a free slot{detail}")
 
     def _launch_on(self, node: NodeRecord, definition: Mapping[str, Any]) -> dict[str, Any]:
         agent = node.programs["agent"]
@@ -346,13 +373,13 @@ class Dispatcher:
         path = posixpath.join(folder, f"{definition['name']}.json")
         sent = for_agent(definition, os.environ)  # secrets from env_from: never stored
         try:
-            session = self._session(node)
+            session = self.sessions.get(node)
             session.makedirs(folder, 0o700)
             session.put(_json(sent), path, 0o600)
         except agents.AgentError:
             raise
         except CeiError as exc:
-            self._forget_session(node.node)
+            self.sessions.forget(node.node)
             raise NodeLost(f"SSH failed: {exc}") from None
         return dict(self._call(node, "launch", path)["process"])
 
@@ -368,22 +395,36 @@ class Dispatcher:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def run_process(self, definition: Mapping[str, Any],
-                    engine: str | None = None) -> ProcessRecord:
-        """Place a new process (after a reconcile); UsageError if its name is in use."""
+    def run_process(self, definition: Mapping[str, Any], engine: str | None = None,
+                    queue: bool = False) -> ProcessRecord:
+        """Place a new process (after a reconcile); UsageError if its name is in use.
+
+        With `queue` (or `queue: true` in the definition), a process that finds no free slot
+        is recorded `waiting` instead of refused; it is placed when a slot appears (`cei
+        watch`, or the next reconcile), and a `need` policy grows the engines for it.
+        """
         definition = check_definition(dict(definition))
+        queue = queue or bool(definition.get(QUEUE))
         name = str(definition["name"])
         service = self.engine_service(engine)
-        with self.store.locked(self.run):
+        with self.store.locked(self.run, wait=LOCK_WAIT):
             old = self.store.find_process(self.run, name)
             if old is not None and old.state in PROCESS_ACTIVE_STATES:
                 raise UsageError(f"process {name!r} already exists in run {self.run} "
                                  f"({old.state} on {old.node or 'no node'}); "
                                  f"kill it first or choose another --name")
-            node, doc = self._place(service, definition)
             record = ProcessRecord(run=self.run, name=name, definition=dict(definition),
-                                   engine=service, node=node.node)
-            return self._store_placement(record, doc)
+                                   engine=service)
+            try:
+                node, doc = self._place(service, definition)
+            except NoFreeSlot as exc:
+                if not queue:
+                    raise
+                stored = self.store.save_process(replace(record, last_error=str(exc)))
+                self.ctx.emit(PROCESS_EVENT, state=PROCESS_WAITING, process=name,
+                              message="queued: no free slot")
+                return stored
+            return self._store_placement(replace(record, node=node.node), doc)
 
     def get(self, name: str) -> ProcessRecord:
         """The run's process `name`; UsageError naming the known ones if there is none."""
@@ -400,7 +441,7 @@ class Dispatcher:
 
     def kill(self, name: str) -> ProcessRecord:
         """Stop a process for good (no restart, no reschedule)."""
-        with self.store.locked(self.run):
+        with self.store.locked(self.run, wait=LOCK_WAIT):
             record = self.get(name)
             if record.state == PROCESS_WAITING or (
                     record.node is None and record.state in PROCESS_ACTIVE_STATES):

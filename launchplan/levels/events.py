@@ -22,6 +22,13 @@ NODE_STATE = "node.state"
 NODE_PROGRAM = "node.program"  # a boot/ready/terminate program finished (status, tails)
 RESOURCE = "resource"  # a cloud resource was created, found or destroyed
 WARNING = "warning"
+# the controller (cei watch / scale / repair)
+ELASTIC_DECISION = "elastic.decision"  # a policy changed a desired count (inputs, reason)
+ELASTIC_HEALTH = "elastic.health"  # a node was judged lost, failed or unhealthy
+ELASTIC_ACTION = "elastic.action"  # nodes launched, retired, replaced, rolled back
+ELASTIC_BACKOFF = "elastic.backoff"  # launches failed: the next waits this long
+ELASTIC_REQUEST = "elastic.request"  # a scale, repair or stop request taken up or finished
+ELASTIC_STATE = "elastic.state"  # each tick's summary per service (not kept in the history)
 
 
 @dataclass(frozen=True)

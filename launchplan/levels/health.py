@@ -39,8 +39,16 @@ def check_run(ctx: RunContext, live: bool = True,
               parallel: int = DEFAULT_PARALLEL) -> list[NodeHealth]:
     """Health of every node; live checks run in parallel and never change stored state."""
     nodes = ctx.store.nodes(ctx.run)
-    if not live or not nodes:
+    if not live:
         return [_cached(n) for n in nodes]
+    return check_nodes(ctx, nodes, parallel)
+
+
+def check_nodes(ctx: RunContext, nodes: list[NodeRecord],
+                parallel: int = DEFAULT_PARALLEL) -> list[NodeHealth]:
+    """Live health of `nodes`: the cloud's word, then each ready node's ready program once."""
+    if not nodes:
+        return []
     with ThreadPoolExecutor(max_workers=min(parallel, len(nodes))) as pool:
         return list(pool.map(lambda n: _live(ctx, n), nodes))
 

@@ -8,9 +8,11 @@ import threading
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from launchplan.ctx.environment import context_document, node_environment, stage_dir
 from launchplan.ctx.hostkeys import HostKey
@@ -33,9 +35,11 @@ from launchplan.plan import render_service
 from launchplan.plan.model import NodeSpec, NodeView, Plan, ServiceView
 from launchplan.providers.base import RUNNING, NodeRequest, Provider
 from launchplan.remote import Session
-from launchplan.state import NodeRecord
+from launchplan.state import ElasticRecord, NodeRecord, Store
 
 DEFAULT_PARALLEL = 64
+# Nodes in these states are going or gone: peers are no longer told about them.
+GONE_STATES = frozenset({states.FAILED, states.RETIRING, states.TERMINATING, states.TERMINATED})
 CLOUD_INIT_WAIT = "if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait; fi"
 
 
@@ -106,45 +110,104 @@ class Launcher:
     def _launch_level(self, index: int, name: str) -> list[Failure]:
         ctx = self.ctx
         ctx.emit(ev.LEVEL_STARTED, level=name, index=index)
-        views = self._views()
+        views = service_views(ctx.store, ctx.run)
         specs: list[NodeSpec] = []
         failures: list[Failure] = []
         for decl in self.plan.levels[index - 1].services:
             try:
-                specs.extend(render_service(self.plan, decl.name, ctx.run, views))
+                rendered = render_service(self.plan, decl.name, ctx.run, views)
             except CeiError as exc:
                 failures.append(Failure(f"{decl.name}/*", str(exc)))
+                continue
+            specs.extend(rendered)
+            record_elastic(ctx, rendered)
         if failures:
             ctx.emit(ev.LEVEL_FINISHED, level=name, index=index, state=states.RUN_FAILED)
             return failures
-        for spec in specs:
-            ctx.store.save_node(_pending_record(spec))
-            ctx.emit(ev.NODE_STATE, node=spec.node, state=states.PENDING, service=spec.service,
-                     level=name)
-        level_failed = threading.Event()
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(specs) or 1),
-                                thread_name_prefix=f"level{index}") as pool:
-            outcomes = list(pool.map(
-                lambda spec: _NodeLauncher(ctx, spec, level_failed).run(), specs))
-        failures = [f for f in outcomes if f is not None]
+        failures = launch_nodes(ctx, specs, self.parallel, stop_together=True)
         ctx.emit(ev.LEVEL_FINISHED, level=name, index=index,
                  state=states.RUN_FAILED if failures else states.READY)
         return failures
 
-    def _views(self) -> dict[str, ServiceView]:
-        """What later levels' templates see: ready nodes of the services launched so far."""
-        by_service: dict[str, list[NodeRecord]] = defaultdict(list)
-        for node in self.ctx.store.nodes(self.ctx.run):
+
+def launch_nodes(ctx: RunContext, specs: Sequence[NodeSpec], parallel: int,
+                 stop_together: bool) -> list[Failure]:
+    """Launch `specs` in parallel, each from pending to ready; the failures (empty: all ready).
+
+    `stop_together`: a failed node stops the others at their next step (a level of a launch);
+    otherwise each node stands alone (nodes a controller adds).
+    """
+    reserve_nodes(ctx, specs)
+    return run_launches(ctx, specs, parallel, stop_together)
+
+
+def reserve_nodes(ctx: RunContext, specs: Sequence[NodeSpec], origin: str = "launch") -> None:
+    """Record each node `pending`: its identity is taken before anything is made for it.
+
+    `origin` says who launches it ("launch", or "controller" for nodes `cei watch`, `cei
+    scale` and `cei repair` add), so a later controller knows which half-launched nodes were
+    left by one of its kind and are its to roll back.
+    """
+    for spec in specs:
+        ctx.store.save_node(_pending_record(spec, origin))
+        ctx.emit(ev.NODE_STATE, node=spec.node, state=states.PENDING, service=spec.service,
+                 level=spec.level_name)
+
+
+def run_launches(ctx: RunContext, specs: Sequence[NodeSpec], parallel: int,
+                 stop_together: bool) -> list[Failure]:
+    """Take reserved nodes from pending to ready in parallel (see launch_nodes)."""
+    if not specs:
+        return []
+    level_failed = threading.Event()
+
+    def one(spec: NodeSpec) -> Failure | None:
+        return _NodeLauncher(ctx, spec, level_failed if stop_together else None).run()
+
+    with ThreadPoolExecutor(max_workers=min(max(1, parallel), len(specs)),
+                            thread_name_prefix="launch") as pool:
+        outcomes = list(pool.map(one, specs))
+    return [f for f in outcomes if f is not None]
+
+
+def record_elastic(ctx: RunContext, specs: Sequence[NodeSpec]) -> None:
+    """Record the desired state of an elastic service the first time it is launched."""
+    spec = specs[0] if specs else None
+    if spec is None or spec.elastic is None:
+        return
+    if ctx.store.find_elastic(ctx.run, spec.service) is not None:
+        return
+    ctx.store.save_elastic(ElasticRecord(
+        run=ctx.run, service=spec.service, level=spec.level, spec=spec.elastic.to_dict(),
+        min=spec.elastic.min, desired=spec.count, max=spec.elastic.max,
+        decision={"desired": spec.count, "reason": f"launched with {spec.count} node(s)"}))
+
+
+def service_views(store: Store, run: str) -> dict[str, ServiceView]:
+    """What later levels' templates see: the ready nodes of each service, by index."""
+    by_service: dict[str, list[NodeRecord]] = defaultdict(list)
+    for node in store.nodes(run):
+        if node.state == states.READY:
             by_service[node.service].append(node)
-        return {
-            name: ServiceView(name, tuple(
-                NodeView(n.address, n.hostname, dict(n.outputs))
-                for n in sorted(nodes, key=lambda n: n.index)))
-            for name, nodes in by_service.items()
-        }
+    return {
+        name: ServiceView(name, tuple(
+            NodeView(n.address, n.hostname, dict(n.outputs))
+            for n in sorted(nodes, key=lambda n: n.index)))
+        for name, nodes in by_service.items()
+    }
 
 
-def _pending_record(spec: NodeSpec) -> NodeRecord:
+def known_nodes(store: Store, run: str) -> list[dict[str, Any]]:
+    """The context document's nodes: every node that has an address and is not going away."""
+    return [
+        {"service": n.service, "index": n.index, "node": n.node, "address": n.address,
+         "hostname": n.hostname, "host_key_fingerprint": n.host_key_fingerprint,
+         "outputs": n.outputs}
+        for n in store.nodes(run) if n.address and n.state not in GONE_STATES
+    ]
+
+
+def _pending_record(spec: NodeSpec, origin: str) -> NodeRecord:
     return NodeRecord(
         run=spec.run, node=spec.node, service=spec.service, index=spec.index,
         level=spec.level, level_name=spec.level_name, driver=spec.cloud.driver,
@@ -153,8 +216,11 @@ def _pending_record(spec: NodeSpec) -> NodeRecord:
         programs={
             "ready": spec.ready.to_dict() if spec.ready else None,
             "terminate": spec.terminate.to_dict() if spec.terminate else None,
+            "reconfigure": spec.reconfigure.to_dict() if spec.reconfigure else None,
+            "metrics": spec.metrics.to_dict() if spec.metrics else None,
             "stage": stage_dir(spec.run, spec.service),
             "host_key_policy": spec.host_key_policy,
+            "origin": origin,
         },
     )
 
@@ -167,7 +233,8 @@ def creation_token(run: str, node: str, attempt: int = 1) -> str:
 class _NodeLauncher:
     """One node's way from pending to ready (or failed)."""
 
-    def __init__(self, ctx: RunContext, spec: NodeSpec, level_failed: threading.Event) -> None:
+    def __init__(self, ctx: RunContext, spec: NodeSpec,
+                 level_failed: threading.Event | None) -> None:
         self.ctx = ctx
         self.spec = spec
         self.level_failed = level_failed
@@ -193,7 +260,8 @@ class _NodeLauncher:
         if self.ctx.cancel.is_set():
             self._set(states.FAILED, last_error=f"interrupted while {self.state}")
             return Failure(self.spec.node, f"interrupted while {self.state}")
-        self.level_failed.set()
+        if self.level_failed is not None:
+            self.level_failed.set()
         log.note(f"failed while {self.state}: {message}")
         failure = Failure(self.spec.node, f"{message}\n(log: {log.path})", timeout)
         self._set(states.FAILED, last_error=message, message=message)
@@ -208,7 +276,7 @@ class _NodeLauncher:
     def _step(self, state: str) -> None:
         if self.ctx.cancel.is_set():
             raise _Stopped(f"interrupted before {state}")
-        if self.level_failed.is_set():
+        if self.level_failed is not None and self.level_failed.is_set():
             raise _Stopped(f"stopped before {state}: another node of the level failed")
         self._set(state)
 
@@ -293,14 +361,8 @@ class _NodeLauncher:
         env = node_environment(spec, stage_path)
         record = self._record()
         ctx.store.update_node(ctx.run, spec.node, programs={**record.programs, "env": env})
-        known = [
-            {"service": n.service, "index": n.index, "node": n.node, "address": n.address,
-             "hostname": n.hostname, "host_key_fingerprint": n.host_key_fingerprint,
-             "outputs": n.outputs}
-            for n in ctx.store.nodes(ctx.run) if n.address
-        ]
         stage = Stage(session, stage_path, env, log, cancel=ctx.cancel)
-        stage.prepare(spec.config, context_document(ctx.run, known))
+        stage.prepare(spec.config, context_document(ctx.run, known_nodes(ctx.store, ctx.run)))
         if spec.boot is not None:
             outputs = stage.boot(spec.boot)
             ctx.store.update_node(ctx.run, spec.node, outputs=outputs)

@@ -45,8 +45,9 @@ class Stage:
         self.session.put(_json_bytes(config), self.env["CEI_CONFIG"], 0o600)
         self.session.put(_json_bytes(context), self.env["CEI_CONTEXT"], 0o600)
 
-    def run(self, kind: str, program: ProgramSpec, timeout: float | None = None) -> CommandResult:
-        """Run `program` once; returns its result whatever the exit status."""
+    def command_line(self, kind: str, program: ProgramSpec,
+                     extra_env: Mapping[str, str] | None = None) -> str:
+        """The shell line that runs `program` in the stage (its file uploaded first)."""
         if program.run:
             remote = self._uploaded.get(program.run)
             if remote is None:
@@ -57,10 +58,15 @@ class Stage:
         else:
             assert program.command is not None
             argv = ["/bin/sh", "-c", program.command, kind, *program.args]
-        env = {**self.env, **program.env}
         self.log.note(f"{kind}: {' '.join(argv)}")
+        env = {**self.env, **program.env, **(extra_env or {})}
+        return shell_command(argv, cwd=self.path, env=env)
+
+    def run(self, kind: str, program: ProgramSpec, timeout: float | None = None,
+            extra_env: Mapping[str, str] | None = None) -> CommandResult:
+        """Run `program` once; returns its result whatever the exit status."""
         result = self.session.run(
-            shell_command(argv, cwd=self.path, env=env),
+            self.command_line(kind, program, extra_env),
             timeout=program.timeout if timeout is None else timeout,
             on_output=self.log.stream(kind),
             cancel=self.cancel,

@@ -7,6 +7,7 @@ import json
 import os
 import threading
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from launchplan.levels.events import Emit, Event
 from launchplan.plan.render import AUTH_ENV
 from launchplan.providers import Provider, get_provider
 from launchplan.remote import Session, SSHTarget
-from launchplan.state import NodeRecord, Store
+from launchplan.state import EventRecord, NodeRecord, Store
 
 CLIENT_KEY = "client_key"  # the run's own SSH key for local-cloud nodes, in runs/RUN/
 
@@ -50,6 +51,19 @@ class RunContext:
             record["message"] = message
         self.store.append_event(self.run, kind, node, record)
         self._emit(event)
+
+    def replay(self, record: EventRecord) -> None:
+        """Hand an event another process stored (a controller's) to this command's views."""
+        data = dict(record.data)
+        state, message = data.pop("state", None), data.pop("message", "")
+        when = datetime.fromisoformat(record.time).timestamp()
+        self._emit(Event(record.kind, self.run, node=record.node, state=state,
+                         message=str(message), data=data, time=when))
+
+    def notify(self, kind: str, message: str = "", **data: Any) -> None:
+        """An event for the watching views only, not kept in the history (each tick's
+        summary: the history keeps the decisions and actions it sums up)."""
+        self._emit(Event(kind, self.run, message=message, data=data))
 
     # providers ----------------------------------------------------------------------------
     def provider(self, driver: str, options: Mapping[str, Any]) -> Provider:

@@ -9,6 +9,7 @@ from launchplan.state.records import NODE_CREATING as CREATING
 from launchplan.state.records import NODE_FAILED as FAILED
 from launchplan.state.records import NODE_PENDING as PENDING
 from launchplan.state.records import NODE_READY as READY
+from launchplan.state.records import NODE_RETIRING as RETIRING
 from launchplan.state.records import NODE_TERMINATED as TERMINATED
 from launchplan.state.records import NODE_TERMINATING as TERMINATING
 from launchplan.state.records import (
@@ -28,6 +29,7 @@ __all__ = [
     "FAILED",
     "PENDING",
     "READY",
+    "RETIRING",
     "RUN_FAILED",
     "RUN_INTERRUPTED",
     "RUN_LAUNCHING",

@@ -8,12 +8,20 @@ mid-create) is still found. Terminate programs never stop a destroy.
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from launchplan.errors import EXIT_OK, EXIT_TEARDOWN_INCOMPLETE, CeiError
+from launchplan.errors import (
+    EXIT_OK,
+    EXIT_TEARDOWN_INCOMPLETE,
+    CeiError,
+    Interrupted,
+    RunLockedError,
+)
 from launchplan.levels import events as ev
 from launchplan.levels import states
 from launchplan.levels.agents import stop_agent
@@ -28,6 +36,8 @@ from launchplan.state import NodeRecord, ResourceRecord
 from launchplan.state.records import RESOURCE_INTENT, RESOURCE_NOT_CREATED
 
 TERMINATE_SSH_WAIT = 15.0  # a node that does not answer SSH soon is destroyed without it
+CONTROLLER_STOP_WAIT = 120.0  # how long a running `cei watch` may take to stop for terminate
+STOP_REQUEST = "stop"  # the request kind the controller takes as "give the run up"
 
 
 @dataclass
@@ -60,6 +70,7 @@ class Terminator:
     def terminate(self, programs: bool = True) -> TerminateResult:
         """Tear the run down; `programs=False` only destroys and sweeps (`cei clean`)."""
         ctx = self.ctx
+        self._stop_controller()
         with ctx.store.locked(ctx.run):
             ctx.store.set_run_status(ctx.run, states.RUN_TERMINATING)
             ctx.emit(ev.RUN_STARTED, operation="terminate" if programs else "clean")
@@ -85,82 +96,36 @@ class Terminator:
                      remaining=[r.resource_id for r in self.result.remaining])
         return self.result
 
+    def _stop_controller(self) -> None:
+        """A controller (`cei watch`) acting on the run is asked to stop first, and waited
+        for, so that no node it launches can appear after the teardown has looked."""
+        store, run = self.ctx.store, self.ctx.run
+        holder = store.lease_holder(run)
+        if holder is None:
+            return
+        self.ctx.emit(ev.WARNING, message=f"asking the controller of run {run} (pid "
+                                          f"{holder.pid} on host {holder.host}) to stop")
+        store.add_request(run, STOP_REQUEST, None, {})
+        deadline = time.monotonic() + CONTROLLER_STOP_WAIT
+        while store.lease_holder(run) is not None:
+            if time.monotonic() >= deadline:
+                raise RunLockedError(
+                    f"the controller of run {run} (pid {holder.pid} on host {holder.host}) "
+                    f"did not stop within {CONTROLLER_STOP_WAIT:g}s; stop it, then terminate "
+                    "again")
+            if self.ctx.cancel.wait(0.2):
+                raise Interrupted("interrupted while waiting for the controller to stop")
+
     def _warn(self, node: str | None, message: str) -> None:
         self.result.warnings.append(f"{node}: {message}" if node else message)
         self.ctx.emit(ev.WARNING, node=node, message=message)
 
     def _node(self, node: NodeRecord, resources: list[ResourceRecord], programs: bool) -> None:
-        ctx = self.ctx
-        if node.state == states.TERMINATED and all(r.state == TERMINATED for r in resources):
-            return
-        ctx.store.update_node(ctx.run, node.node, state=states.TERMINATING)
-        ctx.emit(ev.NODE_STATE, node=node.node, state=states.TERMINATING)
-        if programs:
-            self._run_terminate_program(node)
-        gone = [self._destroy(res.node, res.driver, res.cloud, res.resource_id)
-                for res in resources if res.resource_id is not None and res.state != TERMINATED]
-        if all(gone):
-            ctx.store.update_node(ctx.run, node.node, state=states.TERMINATED)
-            ctx.emit(ev.NODE_STATE, node=node.node, state=states.TERMINATED)
-
-    def _run_terminate_program(self, node: NodeRecord) -> None:
-        """Best effort: a failure is logged and warned about, and the destroy goes on."""
-        spec = node.programs.get("terminate")
-        env = node.programs.get("env")
-        if not node.address or not env:  # never contextualized: nothing of cei's is there
-            return
-        if not self._running(node):  # gone already: do not wait for its SSH to answer
-            if spec:
-                self._warn(node.node, "terminate program not run: the node no longer runs")
-            return
-        log = NodeLog(node_log_path(self.ctx.run_dir, node.node))
-        try:
-            session = self.ctx.open_session(node, retry_for=TERMINATE_SSH_WAIT)
-        except CeiError as exc:
-            if spec:
-                self._warn(node.node, f"terminate program not run: {exc}")
-            log.close()
-            return
-        try:
-            if (problem := stop_agent(session, node.programs.get("agent"))) is not None:
-                self._warn(node.node, problem)
-            if spec:
-                stage = Stage(session, env["CEI_STAGE"], env, log, cancel=self.ctx.cancel)
-                result = stage.run("terminate", ProgramSpec.from_dict(spec))
-                if result.status != 0:
-                    tail = (result.stderr_tail or result.stdout_tail).strip()
-                    self._warn(node.node, f"terminate program exited with status "
-                                          f"{result.status}" + (f": {tail}" if tail else ""))
-            # leave nothing behind on hosts that outlive the run
-            session.run(shell_command(["rm", "-rf", env["CEI_STAGE"]]), timeout=60)
-        except CeiError as exc:
-            self._warn(node.node, f"terminate program failed: {exc}")
-        finally:
-            session.close()
-            log.close()
-
-    def _running(self, node: NodeRecord) -> bool:
-        """Whether the cloud still runs the node (existing hosts always do)."""
-        if node.driver == "static" or node.resource_id is None:
-            return True
-        try:
-            return self.ctx.provider(node.driver, node.cloud).describe(
-                node.resource_id).state == RUNNING
-        except CeiError:
-            return True  # cannot tell: let SSH decide
+        self.result.destroyed += take_down(self.ctx, node, resources, programs, self._warn)
 
     def _destroy(self, node: str | None, driver: str, cloud: dict[str, Any],
-                 resource_id: str) -> bool:
-        try:
-            self.ctx.provider(driver, cloud).destroy(resource_id)
-        except CeiError as exc:
-            self._warn(node, f"destroy of {resource_id} failed: {exc}")
-            return False
-        self.ctx.store.set_resource_state(self.ctx.run, resource_id, TERMINATED)
-        self.result.destroyed += 1
-        self.ctx.emit(ev.RESOURCE, node=node, state="destroyed", driver=driver,
-                      resource_id=resource_id)
-        return True
+                 resource_id: str) -> None:
+        self.result.destroyed += destroy(self.ctx, node, driver, cloud, resource_id, self._warn)
 
     def _sweep(self, known: list[ResourceRecord]) -> None:
         """Find what the run's tag still marks, including nodes whose id was never stored."""
@@ -194,16 +159,135 @@ class Terminator:
                 ctx.store.set_intent_state(intent.id, RESOURCE_NOT_CREATED)
 
     def _verify(self) -> None:
-        ctx = self.ctx
-        for res in ctx.store.resources(ctx.run):
-            if res.resource_id is None:
-                continue
-            try:
-                state = ctx.provider(res.driver, res.cloud).describe(res.resource_id).state
-            except CeiError as exc:
-                state = f"unknown ({exc})"
-            if state != TERMINATED:
-                self.result.remaining.append(
-                    Remaining(res.node, res.driver, res.resource_id, f"still {state}"))
-            elif res.state != TERMINATED:
-                ctx.store.set_resource_state(ctx.run, res.resource_id, TERMINATED)
+        for res in self.ctx.store.resources(self.ctx.run):
+            remaining = verify(self.ctx, res)
+            if remaining is not None:
+                self.result.remaining.append(remaining)
+
+Warn = Callable[[str | None, str], None]
+
+
+def take_down(ctx: RunContext, node: NodeRecord, resources: list[ResourceRecord],
+              programs: bool, warn: Warn) -> int:
+    """Stop one node: its agent and terminate program (best effort, when `programs`), then
+    destroy every resource it has by id. Returns how many were destroyed."""
+    if node.state == states.TERMINATED and all(r.state == TERMINATED for r in resources):
+        return 0
+    ctx.store.update_node(ctx.run, node.node, state=states.TERMINATING)
+    ctx.emit(ev.NODE_STATE, node=node.node, state=states.TERMINATING)
+    if programs:
+        _run_terminate_program(ctx, node, warn)
+    gone = [destroy(ctx, res.node, res.driver, res.cloud, res.resource_id, warn)
+            for res in resources if res.resource_id is not None and res.state != TERMINATED]
+    if all(gone):
+        ctx.store.update_node(ctx.run, node.node, state=states.TERMINATED)
+        ctx.emit(ev.NODE_STATE, node=node.node, state=states.TERMINATED)
+    return sum(gone)
+
+
+def retire_node(ctx: RunContext, node: NodeRecord, warn: Warn, programs: bool = True
+                ) -> list[Remaining]:
+    """Take one node of a live run away for good and check that nothing of it is left.
+
+    Besides what take_down does, a create whose id never came back (its process died
+    mid-create) is looked for by the node's tag, and every resource is described once more.
+    Returns what may remain (empty: the node is gone).
+    """
+    resources = [r for r in ctx.store.resources(ctx.run) if r.node == node.node]
+    take_down(ctx, node, resources, programs, warn)
+    for intent in resources:
+        if intent.resource_id is not None or intent.state != RESOURCE_INTENT:
+            continue
+        try:
+            found = [i for i in ctx.provider(intent.driver, intent.cloud).find(ctx.run)
+                     if i.tags.get("cei:node") == node.node and i.state != TERMINATED]
+        except CeiError as exc:
+            warn(node.node, f"could not search the {intent.driver} cloud for it: {exc}")
+            continue
+        for info in found:
+            ctx.store.record_resource_id(intent.id, info.resource_id)
+            ctx.emit(ev.RESOURCE, node=node.node, state="found", driver=intent.driver,
+                     resource_id=info.resource_id)
+            destroy(ctx, node.node, intent.driver, intent.cloud, info.resource_id, warn)
+        if not found:
+            ctx.store.set_intent_state(intent.id, RESOURCE_NOT_CREATED)
+    remaining = [r for r in (verify(ctx, res) for res in ctx.store.resources(ctx.run)
+                             if res.node == node.node) if r is not None]
+    if not remaining:
+        ctx.store.update_node(ctx.run, node.node, state=states.TERMINATED)
+    return remaining
+
+
+def verify(ctx: RunContext, res: ResourceRecord) -> Remaining | None:
+    """What the cloud says of a resource cei destroyed: None when it is gone."""
+    if res.resource_id is None:
+        return None
+    try:
+        state = ctx.provider(res.driver, res.cloud).describe(res.resource_id).state
+    except CeiError as exc:
+        state = f"unknown ({exc})"
+    if state != TERMINATED:
+        return Remaining(res.node, res.driver, res.resource_id, f"still {state}")
+    if res.state != TERMINATED:
+        ctx.store.set_resource_state(ctx.run, res.resource_id, TERMINATED)
+    return None
+
+
+def destroy(ctx: RunContext, node: str | None, driver: str, cloud: dict[str, Any],
+            resource_id: str, warn: Warn) -> bool:
+    """Destroy one resource by id and record it; False (warned) when the cloud refused."""
+    try:
+        ctx.provider(driver, cloud).destroy(resource_id)
+    except CeiError as exc:
+        warn(node, f"destroy of {resource_id} failed: {exc}")
+        return False
+    ctx.store.set_resource_state(ctx.run, resource_id, TERMINATED)
+    ctx.emit(ev.RESOURCE, node=node, state="destroyed", driver=driver, resource_id=resource_id)
+    return True
+
+
+def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> None:
+    """Best effort: a failure is logged and warned about, and the destroy goes on."""
+    spec = node.programs.get("terminate")
+    env = node.programs.get("env")
+    if not node.address or not env:  # never contextualized: nothing of cei's is there
+        return
+    if not _running(ctx, node):  # gone already: do not wait for its SSH to answer
+        if spec:
+            warn(node.node, "terminate program not run: the node no longer runs")
+        return
+    log = NodeLog(node_log_path(ctx.run_dir, node.node))
+    try:
+        session = ctx.open_session(node, retry_for=TERMINATE_SSH_WAIT)
+    except CeiError as exc:
+        if spec:
+            warn(node.node, f"terminate program not run: {exc}")
+        log.close()
+        return
+    try:
+        if (problem := stop_agent(session, node.programs.get("agent"))) is not None:
+            warn(node.node, problem)
+        if spec:
+            stage = Stage(session, env["CEI_STAGE"], env, log, cancel=ctx.cancel)
+            result = stage.run("terminate", ProgramSpec.from_dict(spec))
+            if result.status != 0:
+                tail = (result.stderr_tail or result.stdout_tail).strip()
+                warn(node.node, f"terminate program exited with status {result.status}"
+                                + (f": {tail}" if tail else ""))
+        # leave nothing behind on hosts that outlive the run
+        session.run(shell_command(["rm", "-rf", env["CEI_STAGE"]]), timeout=60)
+    except CeiError as exc:
+        warn(node.node, f"terminate program failed: {exc}")
+    finally:
+        session.close()
+        log.close()
+
+
+def _running(ctx: RunContext, node: NodeRecord) -> bool:
+    """Whether the cloud still runs the node (existing hosts always do)."""
+    if node.driver == "static" or node.resource_id is None:
+        return True
+    try:
+        return ctx.provider(node.driver, node.cloud).describe(node.resource_id).state == RUNNING
+    except CeiError:
+        return True  # cannot tell: let SSH decide

@@ -7,8 +7,8 @@ package lazily.
 from __future__ import annotations
 
 from .loader import load_plan
-from .render import render_service
+from .render import render_node, render_service
 from .schema import SCHEMA_PATH
 from .variables import parse_var
 
-__all__ = ["SCHEMA_PATH", "load_plan", "parse_var", "render_service"]
+__all__ = ["SCHEMA_PATH", "load_plan", "parse_var", "render_node", "render_service"]

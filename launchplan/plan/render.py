@@ -283,12 +283,23 @@ def render_service(
     `views` are the launched services of earlier levels; None renders placeholders such as
     "<db/0.address>" (for validate and render before anything is launched).
     """
+    return _ServiceRenderer(plan, _declared(plan, name), run, views).render()
+
+
+def render_node(
+    plan: Plan, name: str, run: str, views: Mapping[str, ServiceView], index: int, count: int
+) -> NodeSpec:
+    """One node of service `name`: `index` is its identity (indexes of nodes added later keep
+    growing, so it may exceed `count`), `count` what templates see as service.count."""
+    return _ServiceRenderer(plan, _declared(plan, name), run, views).render_one(index, count)
+
+
+def _declared(plan: Plan, name: str) -> ServiceDecl:
     try:
-        decl = plan.service(name)
+        return plan.service(name)
     except KeyError:
         hint = did_you_mean(name, [s.name for s in plan.services()])
         raise PlanError(f"no service '{name}' in the plan{hint}", str(plan.path)) from None
-    return _ServiceRenderer(plan, decl, run, views).render()
 
 
 class _ServiceRenderer:
@@ -310,14 +321,20 @@ class _ServiceRenderer:
         return template_names(self.plan, self.run, service, self.services)
 
     def render(self) -> tuple[NodeSpec, ...]:
-        first = self.names(0, None)
+        cloud_name = self._cloud_name()
+        count = self._count(self.names(0, None))
+        return tuple(self._node(i, count, cloud_name) for i in range(count))
+
+    def render_one(self, index: int, count: int) -> NodeSpec:
+        return self._node(index, count, self._cloud_name())
+
+    def _cloud_name(self) -> str:
         cloud_raw, cloud_path = pick_cloud(self.decl)
-        cloud_name = render_tree(cloud_raw, first, ("cloud",), self.site)
+        cloud_name = render_tree(cloud_raw, self.names(0, None), ("cloud",), self.site)
         if cloud_name not in self.plan.clouds:
             hint = did_you_mean(cloud_name, self.plan.clouds)
             raise self.site.fail(cloud_path or (), f"unknown cloud '{cloud_name}'{hint}")
-        count = self._count(first)
-        return tuple(self._node(i, count, cloud_name) for i in range(count))
+        return str(cloud_name)
 
     def _count(self, names: Mapping[str, Any]) -> int:
         raw = self.decl.raw

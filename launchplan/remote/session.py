@@ -309,6 +309,12 @@ class Session:
         return fingerprint_of(parse_public_line(self._host_key))
 
     @property
+    def alive(self) -> bool:
+        """Whether the connection is still up (a node that rebooted or died drops it)."""
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
+    @property
     def home(self) -> str:
         """Absolute login directory (what relative remote paths are relative to)."""
         with self._remote_errors("resolving the home directory"):

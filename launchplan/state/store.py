@@ -291,6 +291,14 @@ class Store(ControlTables):
             if last:
                 self._release(name)
 
+    def lock_holder(self, name: str) -> Holder | None:
+        """Who holds the run's lock, if a live process (or one on another host) does."""
+        rows = self._read("SELECT * FROM locks WHERE run = ?", (name,))
+        if not rows:
+            return None
+        holder = Holder.of(rows[0])
+        return holder if not holder.here() or holder.alive() else None
+
     def _refuse_if_live(self, name: str, row: sqlite3.Row) -> None:
         holder = Holder.of(row)
         if holder == self._me:

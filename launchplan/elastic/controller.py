@@ -1,0 +1,633 @@
+"""The controller: keeps a run's elastic services as the store says they should be.
+
+One controller acts on a run at a time: it holds the run's lease in the store, renewed every
+tick. A tick is small and idempotent: collect finished actions, take up requests (`cei scale`,
+`cei repair`, `cei terminate` asking it to stop), then for each elastic service judge health
+from the heartbeats, replace what is lost, sample the metric, decide by the policy, and start
+launches or retirements to reach the desired count. Everything it starts goes through the
+level engine, so each new node's intent is recorded before its cloud call and its id at once;
+a controller killed at any moment leaves nothing the next one cannot finish or roll back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from launchplan.dispatch.dispatcher import Dispatcher
+from launchplan.elastic import health, policies
+from launchplan.elastic.actions import LAUNCH, REFRESH, RETIRE, Actions, Outcome
+from launchplan.elastic.heartbeats import HeartbeatCollector
+from launchplan.errors import EXIT_OK, CeiError, RunLockedError, UsageError
+from launchplan.levels import events as ev
+from launchplan.levels import states
+from launchplan.levels.health import check_nodes
+from launchplan.levels.launch import DEFAULT_PARALLEL, reserve_nodes, service_views
+from launchplan.levels.runtime import RunContext
+from launchplan.levels.sessions import SessionPool
+from launchplan.levels.teardown import STOP_REQUEST as STOP
+from launchplan.plan import render_node
+from launchplan.plan.elastic import NEED, NPRESERVING, ElasticSpec
+from launchplan.plan.model import NodeSpec, Plan
+from launchplan.providers.base import ERROR, STOPPED, TERMINATED
+from launchplan.state import ElasticRecord, NodeRecord, RequestRecord
+from launchplan.state.records import (
+    NODE_LAUNCHING_STATES,
+    PROCESS_ACTIVE_STATES,
+    PROCESS_WAITING,
+    REQUEST_DONE,
+    REQUEST_FAILED,
+)
+
+SSH_WAIT = 10.0
+LEASE_MIN_TTL = 30.0
+BACKOFF_FIRST = 2.0  # seconds before the next launch after the first failure; doubles
+BACKOFF_CAP = 600.0
+HEARTBEAT_MAX_PERIOD = 5.0
+DEFAULT_SLOTS = 4
+SAMPLES_KEPT = 16
+CONTROLLER = "controller"  # the origin of the nodes a controller launches
+
+SCALE = "scale"
+REPAIR = "repair"
+
+
+class LeaseLost(CeiError):
+    """Another controller took the run's lease over (this one's expired while it hung)."""
+
+
+class RunGone(CeiError):
+    """The run is being terminated (or was): nothing is left to keep alive."""
+
+    exit_code = EXIT_OK
+
+
+@dataclass
+class ServiceState:
+    """One elastic service as a tick left it: what `cei watch` shows and `--once` judges."""
+
+    service: str
+    policy: str
+    min: int
+    desired: int
+    max: int
+    healthy: int = 0
+    launching: int = 0
+    retiring: int = 0
+    unhealthy: list[str] = field(default_factory=list)
+    sample: float | None = None
+    reason: str = ""
+    backoff: float | None = None  # seconds until launches may be tried again
+
+    @property
+    def settled(self) -> bool:
+        return (self.healthy == self.desired and not self.launching and not self.retiring
+                and not self.unhealthy and self.backoff is None)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = dict(self.__dict__)
+        doc["settled"] = self.settled
+        return doc
+
+
+@dataclass
+class TickReport:
+    services: list[ServiceState]
+    waiting: str | None = None  # why the tick did nothing (the launch still runs)
+
+    @property
+    def settled(self) -> bool:
+        return self.waiting is None and all(s.settled for s in self.services)
+
+
+def heartbeat_period(spec: ElasticSpec) -> float:
+    """Heartbeats come often enough to notice a missing node and to sample every period."""
+    return max(0.5, min(spec.period, spec.health.missing_timeout / 3, HEARTBEAT_MAX_PERIOD))
+
+
+class Controller:
+    """Acts on one run while its lease is held (use as a context manager)."""
+
+    def __init__(self, ctx: RunContext, plan: Plan, *, interval: float = 2.0,
+                 parallel: int = DEFAULT_PARALLEL, patience: float | None = None) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.run = ctx.run
+        self.plan = plan
+        self.interval = interval
+        # a one-shot check (--once) cannot wait minutes for a silent node (health.judge)
+        self.patience = patience
+        self.ttl = max(LEASE_MIN_TTL, 3 * interval)
+        self.sessions = SessionPool(ctx, SSH_WAIT)
+        self.monitors = HeartbeatCollector(ctx, self.sessions)
+        self.dispatcher = Dispatcher(ctx, sessions=self.sessions)
+        self.actions = Actions(ctx, self.sessions, self.dispatcher, parallel)
+        self.stop_requested = False
+        self._held = False
+        self._samples: dict[str, deque[float]] = {}
+        self._sampled_at: dict[str, float] = {}
+        self._decided: dict[str, str] = {}  # service -> kind of its last decision
+        self._judged: dict[str, str] = {}  # node -> its last bad verdict (reported once)
+        self._changed: set[str] = set()  # services whose peers must hear of new members
+        self._requests: dict[int, dict[str, Any]] = {}  # request id -> its result so far
+        self._described: dict[str, tuple[float, str | None]] = {}  # node -> (when, gone?)
+        self._last = TickReport([])
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> Controller:
+        self.store.acquire_lease(self.run, self.ttl)
+        self._held = True
+        try:
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let what is in flight finish (cut short after interrupt()), give the lease up."""
+        self.actions.close()
+        self.monitors.close()
+        self.dispatcher.close()
+        self.sessions.close()
+        if self._held:
+            self.store.release_lease(self.run)
+            self._held = False
+
+    def interrupt(self) -> None:
+        """Stop starting work and cut what is in flight short (it records what it made)."""
+        self.stop_requested = True
+        self.ctx.interrupt()
+
+    def settle(self, timeout: float) -> TickReport:
+        """Tick until nothing is in flight (for --once and direct scale/repair)."""
+        deadline = time.monotonic() + timeout
+        report = self.tick()
+        while len(self.actions) and time.monotonic() < deadline:
+            self.actions.wait(min(self.interval, max(0.0, deadline - time.monotonic())))
+            report = self.tick()
+        return report
+
+    def _recover(self) -> None:
+        """Finish or roll back what a controller that died left half done."""
+        for node in self.store.nodes(self.run):
+            if node.state == states.RETIRING:
+                self.actions.retire(node, drain=True, programs=True)
+            elif (node.state in NODE_LAUNCHING_STATES
+                  and node.programs.get("origin") == CONTROLLER):
+                self.ctx.emit(ev.ELASTIC_ACTION, node=node.node, action="rollback",
+                            service=node.service,
+                            message=f"rolling {node.node} back: its controller stopped while "
+                                    f"it was {node.state}")
+                self.actions.retire(node, drain=False, programs=False)
+
+    # -- the tick -----------------------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        if not self.store.renew_lease(self.run, self.ttl):
+            raise LeaseLost(f"another controller took run {self.run} over; this one stops")
+        run = self.store.get_run(self.run)
+        if run.status in (states.RUN_TERMINATING, states.RUN_TERMINATED):
+            raise RunGone(f"run {self.run} is {run.status}")
+        if run.status == states.RUN_LAUNCHING and self.store.lock_holder(self.run) is not None:
+            return TickReport([], waiting=f"run {self.run} is still launching")
+        for outcome in self.actions.harvest():
+            self._finished(outcome)
+        self._take_requests()
+        if self.stop_requested:
+            return self._last
+        nodes = {n.node: n for n in self.store.nodes(self.run)}
+        elastic = self.store.elastic_services(self.run)
+        self._watch(nodes, elastic)
+        services = [self._service(record, nodes) for record in elastic]
+        self._dispatch(nodes)
+        self._refresh()
+        self.ctx.notify(ev.ELASTIC_STATE, services=[s.to_json() for s in services])
+        self._last = TickReport(services)
+        return self._last
+
+    def _watch(self, nodes: Mapping[str, NodeRecord], elastic: list[ElasticRecord]) -> None:
+        watched = []
+        for record in elastic:
+            period = heartbeat_period(ElasticSpec.from_dict(record.spec))
+            watched += [(n, period) for n in nodes.values()
+                        if n.service == record.service and n.state == states.READY
+                        and n.programs.get("env") and self.actions.on(n.node) is None]
+        self.monitors.sync(watched)
+        if self.patience is not None:
+            self.monitors.wait_first(self.patience)
+
+    def _service(self, record: ElasticRecord, nodes: Mapping[str, NodeRecord]) -> ServiceState:
+        spec = replace(ElasticSpec.from_dict(record.spec), min=record.min, max=record.max)
+        mine = [n for n in nodes.values() if n.service == record.service]
+        launching = self.actions.of(record.service, LAUNCH)
+        healthy: list[NodeRecord] = []
+        unhealthy = []
+        for node in mine:
+            if self.actions.on(node.node) is not None:
+                continue
+            if node.state == states.FAILED:  # a launch that failed, a node found lost
+                self.actions.retire(node, drain=False, programs=False)
+                continue
+            if node.state != states.READY:
+                continue
+            verdict = self._verdict(node, spec)
+            if not verdict.bad:
+                healthy.append(node)
+            elif spec.health.replace:
+                self._replace(node, verdict)
+            else:
+                unhealthy.append(node.node)
+                self._report(node, verdict)
+        live = len(healthy) + len(launching) + len(unhealthy)
+        record, sample = self._decide(record, spec, healthy, live)
+        state = ServiceState(record.service, spec.policy, record.min, record.desired,
+                             record.max, healthy=len(healthy), launching=len(launching),
+                             retiring=len(self.actions.of(record.service, RETIRE)),
+                             unhealthy=unhealthy, sample=sample,
+                             reason=str(record.decision.get("reason", "")))
+        if record.desired > live:
+            state.backoff = self._grow(record, record.desired - live)
+        elif record.desired < live and not launching:
+            self._shrink(record, spec, healthy, live - record.desired)
+        return state
+
+    # -- health -------------------------------------------------------------------------------
+
+    def _verdict(self, node: NodeRecord, spec: ElasticSpec) -> health.Verdict:
+        if not self.monitors.watched(node.node):  # no SSH: the cloud's word alone
+            gone = self._gone(node, spec)
+            return health.Verdict(health.LOST, gone) if gone else health.Verdict(health.HEALTHY)
+        heard = self.monitors.heard(node.node)
+        verdict = health.judge(heard.watch, spec.health, time.monotonic(), self.patience)
+        if verdict.state == health.HEALTHY and heard.connected:
+            return verdict
+        gone = self._gone(node, spec)  # a silent node: does the cloud still run it?
+        if gone is not None:
+            return health.Verdict(health.LOST, gone)
+        return verdict
+
+    def _gone(self, node: NodeRecord, spec: ElasticSpec) -> str | None:
+        """What the cloud says of a node it no longer runs (None: runs, or cannot tell).
+
+        Asked at most every third of missing_timeout per node, so that a tick over many
+        nodes does not become a cloud API call per node."""
+        if not node.resource_id or node.driver == "static":
+            return None
+        now = time.monotonic()
+        asked = self._described.get(node.node)
+        if asked is not None and now - asked[0] < spec.health.missing_timeout / 3:
+            return asked[1]
+        try:
+            info = self.ctx.provider(node.driver, node.cloud).describe(node.resource_id)
+        except CeiError:
+            return None  # cannot tell: the heartbeats decide
+        gone = (f"the {node.driver} cloud reports it {info.state}"
+                if info.state in (TERMINATED, ERROR, STOPPED) else None)
+        self._described[node.node] = (now, gone)
+        return gone
+
+    def _replace(self, node: NodeRecord, verdict: health.Verdict) -> None:
+        why = f"{verdict.state}: {verdict.reason}"
+        self.ctx.emit(ev.ELASTIC_HEALTH, node=node.node, state=verdict.state,
+                    service=node.service, message=f"{node.node} {why}; replacing it")
+        if node.programs.get("agent"):
+            self.dispatcher.lose(node, why)
+        else:
+            self.store.update_node(self.run, node.node, state=states.FAILED, last_error=why)
+            self.ctx.emit(ev.NODE_STATE, node=node.node, state=states.FAILED, message=why)
+        self.actions.retire(node, drain=False, programs=verdict.state == health.UNHEALTHY)
+
+    def _report(self, node: NodeRecord, verdict: health.Verdict) -> None:
+        if self._judged.get(node.node) != verdict.state:
+            self._judged[node.node] = verdict.state
+            self.ctx.emit(ev.ELASTIC_HEALTH, node=node.node, state=verdict.state,
+                        service=node.service,
+                        message=f"{node.node} {verdict.state}: {verdict.reason} (not "
+                                "replaced: health.replace is false)")
+
+    # -- deciding -----------------------------------------------------------------------------
+
+    def _decide(self, record: ElasticRecord, spec: ElasticSpec, healthy: list[NodeRecord],
+                live: int) -> tuple[ElasticRecord, float | None]:
+        """Once per period: sample, apply the policy, record a changed desired count."""
+        now = time.monotonic()
+        last = self._sampled_at.get(record.service)
+        if last is not None and now - last < spec.period:
+            samples = self._samples.get(record.service)
+            return record, samples[-1] if samples else None
+        self._sampled_at[record.service] = now
+        samples = self._samples.setdefault(record.service, deque(maxlen=SAMPLES_KEPT))
+        value = None
+        if spec.uses_metric:
+            value = policies.combine(self._values(healthy, spec, last or 0.0), spec.sample)
+            if value is not None:
+                samples.append(value)
+        inputs = self._inputs(record, spec, healthy, live, list(samples))
+        decision = policies.decide(spec, inputs)
+        shown = ("current", "desired", "since_action") + (
+            ("running", "waiting", "occupied", "slots") if spec.policy == NEED else ())
+        data: dict[str, Any] = {"inputs": {k: getattr(inputs, k) for k in shown},
+                                "samples": [round(v, 2) for v in list(samples)[-4:]]}
+        if decision.desired != record.desired:
+            record = self.store.update_elastic(
+                self.run, record.service, desired=decision.desired, last_action=time.time(),
+                decision={"time": time.time(), "desired": decision.desired,
+                          "reason": decision.reason, "kind": decision.kind, **data})
+            self.ctx.emit(ev.ELASTIC_DECISION, service=record.service, policy=spec.policy,
+                        direction=decision.kind, desired=decision.desired, message=decision.reason,
+                        **data)
+        elif self._decided.get(record.service) != decision.kind or \
+                record.decision.get("reason") != decision.reason:
+            record = self.store.update_elastic(
+                self.run, record.service,
+                decision={"time": time.time(), "desired": decision.desired,
+                          "reason": decision.reason, "kind": decision.kind, **data})
+            if self._decided.get(record.service) != decision.kind:
+                self.ctx.emit(ev.ELASTIC_DECISION, service=record.service, policy=spec.policy,
+                            direction=decision.kind, desired=decision.desired,
+                            message=decision.reason, **data)
+        self._decided[record.service] = decision.kind
+        return record, value
+
+    def _values(self, healthy: list[NodeRecord], spec: ElasticSpec, after: float
+                ) -> list[float]:
+        """Each healthy node's newest value of the metric, heard since the last sample."""
+        values = []
+        for node in healthy:
+            beats = self.monitors.beats_after(node.node, after)
+            value = beats[-1].value(spec.metric) if beats else None
+            if value is not None:
+                values.append(value)
+        return values
+
+    def _inputs(self, record: ElasticRecord, spec: ElasticSpec, healthy: list[NodeRecord],
+                live: int, samples: list[float]) -> policies.Inputs:
+        since = None if record.last_action is None else max(0.0, time.time() - record.last_action)
+        inputs = policies.Inputs(current=live, desired=record.desired, samples=samples,
+                                 since_action=since)
+        if spec.policy != NEED:
+            return inputs
+        processes = [p for p in self.store.processes(self.run) if p.engine == record.service
+                     and p.state in PROCESS_ACTIVE_STATES]
+        slots = next((int(n.programs["agent"].get("slots") or DEFAULT_SLOTS)
+                      for n in healthy if n.programs.get("agent")), DEFAULT_SLOTS)
+        return replace(inputs, running=sum(p.state != PROCESS_WAITING for p in processes),
+                       waiting=sum(p.state == PROCESS_WAITING for p in processes),
+                       occupied=len({p.node for p in processes if p.node}), slots=slots)
+
+    # -- acting -------------------------------------------------------------------------------
+
+    def _grow(self, record: ElasticRecord, count: int) -> float | None:
+        """Launch `count` new nodes; the seconds of backoff left when launches must wait."""
+        if record.backoff_until is not None and time.time() < record.backoff_until:
+            return record.backoff_until - time.time()
+        try:
+            specs = self._new_nodes(record.service, count, record.desired)
+        except CeiError as exc:
+            self._launch_failed(record.service, str(exc))
+            return None
+        for spec in specs:
+            self.actions.launch(spec)
+        self.ctx.emit(ev.ELASTIC_ACTION, service=record.service, action="launch",
+                    nodes=[s.node for s in specs],
+                    message=f"launching {', '.join(s.node for s in specs)} "
+                            f"(desired {record.desired})")
+        return None
+
+    def _new_nodes(self, service: str, count: int, total: int) -> list[NodeSpec]:
+        """Render and reserve `count` new nodes of `service`; indexes are never reused."""
+        used = [n.index for n in self.store.nodes(self.run) if n.service == service]
+        first = max(used, default=-1) + 1
+        views = service_views(self.store, self.run)
+        specs = [render_node(self.plan, service, self.run, views, first + i, total)
+                 for i in range(count)]
+        reserve_nodes(self.ctx, specs, origin=CONTROLLER)
+        return specs
+
+    def _shrink(self, record: ElasticRecord, spec: ElasticSpec, healthy: list[NodeRecord],
+                count: int) -> None:
+        busy = self._busy_nodes(record.service)
+        if spec.policy == NEED:
+            candidates = [n for n in healthy if n.node not in busy]
+        else:
+            candidates = list(healthy)
+        if spec.retire == "oldest":
+            candidates.sort(key=lambda n: n.index)
+        elif spec.retire == "newest":
+            candidates.sort(key=lambda n: -n.index)
+        else:
+            candidates.sort(key=lambda n: (busy.get(n.node, 0), -n.index))
+        chosen = candidates[:count]
+        if not chosen:
+            return
+        for node in chosen:
+            self.store.update_node(self.run, node.node, state=states.RETIRING)
+            self.ctx.emit(ev.NODE_STATE, node=node.node, state=states.RETIRING,
+                          message=f"retiring (desired {record.desired})")
+            self.actions.retire(node, drain=True, programs=True)
+        self.ctx.emit(ev.ELASTIC_ACTION, service=record.service, action="retire",
+                    nodes=[n.node for n in chosen],
+                    message=f"retiring {', '.join(n.node for n in chosen)} "
+                            f"(desired {record.desired}, {spec.retire})")
+
+    def _busy_nodes(self, service: str) -> dict[str, int]:
+        """Active processes per engine node of `service`."""
+        busy: dict[str, int] = {}
+        for process in self.store.processes(self.run):
+            if process.engine == service and process.node and \
+                    process.state in PROCESS_ACTIVE_STATES:
+                busy[process.node] = busy.get(process.node, 0) + 1
+        return busy
+
+    def _finished(self, outcome: Outcome) -> None:
+        if outcome.kind == LAUNCH:
+            if outcome.problem is None:
+                self._changed.add(outcome.service)
+                if self.store.find_elastic(self.run, outcome.service) is not None:
+                    self.store.update_elastic(self.run, outcome.service, failures=0,
+                                              backoff_until=None)
+            else:
+                self._launch_failed(outcome.service, outcome.problem, outcome.node)
+        elif outcome.kind == RETIRE:
+            if outcome.problem is None:
+                self._changed.add(outcome.service)
+            else:
+                self.ctx.emit(ev.WARNING, node=outcome.node,
+                            message=f"{outcome.node} may not be gone: {outcome.problem}")
+        if outcome.request is not None and outcome.request in self._requests:
+            result = self._requests[outcome.request]
+            if outcome.problem is not None:
+                result.setdefault("problems", []).append(f"{outcome.node}: {outcome.problem}")
+            if outcome.request not in self.actions.requests():
+                self._finish_request(outcome.request, result)
+
+    def _launch_failed(self, service: str, problem: str, node: str | None = None) -> None:
+        if self.stop_requested:  # cut short on purpose: not the cloud's fault
+            return
+        record = self.store.find_elastic(self.run, service)
+        first_line = problem.splitlines()[0] if problem else "unknown error"
+        if record is None:  # a repair of a service that is not elastic: no backoff to keep
+            self.ctx.emit(ev.WARNING, node=node, message=f"launch failed: {first_line}")
+            return
+        failures = record.failures + 1
+        delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (failures - 1))
+        self.store.update_elastic(self.run, service, failures=failures,
+                                  backoff_until=time.time() + delay)
+        self.ctx.emit(ev.ELASTIC_BACKOFF, node=node, service=service, failures=failures,
+                    retry_in=delay,
+                    message=f"launch failed ({failures} in a row): {first_line}; "
+                            f"next attempt in {delay:g}s")
+
+    def _dispatch(self, nodes: Mapping[str, NodeRecord]) -> None:
+        """Processes: take their states from the heartbeats, place the waiting ones."""
+        free = False
+        for node in nodes.values():
+            if not node.programs.get("agent") or not self.monitors.watched(node.node):
+                continue
+            last = self.monitors.heard(node.node).last
+            agent = last.agent if last is not None else None
+            if not agent:
+                continue
+            slots = agent.get("slots") or {}
+            free = free or int(slots.get("used") or 0) < int(slots.get("total") or 0)
+            try:
+                self.dispatcher.absorb(node, list(agent.get("processes") or []))
+            except RunLockedError:
+                return  # a `cei process` command holds the run: next tick
+        waiting = any(p.state == PROCESS_WAITING for p in self.store.processes(self.run))
+        if waiting and free:
+            try:
+                self.dispatcher.place_waiting()
+            except RunLockedError:
+                return
+
+    def _refresh(self) -> None:
+        """Tell peers about new members once a service's launches and retirements settled."""
+        settled = {s for s in self._changed
+                   if not self.actions.of(s, LAUNCH) and not self.actions.of(s, RETIRE)}
+        if settled and not self.actions.running(REFRESH):
+            self.actions.refresh(self.plan, settled)
+            self._changed -= settled
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _take_requests(self) -> None:
+        for request in self.store.pending_requests(self.run):
+            if request.id in self._requests:
+                continue  # under way
+            self.ctx.emit(ev.ELASTIC_REQUEST, state="taken", operation=request.kind,
+                        target=request.target, request=request.id,
+                        message=f"{request.kind} {request.target or ''}".strip())
+            try:
+                if request.kind == STOP:  # `cei terminate` waits for the lease
+                    self.interrupt()
+                    self._finish_request(request.id, {"stopped": True})
+                elif request.kind == SCALE:
+                    self._finish_request(request.id, self._scale(request))
+                elif request.kind == REPAIR:
+                    self._repair(request)
+                else:
+                    raise UsageError(f"unknown request {request.kind!r}")
+            except CeiError as exc:
+                self.store.finish_request(request.id, REQUEST_FAILED, {"error": str(exc)})
+                self.ctx.emit(ev.ELASTIC_REQUEST, state=REQUEST_FAILED, operation=request.kind,
+                            request=request.id, message=str(exc))
+
+    def _finish_request(self, request_id: int, result: dict[str, Any]) -> None:
+        self._requests.pop(request_id, None)
+        state = REQUEST_FAILED if result.get("problems") else REQUEST_DONE
+        self.store.finish_request(request_id, state, result)
+        self.ctx.emit(ev.ELASTIC_REQUEST, state=state, request=request_id,
+                    message="; ".join(result.get("problems", [])) or "done")
+
+    def _scale(self, request: RequestRecord) -> dict[str, Any]:
+        service = str(request.target)
+        count = int(request.args["count"])
+        force = bool(request.args.get("force"))
+        record = self.store.find_elastic(self.run, service) or self._make_elastic(service, force)
+        if not force and not record.min <= count <= record.max:
+            raise UsageError(f"{count} is outside {service}'s bounds min {record.min} .. max "
+                             f"{record.max}; --force moves the bound")
+        reason = f"set by cei scale: {record.desired} -> {count}"
+        self.store.update_elastic(
+            self.run, service, desired=count, min=min(record.min, count),
+            max=max(record.max, count), last_action=time.time(),
+            decision={"time": time.time(), "desired": count, "reason": reason,
+                      "kind": "scale"})
+        self.ctx.emit(ev.ELASTIC_DECISION, service=service, direction="scale", desired=count,
+                    message=reason)
+        return {"service": service, "desired": count}
+
+    def _make_elastic(self, service: str, force: bool) -> ElasticRecord:
+        """A service that is not elastic takes a fixed count: only --force may change it."""
+        live = [n for n in self.store.nodes(self.run) if n.service == service
+                and n.state not in (states.TERMINATED, states.TERMINATING)]
+        if not live:
+            raise UsageError(f"run {self.run} has no nodes of service {service!r}")
+        if not force:
+            raise UsageError(f"service {service!r} is not elastic (no `elastic` block): its "
+                             f"count is fixed; --force scales it anyway")
+        if live[0].driver == "static":
+            raise UsageError(f"service {service!r} runs on existing hosts: cei cannot add "
+                             "machines to it")
+        count = len(live)
+        spec = ElasticSpec(min=count, max=count, policy=NPRESERVING)
+        return self.store.save_elastic(ElasticRecord(
+            run=self.run, service=service, level=live[0].level, spec=spec.to_dict(),
+            min=count, desired=count, max=count))
+
+    def _repair(self, request: RequestRecord) -> None:
+        """cloudinit.d's repair: replace failed or lost nodes (a named node in any case)."""
+        target = request.target
+        nodes = [n for n in self.store.nodes(self.run)
+                 if n.state not in (states.TERMINATED, states.TERMINATING, states.RETIRING)
+                 and self.actions.on(n.node) is None]
+        named = [n for n in nodes if n.node == target]
+        if named:
+            broken = named
+        else:
+            if target is not None and not any(n.service == target for n in nodes):
+                raise UsageError(f"run {self.run} has no live node or service named {target!r}")
+            chosen = [n for n in nodes if target is None or n.service == target]
+            ready = [n for n in chosen if n.state == states.READY]
+            checked = {h.node: h for h in check_nodes(self.ctx, ready)}
+            broken = [n for n in chosen if n.state == states.FAILED
+                      or (n.node in checked and not checked[n.node].healthy)]
+        result: dict[str, Any] = {"replaced": {}}
+        for node in broken:
+            result["replaced"][node.node] = self._replace_for_repair(node, request.id)
+        if not broken:
+            self._finish_request(request.id, {"replaced": {}, "message": "nothing to repair"})
+            return
+        self._requests[request.id] = result
+        self._changed.update(n.service for n in broken)
+
+    def _replace_for_repair(self, node: NodeRecord, request: int) -> str:
+        """Start replacing one node; the name of its replacement."""
+        views = service_views(self.store, self.run)
+        count = sum(n.service == node.service and n.state == states.READY
+                    for n in self.store.nodes(self.run))
+        why = f"replaced by cei repair ({node.last_error or node.state})"
+        if node.programs.get("agent") and node.state == states.READY:
+            self.dispatcher.lose(node, why)
+        if node.driver == "static":  # the same machine: boot it again under its own name
+            spec = render_node(self.plan, node.service, self.run, views, node.index, count)
+            reserve_nodes(self.ctx, [spec], origin=CONTROLLER)
+        else:
+            if node.state != states.FAILED:
+                self.store.update_node(self.run, node.node, state=states.FAILED,
+                                       last_error=why)
+            self.actions.retire(node, drain=False, programs=False, request=request)
+            spec = self._new_nodes(node.service, 1, count)[0]
+        self.actions.launch(spec, request=request)
+        self.ctx.emit(ev.ELASTIC_ACTION, node=node.node, service=node.service, action="repair",
+                    nodes=[spec.node], message=f"repairing {node.node} with {spec.node}")
+        return spec.node
