@@ -591,31 +591,31 @@ class Controller:
                  if n.state not in (states.TERMINATED, states.TERMINATING, states.RETIRING)
                  and self.actions.on(n.node) is None]
         named = [n for n in nodes if n.node == target]
-        if named:
-            broken = named
-        else:
+        broken: list[tuple[NodeRecord, str]] = [(n, "named by cei repair") for n in named]
+        if not named:
             if target is not None and not any(n.service == target for n in nodes):
                 raise UsageError(f"run {self.run} has no live node or service named {target!r}")
             chosen = [n for n in nodes if target is None or n.service == target]
             ready = [n for n in chosen if n.state == states.READY]
             checked = {h.node: h for h in check_nodes(self.ctx, ready)}
-            broken = [n for n in chosen if n.state == states.FAILED
-                      or (n.node in checked and not checked[n.node].healthy)]
+            broken = [(n, n.last_error or "failed") for n in chosen if n.state == states.FAILED]
+            broken += [(n, checked[n.node].message) for n in ready
+                       if not checked[n.node].healthy]
         result: dict[str, Any] = {"replaced": {}}
-        for node in broken:
-            result["replaced"][node.node] = self._replace_for_repair(node, request.id)
+        for node, why in broken:
+            result["replaced"][node.node] = self._replace_for_repair(node, why, request.id)
         if not broken:
             self._finish_request(request.id, {"replaced": {}, "message": "nothing to repair"})
             return
         self._requests[request.id] = result
-        self._changed.update(n.service for n in broken)
+        self._changed.update(n.service for n, _ in broken)
 
-    def _replace_for_repair(self, node: NodeRecord, request: int) -> str:
+    def _replace_for_repair(self, node: NodeRecord, reason: str, request: int) -> str:
         """Start replacing one node; the name of its replacement."""
         views = service_views(self.store, self.run)
         count = sum(n.service == node.service and n.state == states.READY
                     for n in self.store.nodes(self.run))
-        why = f"replaced by cei repair ({node.last_error or node.state})"
+        why = f"replaced by cei repair: {reason.splitlines()[0] if reason else node.state}"
         if node.programs.get("agent") and node.state == states.READY:
             self.dispatcher.lose(node, why)
         if node.driver == "static":  # the same machine: boot it again under its own name

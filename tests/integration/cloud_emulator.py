@@ -6,6 +6,8 @@ A WSGI middleware sits in front of moto and does two things a real test needs:
   none); the fixes are on the server side so cei itself stays clean;
 - answers the next N EC2 requests with a throttling error (HTTP 503, RequestLimitExceeded) when
   a test asks for it, so tests prove that retries happen;
+- refuses every RunInstances (HTTP 400, InstanceLimitExceeded) while `refuse_creates` is set,
+  a cloud out of capacity, so tests prove that cei backs off and leaks nothing;
 - when a `NodeFarm` is attached (fixture `ec2_nodes`), makes instances real: a DescribeInstances
   answer that mentions a running instance not booted yet boots a local-cloud node with that
   instance's user-data on its own loopback address and the farm's fixed SSH port, and the
@@ -58,6 +60,13 @@ _THROTTLE_BODY = (
     b"<Response><Errors><Error><Code>RequestLimitExceeded</Code>"
     b"<Message>Request limit exceeded.</Message></Error></Errors>"
     b"<RequestID>cei-emulator-throttle</RequestID></Response>"
+)
+
+_REFUSE_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b"<Response><Errors><Error><Code>InstanceLimitExceeded</Code>"
+    b"<Message>You have requested more instances than your current instance limit allows."
+    b"</Message></Error></Errors><RequestID>cei-emulator-refuse</RequestID></Response>"
 )
 
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -246,6 +255,8 @@ class EmulatorMiddleware:
         self.throttled = 0  # throttling answers served so far
         self.ec2_requests = 0  # EC2 requests seen (throttled ones included)
         self.farm: NodeFarm | None = None  # when set, running instances become local nodes
+        self.refuse_creates = False  # answer every RunInstances with InstanceLimitExceeded
+        self.refused = 0  # RunInstances requests refused so far
 
     def throttle(self, count: int) -> None:
         """Answer the next `count` EC2 requests with 503 RequestLimitExceeded."""
@@ -257,6 +268,22 @@ class EmulatorMiddleware:
             self._throttle_next = 0
             self.throttled = 0
             self.ec2_requests = 0
+            self.refuse_creates = False
+            self.refused = 0
+
+    def _refuse(self, environ: dict[str, Any], start_response: StartResponse
+                ) -> Iterable[bytes] | None:
+        """A cloud that is out of capacity for us: every create fails, nothing is made."""
+        if not self.refuse_creates:
+            return None
+        params, _ = _params(environ)
+        if (params.get("Action") or [""])[0] != "RunInstances":
+            return None
+        with self._lock:
+            self.refused += 1
+        start_response("400 Bad Request", [("Content-Type", "text/xml"),
+                                           ("Content-Length", str(len(_REFUSE_BODY)))])
+        return [_REFUSE_BODY]
 
     @staticmethod
     def _is_ec2(environ: dict[str, Any]) -> bool:
@@ -278,6 +305,8 @@ class EmulatorMiddleware:
                 [("Content-Type", "text/xml"), ("Content-Length", str(len(_THROTTLE_BODY)))],
             )
             return [_THROTTLE_BODY]
+        if self._is_ec2(environ) and (refused := self._refuse(environ, start_response)):
+            return refused
         farm = self.farm if self._is_ec2(environ) else None
         action = ""
         params: dict[str, list[str]] = {}
