@@ -155,8 +155,12 @@ class HeartbeatCollector:
             watcher.contacted.wait(max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float = 5.0) -> None:
+        """Stop every watcher. The sessions close first: that ends every monitor's channel at
+        once (stopping each monitor's process group politely costs seconds), and a monitor
+        on the node exits at its next write."""
         watchers = list(self._watchers.values())
         self._watchers.clear()
+        self.sessions.close()
         for watcher in watchers:
             watcher.stop()
         deadline = time.monotonic() + timeout

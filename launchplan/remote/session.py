@@ -182,7 +182,7 @@ class Session:
         self._client = client
         self._host_key = host_key
         self._sftp: paramiko.SFTPClient | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # guards the SFTP client (see _sftp_client)
 
     # ----------------------------------------------------------------- opening
 
@@ -317,8 +317,9 @@ class Session:
     @property
     def home(self) -> str:
         """Absolute login directory (what relative remote paths are relative to)."""
-        with self._remote_errors("resolving the home directory"):
-            return self._sftp_client().normalize(".")
+        with self._remote_errors("resolving the home directory"), \
+                self._sftp_client() as sftp:
+            return sftp.normalize(".")
 
     def close(self) -> None:
         """Close SFTP and the connection; safe to call twice."""
@@ -466,16 +467,19 @@ class Session:
 
     # ----------------------------------------------------------------- files
 
-    def _sftp_client(self) -> paramiko.SFTPClient:
+    @contextmanager
+    def _sftp_client(self) -> Iterator[paramiko.SFTPClient]:
+        """The session's SFTP client, one caller at a time: paramiko's SFTP client matches
+        answers to requests per call, so two threads using it at once can wait forever for
+        answers the other one read."""
         with self._lock:
             if self._sftp is None:
                 self._sftp = self._client.open_sftp()
-            return self._sftp
+            yield self._sftp
 
     def makedirs(self, path: str, mode: int = 0o700) -> None:
         """mkdir -p; directories created here, and `path` itself, get `mode`."""
-        with self._remote_errors(f"creating directory {path}"):
-            sftp = self._sftp_client()
+        with self._remote_errors(f"creating directory {path}"), self._sftp_client() as sftp:
             path = _sftp_path(path)
             prefix = "/" if path.startswith("/") else ""
             for part in [p for p in path.split("/") if p and p != "."]:
@@ -513,8 +517,7 @@ class Session:
     def _write(self, path: str, mode: int, fill: Callable[[paramiko.SFTPFile], object]) -> None:
         path = _sftp_path(path)
         tmp = f"{path}.cei-tmp-{uuid.uuid4().hex[:12]}"
-        with self._remote_errors(f"writing {path}"):
-            sftp = self._sftp_client()
+        with self._remote_errors(f"writing {path}"), self._sftp_client() as sftp:
             try:
                 with sftp.open(tmp, "wb") as handle:
                     handle.chmod(mode)
@@ -530,9 +533,9 @@ class Session:
 
     def get(self, path: str) -> bytes | None:
         """The file's contents, or None when it does not exist."""
-        with self._remote_errors(f"reading {path}"):
+        with self._remote_errors(f"reading {path}"), self._sftp_client() as sftp:
             try:
-                with self._sftp_client().open(_sftp_path(path), "rb") as handle:
+                with sftp.open(_sftp_path(path), "rb") as handle:
                     handle.prefetch()
                     return handle.read()
             except FileNotFoundError:
