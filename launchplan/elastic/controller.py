@@ -11,6 +11,7 @@ a controller killed at any moment leaves nothing the next one cannot finish or r
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -206,7 +207,8 @@ class Controller:
         nodes = {n.node: n for n in self.store.nodes(self.run)}
         elastic = self.store.elastic_services(self.run)
         self._watch(nodes, elastic)
-        services = [self._service(record, nodes) for record in elastic]
+        verdicts = self._judge(nodes, elastic)
+        services = [self._service(record, nodes, verdicts) for record in elastic]
         self._dispatch(nodes)
         self._refresh()
         self.ctx.notify(ev.ELASTIC_STATE, services=[s.to_json() for s in services])
@@ -224,7 +226,8 @@ class Controller:
         if self.patience is not None:
             self.monitors.wait_first(self.patience)
 
-    def _service(self, record: ElasticRecord, nodes: Mapping[str, NodeRecord]) -> ServiceState:
+    def _service(self, record: ElasticRecord, nodes: Mapping[str, NodeRecord],
+                 verdicts: Mapping[str, health.Verdict]) -> ServiceState:
         spec = replace(ElasticSpec.from_dict(record.spec), min=record.min, max=record.max)
         mine = [n for n in nodes.values() if n.service == record.service]
         launching = self.actions.of(record.service, LAUNCH)
@@ -238,7 +241,7 @@ class Controller:
                 continue
             if node.state != states.READY:
                 continue
-            verdict = self._verdict(node, spec)
+            verdict = verdicts[node.node]
             if not verdict.bad:
                 healthy.append(node)
             elif spec.health.replace:
@@ -261,38 +264,62 @@ class Controller:
 
     # -- health -------------------------------------------------------------------------------
 
-    def _verdict(self, node: NodeRecord, spec: ElasticSpec) -> health.Verdict:
-        if not self.monitors.watched(node.node):  # no SSH: the cloud's word alone
-            gone = self._gone(node, spec)
-            return health.Verdict(health.LOST, gone) if gone else health.Verdict(health.HEALTHY)
-        heard = self.monitors.heard(node.node)
-        verdict = health.judge(heard.watch, spec.health, time.monotonic(), self.patience)
-        if verdict.state == health.HEALTHY and heard.connected:
-            return verdict
-        gone = self._gone(node, spec)  # a silent node: does the cloud still run it?
-        if gone is not None:
-            return health.Verdict(health.LOST, gone)
-        return verdict
+    def _judge(self, nodes: Mapping[str, NodeRecord], elastic: list[ElasticRecord]
+               ) -> dict[str, health.Verdict]:
+        """A verdict for every ready node of an elastic service that nothing acts on.
 
-    def _gone(self, node: NodeRecord, spec: ElasticSpec) -> str | None:
-        """What the cloud says of a node it no longer runs (None: runs, or cannot tell).
-
-        Asked at most every third of missing_timeout per node, so that a tick over many
-        nodes does not become a cloud API call per node."""
-        if not node.resource_id or node.driver == "static":
-            return None
+        Heartbeats first; the cloud is asked only about nodes without a monitor (no SSH) and
+        silent ones, at most every third of missing_timeout per node, in one batch call per
+        cloud, so a tick over many nodes costs few API calls.
+        """
         now = time.monotonic()
+        specs = {r.service: ElasticSpec.from_dict(r.spec) for r in elastic}
+        judged: dict[str, tuple[NodeRecord, health.Verdict | None]] = {}
+        for node in nodes.values():
+            spec = specs.get(node.service)
+            if spec is None or node.state != states.READY or self.actions.on(node.node):
+                continue
+            verdict = None  # no monitor (no SSH): the cloud's word alone
+            if self.monitors.watched(node.node):
+                heard = self.monitors.heard(node.node)
+                verdict = health.judge(heard.watch, spec.health, now, self.patience)
+                if verdict.state == health.HEALTHY and not heard.connected:
+                    verdict = health.Verdict(health.BOOTING)  # its channel dropped: ask
+            judged[node.node] = (node, verdict)
+        self._describe([n for n, v in judged.values() if (v is None or v.state !=
+                        health.HEALTHY) and self._due(n, specs[n.service], now)], now)
+        verdicts = {}
+        for name, (_, verdict) in judged.items():
+            gone = self._described.get(name, (0.0, None))[1]
+            verdicts[name] = (health.Verdict(health.LOST, gone) if gone is not None
+                              else verdict or health.Verdict(health.HEALTHY))
+        return verdicts
+
+    def _due(self, node: NodeRecord, spec: ElasticSpec, now: float) -> bool:
+        if not node.resource_id or node.driver == "static":
+            return False
         asked = self._described.get(node.node)
-        if asked is not None and now - asked[0] < spec.health.missing_timeout / 3:
-            return asked[1]
-        try:
-            info = self.ctx.provider(node.driver, node.cloud).describe(node.resource_id)
-        except CeiError:
-            return None  # cannot tell: the heartbeats decide
-        gone = (f"the {node.driver} cloud reports it {info.state}"
-                if info.state in (TERMINATED, ERROR, STOPPED) else None)
-        self._described[node.node] = (now, gone)
-        return gone
+        return asked is None or now - asked[0] >= spec.health.missing_timeout / 3
+
+    def _describe(self, nodes: list[NodeRecord], now: float) -> None:
+        """Ask each cloud about `nodes` in one batch; remember which it no longer runs."""
+        groups: dict[str, list[NodeRecord]] = {}
+        for node in nodes:
+            groups.setdefault(node.driver + json.dumps(node.cloud, sort_keys=True),
+                              []).append(node)
+        for members in groups.values():
+            first = members[0]
+            try:
+                infos = self.ctx.provider(first.driver, first.cloud).describe_many(
+                    [str(n.resource_id) for n in members])
+            except CeiError:
+                continue  # cannot tell: the heartbeats decide
+            for node in members:
+                info = infos.get(str(node.resource_id))
+                gone = (f"the {node.driver} cloud reports it {info.state}"
+                        if info is not None and info.state in (TERMINATED, ERROR, STOPPED)
+                        else None)
+                self._described[node.node] = (now, gone)
 
     def _replace(self, node: NodeRecord, verdict: health.Verdict) -> None:
         why = f"{verdict.state}: {verdict.reason}"

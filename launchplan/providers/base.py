@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,6 +70,10 @@ class Provider(ABC):
     @abstractmethod
     def describe(self, resource_id: str) -> NodeInfo:
         """Current state and addresses; TERMINATED for a node that no longer exists."""
+
+    def describe_many(self, resource_ids: Sequence[str]) -> dict[str, NodeInfo]:
+        """Several nodes at once, by id; drivers with a batch call override this."""
+        return {rid: self.describe(rid) for rid in resource_ids}
 
     @abstractmethod
     def destroy(self, resource_id: str) -> None:

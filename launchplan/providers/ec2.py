@@ -14,7 +14,7 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,6 +51,7 @@ READ_TIMEOUT = 60
 
 TOKEN_TAG = "cei:token"
 _NOT_FOUND = frozenset({"InvalidInstanceID.NotFound"})
+_FILTER_VALUES = 200  # EC2 takes at most this many values in one filter
 _TRANSIENT_NETWORK = (
     "EndpointConnectionError",
     "ConnectionClosedError",
@@ -323,6 +324,21 @@ class EC2Provider(Provider):
         if not instances:
             return NodeInfo(resource_id=resource_id, state=TERMINATED)
         return self._info(instances[0])
+
+    def describe_many(self, resource_ids: Sequence[str]) -> dict[str, NodeInfo]:
+        """One DescribeInstances per 200 ids (an `instance-id` filter, which, unlike
+        InstanceIds, does not fail the whole call for one id that no longer exists)."""
+        found: dict[str, NodeInfo] = {}
+        ids = list(dict.fromkeys(resource_ids))
+        for start in range(0, len(ids), _FILTER_VALUES):
+            chunk = ids[start:start + _FILTER_VALUES]
+            for instance in self._instances(
+                    f"ec2: describing {len(chunk)} instances",
+                    Filters=[{"Name": "instance-id", "Values": chunk}]):
+                info = self._info(instance)
+                found[info.resource_id] = info
+        return {rid: found.get(rid) or NodeInfo(resource_id=rid, state=TERMINATED)
+                for rid in ids}
 
     def destroy(self, resource_id: str) -> None:
         try:
