@@ -137,7 +137,7 @@ class Expander:
             return self._nested(root, target, target.deps[attr], stack, where) or literal
         key = COLUMNS.get(attr, attr if attr in SERVICE_KEYS else None)
         if key is not None:
-            return self._column(root, target, key, stack, where) or literal
+            return self._column(root, target, entry, key, stack, where) or literal
         if target is not root and "bootpgm" in target.settings:
             return [Expr(_member(_member(node, "outputs"), attr))]
         known = sorted({"hostname", "run_name", "instance_id", *target.deps})
@@ -157,17 +157,17 @@ class Expander:
             return None
         return self._parts(root, target, value, value.value, (*stack, key))
 
-    def _column(self, root: Service, target: Service, key: str,
+    def _column(self, root: Service, target: Service, entry: Entry, key: str,
                 stack: tuple[tuple[str, str], ...], where: str) -> list[Part] | None:
         setting = target.settings.get(key)
-        entry = target.section.entries.get(key)
         if setting is None:
-            self._warn(entry or _service_entry(target), f"{where}: service '{target.name}' "
-                       f"sets no {key}; cloudinit.d leaves the text as is")
+            self._warn(entry, f"{where}: service '{target.name}' sets no {key}; cloudinit.d "
+                              "leaves the text as is")
             return None
         if key in SECRETS and env_name(setting.value) is None:
-            self._error(setting, f"{where}: refers to a credential written in the plan; cei "
-                                 f"never copies one (write {key}: env.NAME)")
+            self._error(entry, f"{where}: refers to a credential written in the plan; cei "
+                               f"never copies one (write {key}: env.NAME at {setting.file.name}:"
+                               f"{setting.line})")
             return None
         return self._nested(root, target, setting, stack, where)
 
@@ -225,7 +225,3 @@ def replicas(service: Service) -> int:
         return max(1, int(text))
     except ValueError:
         return 1
-
-
-def _service_entry(service: Service) -> Entry:
-    return Entry(service.section.name, "", service.section.file, service.section.line)
