@@ -110,10 +110,6 @@ class Converter:
                 self.comments.above(path, f"from {self._file(service.section.file)} "
                                           f"[{service.section.name}]")
                 services[service.name] = self._service(service, path, launched.get(service.name))
-            if not services:
-                self.report.error(level.entry.file, level.entry.line,
-                                  f"[runlevels] {level.name}: the level file has no "
-                                  "[svc-NAME] section")
             levels.append({"name": level.name, "services": services})
         data["levels"] = levels
         return Imported(data, self.comments, self._header(), len(levels),

@@ -114,6 +114,9 @@ def read_plan(top: Path, report: Report) -> CloudinitdPlan:
                                 "[runlevels]", "level file", report)
         if level_ini is None:
             continue
+        if not any(name.startswith(SERVICE_PREFIX) for name in level_ini.sections):
+            report.error(level.entry.file, level.entry.line, f"[runlevels] {level.name}: the "
+                         "level file has no [svc-NAME] section")
         for section in level_ini.sections.values():
             service = _service(section, len(plan.levels), report, seen)
             if service is None:
