@@ -30,6 +30,8 @@ _COMMANDS = {
                "Replace failed or lost nodes and boot them again."),
     "process": ("launchplan.cli.process", "process",
                 "Run, list, kill and wait for processes on a run's engine agents."),
+    "import": ("launchplan.cli.importer", "import_plan",
+               "Convert a cloudinit.d plan (top.conf and its level files) into a cei plan."),
     "demo": ("launchplan.cli.demo", "demo",
              "Demos: the sliding-window transform streamed through engines and a broker."),
 }

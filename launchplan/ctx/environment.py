@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from launchplan.errors import UsageError
+from launchplan.plan.compat import BOOTOUT, CLOUDINITD
 from launchplan.plan.model import NodeSpec
 
 CONFIG_FILE = "config.json"
@@ -29,8 +31,17 @@ def stage_dir(run: str, service: str) -> str:
     return posixpath.join(".cei", _component("run", run), _component("service", service))
 
 
+def local_stage_dir(run_dir: Path, node: str) -> Path:
+    """Where a `local_exe` node's programs run on this machine: runs/RUN/stage/SERVICE-INDEX."""
+    return run_dir / "stage" / _component("node", node.replace("/", "-"))
+
+
 def node_environment(spec: NodeSpec, stage: str) -> dict[str, str]:
-    """The CEI_* variables for a node's programs; `stage` is the absolute stage directory."""
+    """The CEI_* variables for a node's programs; `stage` is the absolute stage directory.
+
+    Under compat: cloudinitd the outputs file is bootout.json, where cloudinit.d read them.
+    """
+    output = BOOTOUT if spec.compat == CLOUDINITD else OUTPUT_FILE
     return {
         "CEI_RUN": spec.run,
         "CEI_SERVICE": spec.service,
@@ -39,7 +50,7 @@ def node_environment(spec: NodeSpec, stage: str) -> dict[str, str]:
         "CEI_LEVEL": spec.level_name,
         "CEI_CONFIG": posixpath.join(stage, CONFIG_FILE),
         "CEI_CONTEXT": posixpath.join(stage, CONTEXT_FILE),
-        "CEI_OUTPUT": posixpath.join(stage, OUTPUT_FILE),
+        "CEI_OUTPUT": posixpath.join(stage, output),
         "CEI_STAGE": stage,
     }
 

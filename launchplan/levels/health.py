@@ -79,7 +79,7 @@ def _live(ctx: RunContext, node: NodeRecord) -> NodeHealth:
         return _cached(node, True)
     log = NodeLog(node_log_path(ctx.run_dir, node.node))
     try:
-        session = ctx.open_session(node, retry_for=STATUS_SSH_WAIT)
+        session = ctx.open_host(node, retry_for=STATUS_SSH_WAIT)
         try:
             program = ProgramSpec.from_dict(ready)
             result = Stage(session, env["CEI_STAGE"], env, log).run("ready", program)

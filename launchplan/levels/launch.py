@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from launchplan.ctx.environment import context_document, node_environment, stage_dir
+from launchplan.ctx.environment import (
+    context_document,
+    local_stage_dir,
+    node_environment,
+    stage_dir,
+)
 from launchplan.ctx.hostkeys import HostKey
 from launchplan.ctx.userdata import build_userdata
 from launchplan.errors import (
@@ -35,6 +40,7 @@ from launchplan.plan import render_service
 from launchplan.plan.model import NodeSpec, NodeView, Plan, ServiceView
 from launchplan.providers.base import RUNNING, NodeRequest, Provider
 from launchplan.remote import Session
+from launchplan.remote.local import LocalSession
 from launchplan.state import ElasticRecord, NodeRecord, Store
 
 DEFAULT_PARALLEL = 64
@@ -221,6 +227,7 @@ def _pending_record(spec: NodeSpec, origin: str) -> NodeRecord:
             "stage": stage_dir(spec.run, spec.service),
             "host_key_policy": spec.host_key_policy,
             "origin": origin,
+            **({"local_exe": True} if spec.local_exe else {}),
         },
     )
 
@@ -304,6 +311,12 @@ class _NodeLauncher:
         port = info.port if spec.cloud.driver == "local" else spec.ssh_port
         ctx.store.update_node(ctx.run, spec.node, address=info.address, port=port,
                               hostname=info.hostname)
+        if spec.local_exe:  # its programs run here, as cloudinit.d's local_exe did
+            self._step(states.CONTEXTUALIZING)
+            with LocalSession() as here:
+                self._contextualize(here, log, str(local_stage_dir(ctx.run_dir, spec.node)))
+            self._set(states.READY)
+            return
         if not spec.needs_ssh:
             self._set(states.READY)
             return
@@ -318,7 +331,8 @@ class _NodeLauncher:
                     raise CeiError("cloud-init reported an error on the node: "
                                    + (result.stdout_tail + result.stderr_tail).strip())
             self._step(states.CONTEXTUALIZING)
-            self._contextualize(session, log)
+            self._contextualize(
+                session, log, posixpath.join(session.home, stage_dir(ctx.run, spec.service)))
         finally:
             session.close()
         self._set(states.READY)
@@ -355,20 +369,22 @@ class _NodeLauncher:
                  resource_id=info.resource_id)
         return info.resource_id
 
-    def _contextualize(self, session: Session, log: NodeLog) -> None:
+    def _contextualize(self, session: Session | LocalSession, log: NodeLog,
+                       stage_path: str) -> None:
         spec, ctx = self.spec, self.ctx
-        stage_path = posixpath.join(session.home, stage_dir(ctx.run, spec.service))
         env = node_environment(spec, stage_path)
         record = self._record()
         ctx.store.update_node(ctx.run, spec.node, programs={**record.programs, "env": env})
         stage = Stage(session, stage_path, env, log, cancel=ctx.cancel)
-        stage.prepare(spec.config, context_document(ctx.run, known_nodes(ctx.store, ctx.run)))
+        stage.prepare(spec.config, context_document(ctx.run, known_nodes(ctx.store, ctx.run)),
+                      spec.stage_files)
         if spec.boot is not None:
             outputs = stage.boot(spec.boot)
             ctx.store.update_node(ctx.run, spec.node, outputs=outputs)
             ctx.emit(ev.NODE_PROGRAM, node=spec.node, program="boot", status=0,
                      outputs=sorted(outputs))
-        agent = install_agent(session, stage_path, spec, ctx.run_dir)
+        agent = (install_agent(session, stage_path, spec, ctx.run_dir)
+                 if isinstance(session, Session) else None)  # local_exe has no agent
         if agent is not None:
             ctx.store.update_node(ctx.run, spec.node,
                                   programs={**self._record().programs, "agent": agent})

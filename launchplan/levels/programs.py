@@ -14,6 +14,7 @@ from launchplan.errors import CeiError, CommandTimeout, StepTimeout
 from launchplan.levels.nodelog import NodeLog
 from launchplan.plan.model import ProgramSpec
 from launchplan.remote import CommandResult, Session, shell_command
+from launchplan.remote.local import LocalSession
 
 
 class ProgramFailed(CeiError):
@@ -29,10 +30,11 @@ class ProgramFailed(CeiError):
 
 
 class Stage:
-    """A node's stage directory (~/.cei/RUN/SERVICE) reached through one SSH session."""
+    """A node's stage directory (~/.cei/RUN/SERVICE) reached through one SSH session, or on
+    this machine for `local_exe` services."""
 
-    def __init__(self, session: Session, stage: str, env: Mapping[str, str], log: NodeLog,
-                 cancel: threading.Event | None = None) -> None:
+    def __init__(self, session: Session | LocalSession, stage: str, env: Mapping[str, str],
+                 log: NodeLog, cancel: threading.Event | None = None) -> None:
         self.session = session
         self.cancel = cancel
         self.path = stage if stage.startswith("/") else posixpath.join(session.home, stage)
@@ -40,14 +42,17 @@ class Stage:
         self.log = log
         self._uploaded: dict[str, str] = {}
 
-    def prepare(self, config: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+    def prepare(self, config: Mapping[str, Any], context: Mapping[str, Any],
+                files: Mapping[str, str] | None = None) -> None:
+        """The stage directory with the config, the context and `files` (name -> text)."""
         self.session.makedirs(self.path, 0o700)
         self.session.put(_json_bytes(config), self.env["CEI_CONFIG"], 0o600)
         self.session.put(_json_bytes(context), self.env["CEI_CONTEXT"], 0o600)
+        for name, text in (files or {}).items():
+            self.session.put(text.encode(), posixpath.join(self.path, name), 0o600)
 
-    def command_line(self, kind: str, program: ProgramSpec,
-                     extra_env: Mapping[str, str] | None = None) -> str:
-        """The shell line that runs `program` in the stage (its file uploaded first)."""
+    def argv(self, kind: str, program: ProgramSpec) -> list[str]:
+        """The argv that runs `program` in the stage (its file uploaded first)."""
         if program.run:
             remote = self._uploaded.get(program.run)
             if remote is None:
@@ -59,14 +64,20 @@ class Stage:
             assert program.command is not None
             argv = ["/bin/sh", "-c", program.command, kind, *program.args]
         self.log.note(f"{kind}: {' '.join(argv)}")
+        return argv
+
+    def command_line(self, kind: str, program: ProgramSpec,
+                     extra_env: Mapping[str, str] | None = None) -> str:
+        """The shell line that runs `program` in the stage (its file uploaded first)."""
         env = {**self.env, **program.env, **(extra_env or {})}
-        return shell_command(argv, cwd=self.path, env=env)
+        return shell_command(self.argv(kind, program), cwd=self.path, env=env)
 
     def run(self, kind: str, program: ProgramSpec, timeout: float | None = None,
             extra_env: Mapping[str, str] | None = None) -> CommandResult:
         """Run `program` once; returns its result whatever the exit status."""
-        result = self.session.run(
-            self.command_line(kind, program, extra_env),
+        env = {**self.env, **program.env, **(extra_env or {})}
+        result = self.session.run_argv(
+            self.argv(kind, program), cwd=self.path, env=env,
             timeout=program.timeout if timeout is None else timeout,
             on_output=self.log.stream(kind),
             cancel=self.cancel,
@@ -76,7 +87,7 @@ class Stage:
 
     def boot(self, program: ProgramSpec) -> dict[str, Any]:
         """Run the boot program once and return the outputs it wrote to $CEI_OUTPUT."""
-        self.session.run(shell_command(["rm", "-f", self.env["CEI_OUTPUT"]]), timeout=30)
+        self.session.run_argv(["rm", "-f", self.env["CEI_OUTPUT"]], timeout=30)
         result = self.run("boot", program)
         if result.status != 0:
             raise ProgramFailed("boot", result)

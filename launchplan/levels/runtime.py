@@ -17,6 +17,7 @@ from launchplan.levels.events import Emit, Event
 from launchplan.plan.render import AUTH_ENV
 from launchplan.providers import Provider, get_provider
 from launchplan.remote import Session, SSHTarget
+from launchplan.remote.local import LocalSession
 from launchplan.state import EventRecord, NodeRecord, Store
 
 CLIENT_KEY = "client_key"  # the run's own SSH key for local-cloud nodes, in runs/RUN/
@@ -124,6 +125,12 @@ class RunContext:
 
     def open_session(self, node: NodeRecord, retry_for: float) -> Session:
         return Session.open(self.target(node), retry_for=retry_for, cancel=self.cancel)
+
+    def open_host(self, node: NodeRecord, retry_for: float) -> Session | LocalSession:
+        """Where the node's programs run: this machine for `local_exe`, else the node."""
+        if node.programs.get("local_exe"):
+            return LocalSession()
+        return self.open_session(node, retry_for)
 
     def interrupt(self) -> None:
         """Stop starting new work; in-flight remote programs stop their own process groups."""

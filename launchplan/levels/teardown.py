@@ -31,7 +31,7 @@ from launchplan.levels.programs import Stage
 from launchplan.levels.runtime import RunContext
 from launchplan.plan.model import ProgramSpec
 from launchplan.providers.base import RUNNING, TERMINATED
-from launchplan.remote import shell_command
+from launchplan.remote import Session
 from launchplan.state import NodeRecord, ResourceRecord
 from launchplan.state.records import RESOURCE_INTENT, RESOURCE_NOT_CREATED
 
@@ -258,14 +258,15 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
         return
     log = NodeLog(node_log_path(ctx.run_dir, node.node))
     try:
-        session = ctx.open_session(node, retry_for=TERMINATE_SSH_WAIT)
+        session = ctx.open_host(node, retry_for=TERMINATE_SSH_WAIT)
     except CeiError as exc:
         if spec:
             warn(node.node, f"terminate program not run: {exc}")
         log.close()
         return
     try:
-        if (problem := stop_agent(session, node.programs.get("agent"))) is not None:
+        agent = node.programs.get("agent")
+        if isinstance(session, Session) and (problem := stop_agent(session, agent)):
             warn(node.node, problem)
         if spec:
             stage = Stage(session, env["CEI_STAGE"], env, log, cancel=ctx.cancel)
@@ -275,7 +276,7 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
                 warn(node.node, f"terminate program exited with status {result.status}"
                                 + (f": {tail}" if tail else ""))
         # leave nothing behind on hosts that outlive the run
-        session.run(shell_command(["rm", "-rf", env["CEI_STAGE"]]), timeout=60)
+        session.run_argv(["rm", "-rf", env["CEI_STAGE"]], timeout=60)
     except CeiError as exc:
         warn(node.node, f"terminate program failed: {exc}")
     finally:

@@ -101,6 +101,9 @@ class NodeSpec:
     host_key: str | None = None  # an existing host's public key line, pinned (driver static)
     # the execution-engine agent to start on the node ({"slots": N}), or None for no agent
     agent: Mapping[str, Any] | None = None
+    compat: str | None = None  # "cloudinitd": programs see the files cloudinit.d staged
+    stage_files: Mapping[str, str] = field(default_factory=dict)  # name -> text, in the stage
+    local_exe: bool = False  # programs run on the controller machine, not over SSH
 
     @property
     def node(self) -> str:
@@ -110,7 +113,9 @@ class NodeSpec:
     def needs_ssh(self) -> bool:
         programs = (self.boot, self.ready, self.terminate, self.reconfigure, self.metrics)
         sensors = self.elastic is not None and self.elastic.uses_metric
-        return self.agent is not None or sensors or any(p is not None for p in programs)
+        if self.agent is not None or sensors:
+            return True
+        return not self.local_exe and any(p is not None for p in programs)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from jinja2 import meta, nodes
 
 from launchplan.errors import PlanError
 
-from . import schema
+from . import compat, schema
 from .model import Plan, ServiceDecl
 from .render import (
     PROGRAMS,
@@ -58,6 +58,7 @@ def _check_service(plan: Plan, decl: ServiceDecl) -> None:
     _walk(decl.raw, (), site, refs)
     _check_files(plan, decl, site, refs)
     _check_count(decl, site)
+    _check_compat(plan, decl, site)
     cloud, cloud_path = pick_cloud(decl)
     if is_template(cloud):
         _check_elastic(plan, decl, site, None)
@@ -114,6 +115,28 @@ def _check_count(decl: ServiceDecl, site: Site) -> None:
         raise site.fail(
             ("count",), f"count is {count} but host lists {len(host)} hosts (one node per host)"
         )
+
+
+def _check_compat(plan: Plan, decl: ServiceDecl, site: Site) -> None:
+    """bootconf belongs to compat: cloudinitd, and every placeholder must be a config key."""
+    raw = decl.raw
+    if raw.get("local_exe") is True and raw.get("agent") not in (None, False):
+        raise site.fail(("local_exe",), "local_exe runs programs on this machine; "
+                                        "an agent needs the node over SSH: use one or the other")
+    bootconf = raw.get("bootconf")
+    if bootconf is None:
+        return
+    if raw.get("compat") != compat.CLOUDINITD:
+        raise site.fail(("bootconf",), "bootconf is only used with compat: cloudinitd")
+    if not _literal(bootconf):
+        return
+    file = Path(_need_file(plan, site, ("bootconf",), bootconf))
+    config = raw.get("config")
+    keys = config.keys() if isinstance(config, Mapping) else ()
+    problems = compat.bootconf_problems(read_text(file, "bootconf template"), keys)
+    if problems:
+        line, message = problems[0]
+        raise PlanError(f"bootconf of service '{decl.name}': {message}", str(file), line)
 
 
 def _check_credentials(profile: Mapping[str, Any], site: Site) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from launchplan.errors import PlanError
 
-from . import schema
+from . import compat, schema
 from .elastic import ElasticSpec, parse_elastic
 from .model import (
     CloudSpec,
@@ -54,7 +54,8 @@ DEFAULT_AGENT_SLOTS = 4  # `agent: true`
 # Keys rendered as text even when their template is one whole expression.
 _TEXT_KEYS = frozenset({
     "cloud", "driver", "ssh_user", "ssh_key", "image", "size", "key_name", "subnet", "region",
-    "location", "zone", "endpoint_url", "provider", "address", "host_key_policy",
+    "location", "zone", "endpoint_url", "provider", "address", "host_key_policy", "compat",
+    "bootconf",
 })  # fmt: skip
 _TEXT_LISTS = frozenset({"tags", "credentials", "security_groups", "host", "userdata"})
 
@@ -394,6 +395,9 @@ class _ServiceRenderer:
             host_key_policy=svc.get("host_key_policy", "pinned"),
             host_key=svc.get("host_key") or profile.get("host_key"),
             agent=agent_settings(svc.get("agent")),
+            compat=svc.get("compat"),
+            stage_files=self._stage_files(svc),
+            local_exe=bool(svc.get("local_exe", False)),
         )
 
     def _cloud(self, name: str, profile: Mapping[str, Any], svc: Mapping[str, Any]) -> CloudSpec:
@@ -458,6 +462,14 @@ class _ServiceRenderer:
             file = Path(self._file(self.site, path, value))
             parts.append(render_userdata(file, names, self.decl.name))
         return tuple(parts)
+
+    def _stage_files(self, svc: Mapping[str, Any]) -> dict[str, str]:
+        if svc.get("compat") != compat.CLOUDINITD:
+            return {}
+        bootconf = svc.get("bootconf")
+        if bootconf is not None:
+            bootconf = self._file(self.site, ("bootconf",), bootconf)
+        return compat.stage_files(svc.get("config") or {}, bootconf)
 
     def _program(
         self, svc: Mapping[str, Any], kind: str, default_timeout: float

@@ -20,7 +20,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ from launchplan.errors import (
     RemoteError,
     SSHUnavailable,
 )
+from launchplan.remote.quoting import shell_command
 from launchplan.remote.target import POLICY_PINNED, SSHTarget
 
 log = logging.getLogger("launchplan.remote")
@@ -159,7 +160,7 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {exc}" if str(exc) else name
 
 
-class _Tail:
+class Tail:
     """The last TAIL_BYTES of a stream."""
 
     def __init__(self) -> None:
@@ -372,7 +373,7 @@ class Session:
             shlex.quote(word) for word in (_WRAPPER, "cei-run", token, command)
         )
         deadline = None if timeout is None else time.monotonic() + timeout
-        out, err = _Tail(), _Tail()
+        out, err = Tail(), Tail()
         settled = False
         with self._remote_errors("running a command"):
             channel = self._transport().open_session()
@@ -419,9 +420,23 @@ class Session:
             channel.close()
         return CommandResult(status, out.text(), err.text())
 
+    def run_argv(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CommandResult:
+        """Run `argv` in `cwd` with `env` added; each word reaches the program as it is."""
+        return self.run(shell_command(argv, cwd=cwd, env=env), timeout=timeout,
+                        on_output=on_output, cancel=cancel)
+
     @staticmethod
     def _drain(
-        channel: paramiko.Channel, out: _Tail, err: _Tail, on_output: OutputCallback | None
+        channel: paramiko.Channel, out: Tail, err: Tail, on_output: OutputCallback | None
     ) -> None:
         while channel.recv_ready():
             chunk = channel.recv(_CHUNK)
