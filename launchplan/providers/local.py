@@ -303,8 +303,9 @@ class LocalProvider(Provider):
             deadline = time.monotonic() + STOP_WAIT
             while time.monotonic() < deadline and self._alive(path) is not None:
                 time.sleep(POLL)
-            if self._alive(path) is not None:
-                os.killpg(pid, signal.SIGKILL)
+            if self._alive(path) is not None:  # its group is its own session's (setsid)
+                with suppress(ProcessLookupError):
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
         self._kill_leftovers(path)
         status = read_json(path / "status.json")
         if status is not None and status.get("state") != "stopped":
