@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 
 import click
@@ -81,9 +80,5 @@ def cli() -> None:
 def main() -> None:
     """Entry point: every cei error becomes one message and its exit status, never a traceback."""
     from launchplan.cli.output import run_cli
-
-    # paramiko logs what cei already handles (a node that resets a connection while it boots
-    # or dies) from its own threads; Python would print that to stderr with tracebacks
-    logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
     sys.exit(run_cli(cli))

@@ -39,6 +39,9 @@ from launchplan.remote.quoting import shell_command
 from launchplan.remote.target import POLICY_PINNED, SSHTarget
 
 log = logging.getLogger("launchplan.remote")
+# paramiko logs what Session handles itself (a node that resets a connection while it boots or
+# dies) from its own threads; without a handler Python prints that on stderr, with tracebacks
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 TAIL_BYTES = 4096
 _CHUNK = 32768
