@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_launch.py
 	$(BIN)/python bench/bench_transform.py --start-rabbitmq
 	$(BIN)/python bench/bench_demo.py --start-rabbitmq
+	$(BIN)/python bench/bench_elastic.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache *.egg-info
