@@ -310,15 +310,14 @@ class Controller:
         for members in groups.values():
             first = members[0]
             try:
-                infos = self.ctx.provider(first.driver, first.cloud).describe_many(
+                found = self.ctx.provider(first.driver, first.cloud).states(
                     [str(n.resource_id) for n in members])
             except CeiError:
                 continue  # cannot tell: the heartbeats decide
             for node in members:
-                info = infos.get(str(node.resource_id))
-                gone = (f"the {node.driver} cloud reports it {info.state}"
-                        if info is not None and info.state in (TERMINATED, ERROR, STOPPED)
-                        else None)
+                state = found.get(str(node.resource_id))
+                gone = (f"the {node.driver} cloud reports it {state}"
+                        if state in (TERMINATED, ERROR, STOPPED) else None)
                 self._described[node.node] = (now, gone)
 
     def _replace(self, node: NodeRecord, verdict: health.Verdict) -> None:
@@ -515,10 +514,10 @@ class Controller:
 
     def _dispatch(self, nodes: Mapping[str, NodeRecord]) -> None:
         """Processes: take their states from the heartbeats, place the waiting ones."""
+        engines = [n for n in nodes.values()
+                   if n.programs.get("agent") and self.monitors.watched(n.node)]
         free = False
-        for node in nodes.values():
-            if not node.programs.get("agent") or not self.monitors.watched(node.node):
-                continue
+        for node in engines:
             last = self.monitors.heard(node.node).last
             agent = last.agent if last is not None else None
             if not agent:
@@ -529,8 +528,8 @@ class Controller:
                 self.dispatcher.absorb(node, list(agent.get("processes") or []))
             except RunLockedError:
                 return  # a `cei process` command holds the run: next tick
-        waiting = any(p.state == PROCESS_WAITING for p in self.store.processes(self.run))
-        if waiting and free:
+        if engines and free and any(p.state == PROCESS_WAITING
+                                    for p in self.store.processes(self.run)):
             try:
                 self.dispatcher.place_waiting()
             except RunLockedError:

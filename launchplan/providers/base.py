@@ -71,9 +71,10 @@ class Provider(ABC):
     def describe(self, resource_id: str) -> NodeInfo:
         """Current state and addresses; TERMINATED for a node that no longer exists."""
 
-    def describe_many(self, resource_ids: Sequence[str]) -> dict[str, NodeInfo]:
-        """Several nodes at once, by id; drivers with a batch call override this."""
-        return {rid: self.describe(rid) for rid in resource_ids}
+    def states(self, resource_ids: Sequence[str]) -> dict[str, str]:
+        """The state of several nodes at once (a health check needs no addresses); drivers
+        with a cheaper batch call override this."""
+        return {rid: self.describe(rid).state for rid in resource_ids}
 
     @abstractmethod
     def destroy(self, resource_id: str) -> None:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import math
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,7 +52,8 @@ READ_TIMEOUT = 60
 
 TOKEN_TAG = "cei:token"
 _NOT_FOUND = frozenset({"InvalidInstanceID.NotFound"})
-_FILTER_VALUES = 200  # EC2 takes at most this many values in one filter
+_STATUS_IDS = 100  # instance ids per DescribeInstanceStatus call
+_INSTANCE_ID = re.compile(r"\bi-[0-9a-f]+\b")
 _TRANSIENT_NETWORK = (
     "EndpointConnectionError",
     "ConnectionClosedError",
@@ -325,20 +327,32 @@ class EC2Provider(Provider):
             return NodeInfo(resource_id=resource_id, state=TERMINATED)
         return self._info(instances[0])
 
-    def describe_many(self, resource_ids: Sequence[str]) -> dict[str, NodeInfo]:
-        """One DescribeInstances per 200 ids (an `instance-id` filter, which, unlike
-        InstanceIds, does not fail the whole call for one id that no longer exists)."""
-        found: dict[str, NodeInfo] = {}
+    def states(self, resource_ids: Sequence[str]) -> dict[str, str]:
+        """DescribeInstanceStatus, 100 ids a call: a tenth of DescribeInstances' answer to
+        parse. An id the cloud no longer knows fails the whole call; the ids its message
+        names are gone (TERMINATED) and the call is made again without them."""
+        result: dict[str, str] = {}
         ids = list(dict.fromkeys(resource_ids))
-        for start in range(0, len(ids), _FILTER_VALUES):
-            chunk = ids[start:start + _FILTER_VALUES]
-            for instance in self._instances(
-                    f"ec2: describing {len(chunk)} instances",
-                    Filters=[{"Name": "instance-id", "Values": chunk}]):
-                info = self._info(instance)
-                found[info.resource_id] = info
-        return {rid: found.get(rid) or NodeInfo(resource_id=rid, state=TERMINATED)
-                for rid in ids}
+        for start in range(0, len(ids), _STATUS_IDS):
+            chunk = ids[start:start + _STATUS_IDS]
+            while chunk:
+                try:
+                    pages = self.client.get_paginator("describe_instance_status").paginate(
+                        InstanceIds=chunk, IncludeAllInstances=True)
+                    for page in pages:
+                        for status in page.get("InstanceStatuses", []):
+                            raw = str(status.get("InstanceState", {}).get("Name"))
+                            result[str(status["InstanceId"])] = _STATES.get(raw, UNKNOWN)
+                    break
+                except CeiError:
+                    raise
+                except Exception as exc:
+                    gone = set(_INSTANCE_ID.findall(str(exc))) & set(chunk)
+                    if error_code(exc) not in _NOT_FOUND or not gone:
+                        raise to_provider_error(exc, "ec2: instance states") from exc
+                    result.update((rid, TERMINATED) for rid in gone)
+                    chunk = [rid for rid in chunk if rid not in gone]
+        return {rid: result.get(rid, TERMINATED) for rid in ids}
 
     def destroy(self, resource_id: str) -> None:
         try:

@@ -97,6 +97,8 @@ class Store(ControlTables):
         self.db_path = self.home / DB_NAME
         _ensure_private_file(self.db_path)
         self._lock = threading.RLock()
+        self._node_writes = 0  # node writes through this connection (see nodes())
+        self._nodes_cache: dict[str, tuple[tuple[int, int], list[NodeRecord]]] = {}
         self._conn = sqlite3.connect(
             str(self.db_path),
             timeout=BUSY_TIMEOUT_MS / 1000,
@@ -248,6 +250,7 @@ class Store(ControlTables):
             holder = conn.execute("SELECT * FROM locks WHERE run = ?", (name,)).fetchone()
             if holder is not None:
                 self._refuse_if_live(name, holder)
+            self._node_writes += 1
             for table, column in (
                 ("elastic", "run"),
                 ("requests", "run"),
@@ -368,6 +371,7 @@ class Store(ControlTables):
                 value = now()
             values.append(value)
         self._upsert("nodes", _NODE_COLUMNS, values, key=("run", "node"))
+        self._node_writes += 1
         return self.get_node(record.run, record.node)
 
     def update_node(self, run: str, node: str, **changes: Any) -> NodeRecord:
@@ -387,16 +391,30 @@ class Store(ControlTables):
                 f"UPDATE nodes SET {', '.join(assignments)} WHERE run = ? AND node = ?",
                 (*values, run, node),
             )
+            self._node_writes += 1
         if cursor.rowcount == 0:
             raise KeyError(f"no node {node!r} in run {run!r}")
         return self.get_node(run, node)
 
     def nodes(self, run: str) -> list[NodeRecord]:
-        """The run's nodes in launch order (level, service, index)."""
-        rows = self._read(
-            "SELECT * FROM nodes WHERE run = ? ORDER BY level, service, idx, node", (run,)
-        )
-        return [_node_record(row) for row in rows]
+        """The run's nodes in launch order (level, service, index).
+
+        Kept from the last read while no node was written here and nothing at all was
+        committed by another process (SQLite's data_version): a controller reads them every
+        tick, and decoding every row each time was most of what a tick cost.
+        """
+        with self._lock:
+            version = (self._conn.execute("PRAGMA data_version").fetchone()[0],
+                       self._node_writes)
+            cached = self._nodes_cache.get(run)
+            if cached is not None and cached[0] == version:
+                return list(cached[1])
+            rows = self._read(
+                "SELECT * FROM nodes WHERE run = ? ORDER BY level, service, idx, node", (run,)
+            )
+            records = [_node_record(row) for row in rows]
+            self._nodes_cache[run] = (version, records)
+            return list(records)
 
     def get_node(self, run: str, node: str) -> NodeRecord:
         """One node of a run; KeyError when the run has no such node."""

@@ -581,3 +581,16 @@ def test_delete_run_refused_while_another_process_holds_its_lock(
     with store.locked("r1"):
         store.delete_run("r1")
     assert store.find_run("r1") is None
+
+
+def test_nodes_are_read_again_after_a_write_here_or_in_another_process(cei_home: Path) -> None:
+    with Store(cei_home) as here, Store(cei_home) as elsewhere:
+        here.create_run("r1", "demo", "demo.yml")
+        here.save_node(make_node())
+        assert here.nodes("r1") == here.nodes("r1")
+        elsewhere.update_node("r1", "web-0", state="ready")
+        assert here.nodes("r1")[0].state == "ready"
+        here.update_node("r1", "web-0", address="192.0.2.7")
+        assert here.nodes("r1")[0].address == "192.0.2.7"
+        elsewhere.save_node(make_node(node="web-1", index=1))
+        assert [n.node for n in here.nodes("r1")] == ["web-0", "web-1"]
