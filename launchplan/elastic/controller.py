@@ -358,6 +358,8 @@ class Controller:
                 samples.append(value)
         inputs = self._inputs(record, spec, healthy, live, list(samples))
         decision = policies.decide(spec, inputs)
+        if decision.kind == policies.NO_SAMPLES:
+            decision = replace(decision, reason=decision.reason + self._why_no_samples(healthy))
         shown = ("current", "desired", "since_action") + (
             ("running", "waiting", "occupied", "slots") if spec.policy == NEED else ())
         data: dict[str, Any] = {"inputs": {k: getattr(inputs, k) for k in shown},
@@ -393,6 +395,15 @@ class Controller:
             if value is not None:
                 values.append(value)
         return values
+
+    def _why_no_samples(self, healthy: list[NodeRecord]) -> str:
+        """What a node's metrics program said instead of a number, if it said anything."""
+        for node in healthy:
+            last = self.monitors.heard(node.node).last if self.monitors.watched(node.node) \
+                else None
+            if last is not None and last.metrics_error:
+                return f" ({node.node}: metrics program: {last.metrics_error[:200]})"
+        return ""
 
     def _inputs(self, record: ElasticRecord, spec: ElasticSpec, healthy: list[NodeRecord],
                 live: int, samples: list[float]) -> policies.Inputs:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from launchplan.state import Store
-from tests.integration.cli_helpers import cei, ndjson
+from tests.integration.cli_helpers import cei, cei_json, ndjson
 from tests.integration.cli_helpers import wait_for as shared_wait_for
 from tests.integration.cloud_emulator import EC2Emulator
 from tests.integration.elastic_helpers import (
@@ -141,6 +141,29 @@ def test_need_policy_grows_for_queued_processes_and_shrinks_after(home: Path,
                  and settled(home, "need", "engine", 1), 90, "shrinking back to min")
     reasons = [d["message"] for d in history(home, "need", "elastic.decision")]
     assert any("waiting" in r and "-> 3" in r for r in reasons)
+
+
+def test_target_policy_follows_a_metrics_program(home: Path, tmp_path: Path) -> None:
+    depth = tmp_path / "depth.json"
+    depth.write_text('{"depth": 30}')
+    cei(home, "launch", str(PLANS / "elastic-target.yml"), "--name", "depth", "--var",
+        f"depth_file={depth}", check=0)
+    with watching(home, "depth"):
+        wait_for(lambda: desired(home, "depth", "engine") == 4
+                 and settled(home, "depth", "engine", 4), 120, "growth to max (4)")
+        depth.write_text('{"depth": 2}')
+        wait_for(lambda: desired(home, "depth", "engine") == 1
+                 and settled(home, "depth", "engine", 1), 120, "shrinking to min (1)")
+    reasons = [d["message"] for d in history(home, "depth", "elastic.decision")]
+    assert any(r.startswith("depth average 30.0 vs target 10 on 1 node(s): 1 -> 3")
+               for r in reasons), reasons
+    assert any("depth average 2.0 vs target 10" in r and "-> 1" in r for r in reasons)
+    status = cei_json(home, "status", "depth")
+    assert status["elastic"] == [{
+        "service": "engine", "policy": "target", "min": 1, "desired": 1, "max": 4,
+        "healthy": 1, "decision": status["elastic"][0]["decision"],
+        "decided": status["elastic"][0]["decided"], "failures": 0, "backoff_until": None}]
+    assert status["controller"] is None and len(status["retired"]) >= 3
 
 
 def test_one_watch_per_run_scale_bounds_and_terminate_stops_it(home: Path) -> None:
