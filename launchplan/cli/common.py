@@ -47,10 +47,6 @@ class Tee:
         for reporter in self.reporters:
             reporter(event)
 
-    def close(self) -> None:
-        for reporter in self.reporters:
-            reporter.close()
-
 
 def open_store() -> Store:
     from launchplan.state import Store, default_home

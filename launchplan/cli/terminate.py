@@ -63,7 +63,7 @@ _parallel = click.option("--parallel", type=click.IntRange(min=1), default=64,
 
 
 @click.command()
-@click.argument("run_name", metavar="RUN", required=False)
+@click.argument("run_name", metavar="[RUN]", required=False)
 @click.option("--if-exists", is_flag=True,
               help="Exit 0 when RUN was never created: for a cleanup step that always runs, "
                    "even after a launch that failed before recording anything.")
