@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from launchplan.cli import junit
 from launchplan.cli.annotations import summary_line
 from launchplan.cli.common import (
     Tee,
@@ -71,6 +70,7 @@ def launch(plan_path: Path, run_name: str | None, variables: tuple[str, ...],
     3 timed out (a program's timeout or --deadline), 130 interrupted (what was made is
     recorded: `cei terminate RUN`).
     """
+    from launchplan.cli import junit
     from launchplan.cli.junit_launch import LaunchReport
     from launchplan.levels.launch import Launcher
     from launchplan.levels.runtime import RunContext

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from launchplan.cli import junit
 from launchplan.cli.common import json_option, open_store
 from launchplan.cli.output import emit_json
 from launchplan.errors import EXIT_FAILED, EXIT_OK, CeiError, UsageError
@@ -36,6 +35,7 @@ def status(run_name: str | None, cached: bool, parallel: int, junit_path: Path |
     once more over SSH, unless --cached. Exit status 0 only when every node is healthy, 1
     otherwise; CI jobs can poll it, and --junit shows each check in CI's test tab.
     """
+    from launchplan.cli import junit
     from launchplan.levels.events import discard
     from launchplan.levels.health import check_run
     from launchplan.levels.runtime import RunContext

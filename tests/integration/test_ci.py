@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from launchplan.state import Store
-from tests.integration.cli_helpers import PLANS, cei, cei_json, ndjson, node_processes
+from tests.integration.cli_helpers import (
+    PLANS,
+    REPO,
+    cei,
+    cei_json,
+    ndjson,
+    node_processes,
+    wait_for,
+)
 from tests.junit_report import by_name, read_report
 
 pytestmark = pytest.mark.integration
@@ -111,6 +123,27 @@ def test_deadline_stops_the_launch_and_tears_it_down(home: Path, tmp_path: Path)
     history = cei_json(home, "history", "late")
     assert history["resources"] and all(r["state"] == "terminated"
                                         for r in history["resources"])
+
+
+def test_an_interrupted_launch_still_writes_its_report(home: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    report = tmp_path / "launch.xml"
+    proc = subprocess.Popen([sys.executable, "-m", "launchplan", "launch", SMOKE, "--name",
+                             "cut", "--var", "boot_seconds=60", "--junit", str(report)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        log = home / "runs" / "cut" / "logs" / "store-0.log"
+        wait_for(lambda: log.exists() and "boot: " in log.read_text(), 60, "the slow boot")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    boot = by_name(read_report(report))["store/0 boot"]
+    assert (boot.outcome, boot.type) == ("error", "interrupted")
+    cei(home, "terminate", "cut", check=0)
 
 
 def test_terminate_if_exists_and_option_errors(home: Path) -> None:
