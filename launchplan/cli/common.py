@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -34,6 +35,17 @@ class Reporter(Protocol):
     def __call__(self, event: Event) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Tee:
+    """Hands every event to several reporters: the view, and say a JUnit report."""
+
+    def __init__(self, *reporters: Reporter) -> None:
+        self.reporters = reporters
+
+    def __call__(self, event: Event) -> None:
+        for reporter in self.reporters:
+            reporter(event)
 
 
 def open_store() -> Store:
@@ -108,11 +120,14 @@ def load(path: Path, variables: tuple[str, ...], vars_files: tuple[Path, ...]) -
 
 
 def run_interruptibly(work: Callable[[], T], interrupt: Callable[[], None],
-                      on_first: Callable[[], None]) -> T:
+                      on_first: Callable[[], None], deadline: float | None = None,
+                      on_deadline: Callable[[], None] | None = None) -> T:
     """Run `work` in a thread so Ctrl-C is always heard.
 
     The first Ctrl-C calls `interrupt` (stop new work, cut in-flight steps short, record what
     was made); a second exits at once with 130. Either way what was created is in the store.
+    At `deadline` (time.monotonic()), if the work still runs, `on_deadline` is called once:
+    it stops the work the way `interrupt` does.
     """
     box: dict[str, Any] = {}
 
@@ -142,7 +157,11 @@ def run_interruptibly(work: Callable[[], T], interrupt: Callable[[], None],
     try:
         thread.start()
         while thread.is_alive():
-            thread.join(0.2)
+            left = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
+            thread.join(left)
+            if deadline is not None and on_deadline is not None and time.monotonic() >= deadline:
+                deadline = None
+                on_deadline()
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from launchplan.cli.common import json_option, open_store
 from launchplan.cli.output import emit_json
-from launchplan.errors import EXIT_FAILED, EXIT_OK, UsageError
+from launchplan.errors import EXIT_FAILED, EXIT_OK, CeiError, UsageError
 
 if TYPE_CHECKING:
     from launchplan.levels.health import NodeHealth
@@ -21,25 +22,40 @@ if TYPE_CHECKING:
               help="Report stored states only; do not run ready programs.")
 @click.option("--parallel", type=click.IntRange(min=1), default=64, show_default=True,
               help="How many nodes are checked at once.")
+@click.option("--junit", "junit_path", metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JUnit XML report to FILE: a suite per level, a case per node and "
+                   "check (state, cloud, ready).")
 @json_option
-def status(run_name: str | None, cached: bool, parallel: int, as_json: bool) -> int:
+def status(run_name: str | None, cached: bool, parallel: int, junit_path: Path | None,
+           as_json: bool) -> int:
     """Show RUN's nodes and check their health (default: the most recent run).
 
-    Each ready node's ready program runs once more over SSH unless --cached. Exit status 0
-    only when every node is healthy, 1 otherwise; CI jobs can poll it.
+    Each ready node is asked of its cloud whether it still runs, and its ready program runs
+    once more over SSH, unless --cached. Exit status 0 only when every node is healthy, 1
+    otherwise; CI jobs can poll it, and --junit shows each check in CI's test tab.
     """
+    from launchplan.cli import junit
     from launchplan.levels.events import discard
     from launchplan.levels.health import check_run
     from launchplan.levels.runtime import RunContext
     from launchplan.levels.states import RUN_TERMINATED, RUN_TERMINATING, TERMINATED
 
+    if junit_path is not None:
+        junit.prepare(junit_path)
     store = open_store()
-    if run_name is None:
-        runs = store.list_runs()
-        if not runs:
-            raise UsageError("there are no runs yet; launch one with `cei launch PLAN`")
-        run_name = max(runs, key=lambda r: r.created).name
-    run = store.get_run(run_name)
+    try:
+        if run_name is None:
+            runs = store.list_runs()
+            if not runs:
+                raise UsageError("there are no runs yet; launch one with `cei launch PLAN`")
+            run_name = max(runs, key=lambda r: r.created).name
+        run = store.get_run(run_name)
+    except CeiError as exc:
+        if junit_path is not None:
+            junit.write_error(junit_path, f"cei status {run_name or ''}".rstrip(), "status",
+                              str(exc))
+        raise
     health = check_run(RunContext(store, run.name, discard), live=not cached, parallel=parallel)
     retired = []
     if run.status not in (RUN_TERMINATED, RUN_TERMINATING):  # nodes replaced or scaled away
@@ -49,6 +65,8 @@ def status(run_name: str | None, cached: bool, parallel: int, as_json: bool) -> 
     elastic = _elastic(store, run.name, health)
     holder = store.lease_holder(run.name)
     controller = None if holder is None else {"pid": holder.pid, "host": holder.host}
+    if junit_path is not None:
+        junit.write(junit_path, f"cei status {run.name}", junit.health_suites(run.name, health))
     if as_json:
         emit_json({"run": run.name, "plan": run.plan, "status": run.status,
                    "healthy": healthy, "checked": "cached" if cached else "live",

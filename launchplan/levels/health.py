@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from launchplan.errors import CeiError
 from launchplan.levels import states
 from launchplan.levels.launch import DEFAULT_PARALLEL
 from launchplan.levels.nodelog import NodeLog, node_log_path
-from launchplan.levels.programs import Stage
+from launchplan.levels.programs import PASSED, Stage
 from launchplan.levels.runtime import RunContext
 from launchplan.plan.model import ProgramSpec
 from launchplan.providers.base import RUNNING
 from launchplan.state import NodeRecord
 
 STATUS_SSH_WAIT = 15.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of a node's health, with what it took; `cei status --junit` reports each."""
+
+    check: str  # state (the stored one) | cloud (it still runs) | ready (its program passes)
+    passed: bool
+    duration: float = 0.0
+    message: str = ""
+    status: int | None = None  # a program's exit status
+    stderr_tail: str = ""
+    stdout_tail: str = ""
 
 
 @dataclass
@@ -30,9 +44,10 @@ class NodeHealth:
     resource_id: str | None
     outputs: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    checks: list[Check] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 def check_run(ctx: RunContext, live: bool = True,
@@ -53,44 +68,57 @@ def check_nodes(ctx: RunContext, nodes: list[NodeRecord],
         return list(pool.map(lambda n: _live(ctx, n), nodes))
 
 
-def _cached(node: NodeRecord, healthy: bool | None = None, message: str = "") -> NodeHealth:
-    ok = node.state == states.READY if healthy is None else healthy
+def _cached(node: NodeRecord, healthy: bool | None = None, message: str = "",
+            checks: list[Check] | None = None) -> NodeHealth:
+    ready = node.state == states.READY
+    ok = ready if healthy is None else healthy
+    why = "" if ready else node.state + (f": {node.last_error}" if node.last_error else "")
+    stored = Check("state", ready, message=why)
     return NodeHealth(
         node=node.node, service=node.service, level=node.level_name, state=node.state,
         healthy=ok, address=node.address, resource_id=node.resource_id,
         outputs=dict(node.outputs), message=message or (node.last_error or ""),
+        checks=[stored, *(checks or [])],
     )
 
 
 def _live(ctx: RunContext, node: NodeRecord) -> NodeHealth:
     if node.state != states.READY:
         return _cached(node)
+    checks: list[Check] = []
     if node.driver != "static" and node.resource_id:
+        started = time.monotonic()
         options = dict(node.cloud)
         try:
-            info = ctx.provider(node.driver, options).describe(node.resource_id)
+            state = ctx.provider(node.driver, options).describe(node.resource_id).state
+            problem = "" if state == RUNNING else f"the cloud reports it {state}"
         except CeiError as exc:
-            return _cached(node, False, f"cannot describe the node: {exc}")
-        if info.state != RUNNING:
-            return _cached(node, False, f"the cloud reports it {info.state}")
+            problem = f"cannot describe the node: {exc}"
+        checks.append(Check("cloud", not problem, time.monotonic() - started, problem))
+        if problem:
+            return _cached(node, False, problem, checks)
     ready = node.programs.get("ready")
     env = node.programs.get("env")
     if not ready or not env:
-        return _cached(node, True)
+        return _cached(node, True, checks=checks)
     log = NodeLog(node_log_path(ctx.run_dir, node.node))
+    started = time.monotonic()
     try:
         session = ctx.open_host(node, retry_for=STATUS_SSH_WAIT)
         try:
             program = ProgramSpec.from_dict(ready)
-            result = Stage(session, env["CEI_STAGE"], env, log).run("ready", program)
+            run = Stage(session, env["CEI_STAGE"], env, log).check("ready", program)
         finally:
             session.close()
     except CeiError as exc:
-        return _cached(node, False, f"ready check could not run: {exc}")
+        problem = f"ready check could not run: {exc}"
+        checks.append(Check("ready", False, time.monotonic() - started, problem))
+        return _cached(node, False, problem, checks)
     finally:
         log.close()
-    if result.status == 0:
-        return _cached(node, True)
-    tail = (result.stderr_tail or result.stdout_tail).strip()
-    return _cached(node, False, f"ready program exited with status {result.status}"
-                   + (f": {tail}" if tail else ""))
+    checks.append(Check("ready", run.outcome == PASSED, run.duration, run.message, run.status,
+                        run.stderr_tail, run.stdout_tail))
+    if run.outcome == PASSED:
+        return _cached(node, True, checks=checks)
+    tail = (run.stderr_tail or run.stdout_tail).strip()
+    return _cached(node, False, run.message + (f": {tail}" if tail else ""), checks)

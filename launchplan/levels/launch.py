@@ -54,6 +54,7 @@ class Failure:
     node: str
     message: str
     timeout: bool = False
+    interrupted: bool = False  # cut short by an interrupt (or the launch's deadline)
 
 
 @dataclass
@@ -83,8 +84,14 @@ class Launcher:
         self.ctx = ctx
         self.plan = plan
         self.parallel = max(1, parallel)
+        self._out_of_time: str | None = None
 
     def interrupt(self) -> None:
+        self.ctx.interrupt()
+
+    def time_out(self, why: str) -> None:
+        """The launch ran past its deadline: stop as on Ctrl-C, but fail as timed out (exit 3)."""
+        self._out_of_time = why
         self.ctx.interrupt()
 
     def launch(self) -> LaunchResult:
@@ -101,7 +108,12 @@ class Launcher:
                 result.failures.extend(failures)
                 if failures:
                     break
-            if ctx.cancel.is_set():
+            cancelled = ctx.cancel.is_set()
+            out_of_time = self._out_of_time if cancelled else None
+            if out_of_time is not None:
+                result.status = states.RUN_FAILED
+                result.failures = self._timed_out(result.failures, out_of_time)
+            elif cancelled:
                 result.status = states.RUN_INTERRUPTED
             elif result.failures:
                 result.status = states.RUN_FAILED
@@ -110,8 +122,18 @@ class Launcher:
             result.elapsed = time.monotonic() - started
             ctx.store.set_run_status(ctx.run, result.status)
             ctx.emit(ev.RUN_FINISHED, state=result.status, elapsed=round(result.elapsed, 3),
-                     failures=[{"node": f.node, "message": f.message} for f in result.failures])
+                     failures=[{"node": f.node, "message": f.message, "timeout": f.timeout}
+                               for f in result.failures],
+                     **({"deadline": out_of_time} if out_of_time else {}))
         return result
+
+    def _timed_out(self, failures: list[Failure], why: str) -> list[Failure]:
+        """What the deadline cut short fails as timed out; failures of their own stay."""
+        timed_out = [Failure(f.node, f"{why}; {f.message}", timeout=True) if f.interrupted else f
+                     for f in failures]
+        if not any(f.interrupted for f in failures):
+            timed_out.append(Failure(self.ctx.run, why, timeout=True))
+        return timed_out
 
     def _launch_level(self, index: int, name: str) -> list[Failure]:
         ctx = self.ctx
@@ -253,7 +275,7 @@ class _NodeLauncher:
             self._launch(log)
             return None
         except _Stopped as why:  # not a root cause: the failure that stopped it is reported
-            self._set(states.FAILED, last_error=str(why))
+            self._set(states.FAILED, last_error=str(why), message=str(why))
             return None
         except CeiError as exc:
             return self._fail(log, str(exc), timeout=isinstance(exc, StepTimeout))
@@ -265,8 +287,9 @@ class _NodeLauncher:
 
     def _fail(self, log: NodeLog, message: str, timeout: bool = False) -> Failure:
         if self.ctx.cancel.is_set():
-            self._set(states.FAILED, last_error=f"interrupted while {self.state}")
-            return Failure(self.spec.node, f"interrupted while {self.state}")
+            why = f"interrupted while {self.state}"
+            self._set(states.FAILED, last_error=why, message=why)
+            return Failure(self.spec.node, why, interrupted=True)
         if self.level_failed is not None:
             self.level_failed.set()
         log.note(f"failed while {self.state}: {message}")
@@ -375,14 +398,14 @@ class _NodeLauncher:
         env = node_environment(spec, stage_path)
         record = self._record()
         ctx.store.update_node(ctx.run, spec.node, programs={**record.programs, "env": env})
-        stage = Stage(session, stage_path, env, log, cancel=ctx.cancel)
+        stage = Stage(session, stage_path, env, log, cancel=ctx.cancel,
+                      observer=lambda run: ctx.emit(ev.NODE_PROGRAM, node=spec.node,
+                                                    **run.event_data()))
         stage.prepare(spec.config, context_document(ctx.run, known_nodes(ctx.store, ctx.run)),
                       spec.stage_files)
         if spec.boot is not None:
             outputs = stage.boot(spec.boot)
             ctx.store.update_node(ctx.run, spec.node, outputs=outputs)
-            ctx.emit(ev.NODE_PROGRAM, node=spec.node, program="boot", status=0,
-                     outputs=sorted(outputs))
         agent = (install_agent(session, stage_path, spec, ctx.run_dir)
                  if isinstance(session, Session) else None)  # local_exe has no agent
         if agent is not None:

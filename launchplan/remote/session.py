@@ -65,12 +65,17 @@ _WRAPPER = (
 )
 
 # Stops the group recorded by _WRAPPER: TERM, a short grace, then KILL. Every loop is bounded.
+# The group counts as alive while a member is not a zombie: a stopped program's orphans wait as
+# zombies until init reaps them, which some inits do only every few seconds.
 _KILLER = (
     'p="${TMPDIR:-/tmp}/cei-$1.pid"; i=0; '
     'while [ ! -s "$p" ] && [ "$i" -lt 20 ]; do sleep 0.1; i=$((i+1)); done; '
     'g=$(cat "$p" 2>/dev/null); [ -n "$g" ] || exit 0; '
+    'alive() { [ -r /proc/self/stat ] || { kill -0 -"$g" 2>/dev/null; return; }; '
+    'for f in /proc/[0-9]*/stat; do { read -r l <"$f"; } 2>/dev/null || continue; '
+    'set -- ${l##*) }; [ "$3" = "$g" ] && [ "$1" != Z ] && return 0; done; return 1; }; '
     'kill -TERM -"$g" 2>/dev/null || kill -TERM "$g" 2>/dev/null; i=0; '
-    'while kill -0 -"$g" 2>/dev/null && [ "$i" -lt 30 ]; do sleep 0.1; i=$((i+1)); done; '
+    'while alive && [ "$i" -lt 30 ]; do sleep 0.1; i=$((i+1)); done; '
     'kill -KILL -"$g" 2>/dev/null; kill -KILL "$g" 2>/dev/null; rm -f "$p"; exit 0'
 )
 

@@ -1,7 +1,7 @@
 """The state store: runs, nodes, resources, events, locks and the controller's state in SQLite
 under $CEI_HOME."""
 
-from launchplan.state.codec import scrub_secrets
+from launchplan.state.codec import scrub_secrets, secret_name
 from launchplan.state.records import (
     NODE_STATES,
     RESOURCE_GONE_STATES,
@@ -32,4 +32,5 @@ __all__ = [
     "Store",
     "default_home",
     "scrub_secrets",
+    "secret_name",
 ]

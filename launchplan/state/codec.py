@@ -14,6 +14,12 @@ _PRIVATE_KEY_MARK = "PRIVATE KEY-----"
 _REDACTED_KEY = "<private key redacted>"
 
 
+def secret_name(key: str, *, cloud: bool = False) -> bool:
+    """Whether a key (or an environment variable's name) marks its value as a secret."""
+    fragments = _CLOUD_SECRET_FRAGMENTS if cloud else _SECRET_FRAGMENTS
+    return any(fragment in key.lower() for fragment in fragments)
+
+
 def scrub_secrets(value: Any, *, cloud: bool = False) -> Any:
     """Return `value` with every secret-named key dropped and private keys' text redacted.
 
@@ -21,12 +27,11 @@ def scrub_secrets(value: Any, *, cloud: bool = False) -> Any:
     dicts keep theirs (a resource's idempotency token is not a secret). A dict under a key
     named "cloud" (say, in an event's data) is scrubbed as a cloud profile.
     """
-    fragments = _CLOUD_SECRET_FRAGMENTS if cloud else _SECRET_FRAGMENTS
     if isinstance(value, dict):
         return {
             key: scrub_secrets(item, cloud=cloud or str(key).lower() == "cloud")
             for key, item in value.items()
-            if not any(fragment in str(key).lower() for fragment in fragments)
+            if not secret_name(str(key), cloud=cloud)
         }
     if isinstance(value, (list, tuple)):
         return [scrub_secrets(item, cloud=cloud) for item in value]

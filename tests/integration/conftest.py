@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from launchplan.remote import SSHTarget
+from launchplan.state import Store
 from tests.conftest import require
 from tests.integration.cli_helpers import cei, node_processes
 from tests.integration.cloud_emulator import (  # noqa: F401  (fixtures for every module)
@@ -184,8 +185,13 @@ def home(cei_home: Path) -> Iterator[Path]:
         yield cei_home
     finally:
         runs = cei_home / "runs"
+        done = set()
+        if (cei_home / "cei.db").exists():
+            with Store(cei_home) as store:
+                done = {r.name for r in store.list_runs() if r.status == "terminated"}
         for run in sorted(runs.iterdir()) if runs.is_dir() else []:
-            cei(cei_home, "terminate", run.name)
+            if run.name not in done:
+                cei(cei_home, "terminate", run.name)
         for pid in node_processes(cei_home):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
