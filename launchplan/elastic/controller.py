@@ -113,7 +113,8 @@ class Controller:
     """Acts on one run while its lease is held (use as a context manager)."""
 
     def __init__(self, ctx: RunContext, plan: Plan, *, interval: float = 2.0,
-                 parallel: int = DEFAULT_PARALLEL, patience: float | None = None) -> None:
+                 parallel: int = DEFAULT_PARALLEL, patience: float | None = None,
+                 monitor: bool = True) -> None:
         self.ctx = ctx
         self.store = ctx.store
         self.run = ctx.run
@@ -121,6 +122,9 @@ class Controller:
         self.interval = interval
         # a one-shot check (--once) cannot wait minutes for a silent node (health.judge)
         self.patience = patience
+        # heartbeats are for a controller that stays; one that only carries out a scale or a
+        # repair judges nodes by their cloud alone and spares them starting a monitor each
+        self.monitor = monitor
         self.ttl = max(LEASE_MIN_TTL, 3 * interval)
         self.sessions = SessionPool(ctx, SSH_WAIT)
         self.monitors = HeartbeatCollector(ctx, self.sessions)
@@ -216,6 +220,8 @@ class Controller:
         return self._last
 
     def _watch(self, nodes: Mapping[str, NodeRecord], elastic: list[ElasticRecord]) -> None:
+        if not self.monitor:
+            return
         watched = []
         for record in elastic:
             period = heartbeat_period(ElasticSpec.from_dict(record.spec))

@@ -29,7 +29,7 @@ def submit(ctx: RunContext, kind: str, target: str | None, args: dict[str, Any],
     store = ctx.store
     deadline = time.monotonic() + timeout
     if store.lease_holder(ctx.run) is None:
-        with Controller(ctx, load_plan()) as controller:
+        with Controller(ctx, load_plan(), monitor=False) as controller:
             request = store.add_request(ctx.run, kind, target, args)
             while True:
                 controller.settle(max(0.0, deadline - time.monotonic()))
