@@ -18,12 +18,12 @@ from launchplan.cli.common import (
     vars_file_option,
 )
 from launchplan.cli.output import emit_json, error, warn
-from launchplan.errors import EXIT_FAILED, EXIT_OK, UsageError
+from launchplan.errors import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
     from launchplan.levels.runtime import RunContext
     from launchplan.plan.model import Plan
-    from launchplan.state import RequestRecord, Store
+    from launchplan.state import RequestRecord
 
 _timeout = click.option("--timeout", type=click.FloatRange(min=1), default=900.0,
                         show_default=True, help="Seconds to wait for it to finish.")
@@ -58,39 +58,15 @@ def scale(run_name: str, service: str, count: int, force: bool, timeout: float,
 
     Exit status: 0 done, 1 failed, 2 usage (N outside min..max), 3 timed out.
     """
+    from launchplan.elastic.desired import check_scale, reached
+
     store = open_store()
     run = store.get_run(run_name)
 
-    def converged() -> bool:
-        nodes = [n for n in store.nodes(run.name) if n.service == service]
-        record = store.find_elastic(run.name, service)
-        return record is not None and sum(n.state == "ready" for n in nodes) == \
-            record.desired and not any(n.state in _MOVING for n in nodes)
-
-    _check_scale(store, run.name, service, count, force)
+    check_scale(store, run.name, service, count, force)
     request = _submit(run.name, "scale", service, {"count": count, "force": force}, as_json,
-                      timeout, variables, vars_files, converged)
+                      timeout, variables, vars_files, lambda: reached(store, run.name, service))
     return _report(request, as_json, f"{service} has {count} healthy node(s)")
-
-
-_MOVING = frozenset({"pending", "creating", "booting", "contextualizing", "retiring",
-                     "terminating"})
-
-
-def _check_scale(store: Store, run: str, service: str, count: int, force: bool) -> None:
-    """Refuse at once what the controller would refuse (exit 2 before anything waits)."""
-    record = store.find_elastic(run, service)
-    if record is None:
-        names = sorted({n.service for n in store.nodes(run)})
-        if service not in names:
-            raise UsageError(f"run {run} has no service {service!r} (services: "
-                             f"{', '.join(names) or 'none'})")
-        if not force:
-            raise UsageError(f"service {service!r} is not elastic (no `elastic` block): its "
-                             "count is fixed; --force scales it anyway")
-    elif not force and not record.min <= count <= record.max:
-        raise UsageError(f"{count} is outside {service}'s bounds min {record.min} .. max "
-                         f"{record.max}; --force moves the bound")
 
 
 @click.command()

@@ -11,7 +11,6 @@ a controller killed at any moment leaves nothing the next one cannot finish or r
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -21,7 +20,9 @@ from typing import Any
 from launchplan.dispatch.dispatcher import Dispatcher
 from launchplan.elastic import health, policies
 from launchplan.elastic.actions import LAUNCH, REFRESH, RETIRE, Actions, Outcome
+from launchplan.elastic.desired import SCALED, set_desired
 from launchplan.elastic.heartbeats import HeartbeatCollector
+from launchplan.elastic.judging import Judge
 from launchplan.errors import EXIT_OK, CeiError, RunLockedError, UsageError
 from launchplan.levels import events as ev
 from launchplan.levels import states
@@ -31,9 +32,8 @@ from launchplan.levels.runtime import RunContext
 from launchplan.levels.sessions import SessionPool
 from launchplan.levels.teardown import STOP_REQUEST as STOP
 from launchplan.plan import render_node
-from launchplan.plan.elastic import NEED, NPRESERVING, ElasticSpec
+from launchplan.plan.elastic import NEED, ElasticSpec
 from launchplan.plan.model import NodeSpec, Plan
-from launchplan.providers.base import ERROR, STOPPED, TERMINATED
 from launchplan.state import ElasticRecord, NodeRecord, RequestRecord
 from launchplan.state.records import (
     NODE_LAUNCHING_STATES,
@@ -120,14 +120,14 @@ class Controller:
         self.run = ctx.run
         self.plan = plan
         self.interval = interval
-        # a one-shot check (--once) cannot wait minutes for a silent node (health.judge)
-        self.patience = patience
+        self.patience = patience  # see Judge
         # heartbeats are for a controller that stays; one that only carries out a scale or a
         # repair judges nodes by their cloud alone and spares them starting a monitor each
         self.monitor = monitor
         self.ttl = max(LEASE_MIN_TTL, 3 * interval)
         self.sessions = SessionPool(ctx, SSH_WAIT)
         self.monitors = HeartbeatCollector(ctx, self.sessions)
+        self.judge = Judge(ctx, self.monitors, patience)
         self.dispatcher = Dispatcher(ctx, sessions=self.sessions)
         self.actions = Actions(ctx, self.sessions, self.dispatcher, parallel)
         self.stop_requested = False
@@ -138,7 +138,6 @@ class Controller:
         self._judged: dict[str, str] = {}  # node -> its last bad verdict (reported once)
         self._changed: set[str] = set()  # services whose peers must hear of new members
         self._requests: dict[int, dict[str, Any]] = {}  # request id -> its result so far
-        self._described: dict[str, tuple[float, str | None]] = {}  # node -> (when, gone?)
         self._last = TickReport([])
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -188,9 +187,9 @@ class Controller:
             elif (node.state in NODE_LAUNCHING_STATES
                   and node.programs.get("origin") == CONTROLLER):
                 self.ctx.emit(ev.ELASTIC_ACTION, node=node.node, action="rollback",
-                            service=node.service,
-                            message=f"rolling {node.node} back: its controller stopped while "
-                                    f"it was {node.state}")
+                              service=node.service,
+                              message=f"rolling {node.node} back: its controller stopped while "
+                                      f"it was {node.state}")
                 self.actions.retire(node, drain=False, programs=False)
 
     # -- the tick -----------------------------------------------------------------------------
@@ -211,7 +210,8 @@ class Controller:
         nodes = {n.node: n for n in self.store.nodes(self.run)}
         elastic = self.store.elastic_services(self.run)
         self._watch(nodes, elastic)
-        verdicts = self._judge(nodes, elastic)
+        specs = {r.service: ElasticSpec.from_dict(r.spec) for r in elastic}
+        verdicts = self.judge.verdicts(nodes, specs, lambda n: self.actions.on(n) is not None)
         services = [self._service(record, nodes, verdicts) for record in elastic]
         self._dispatch(nodes)
         self._refresh()
@@ -270,66 +270,10 @@ class Controller:
 
     # -- health -------------------------------------------------------------------------------
 
-    def _judge(self, nodes: Mapping[str, NodeRecord], elastic: list[ElasticRecord]
-               ) -> dict[str, health.Verdict]:
-        """A verdict for every ready node of an elastic service that nothing acts on.
-
-        Heartbeats first; the cloud is asked only about nodes without a monitor (no SSH) and
-        silent ones, at most every third of missing_timeout per node, in one batch call per
-        cloud, so a tick over many nodes costs few API calls.
-        """
-        now = time.monotonic()
-        specs = {r.service: ElasticSpec.from_dict(r.spec) for r in elastic}
-        judged: dict[str, tuple[NodeRecord, health.Verdict | None]] = {}
-        for node in nodes.values():
-            spec = specs.get(node.service)
-            if spec is None or node.state != states.READY or self.actions.on(node.node):
-                continue
-            verdict = None  # no monitor (no SSH): the cloud's word alone
-            if self.monitors.watched(node.node):
-                heard = self.monitors.heard(node.node)
-                verdict = health.judge(heard.watch, spec.health, now, self.patience)
-                if verdict.state == health.HEALTHY and not heard.connected:
-                    verdict = health.Verdict(health.BOOTING)  # its channel dropped: ask
-            judged[node.node] = (node, verdict)
-        self._describe([n for n, v in judged.values() if (v is None or v.state !=
-                        health.HEALTHY) and self._due(n, specs[n.service], now)], now)
-        verdicts = {}
-        for name, (_, verdict) in judged.items():
-            gone = self._described.get(name, (0.0, None))[1]
-            verdicts[name] = (health.Verdict(health.LOST, gone) if gone is not None
-                              else verdict or health.Verdict(health.HEALTHY))
-        return verdicts
-
-    def _due(self, node: NodeRecord, spec: ElasticSpec, now: float) -> bool:
-        if not node.resource_id or node.driver == "static":
-            return False
-        asked = self._described.get(node.node)
-        return asked is None or now - asked[0] >= spec.health.missing_timeout / 3
-
-    def _describe(self, nodes: list[NodeRecord], now: float) -> None:
-        """Ask each cloud about `nodes` in one batch; remember which it no longer runs."""
-        groups: dict[str, list[NodeRecord]] = {}
-        for node in nodes:
-            groups.setdefault(node.driver + json.dumps(node.cloud, sort_keys=True),
-                              []).append(node)
-        for members in groups.values():
-            first = members[0]
-            try:
-                found = self.ctx.provider(first.driver, first.cloud).states(
-                    [str(n.resource_id) for n in members])
-            except CeiError:
-                continue  # cannot tell: the heartbeats decide
-            for node in members:
-                state = found.get(str(node.resource_id))
-                gone = (f"the {node.driver} cloud reports it {state}"
-                        if state in (TERMINATED, ERROR, STOPPED) else None)
-                self._described[node.node] = (now, gone)
-
     def _replace(self, node: NodeRecord, verdict: health.Verdict) -> None:
         why = f"{verdict.state}: {verdict.reason}"
         self.ctx.emit(ev.ELASTIC_HEALTH, node=node.node, state=verdict.state,
-                    service=node.service, message=f"{node.node} {why}; replacing it")
+                      service=node.service, message=f"{node.node} {why}; replacing it")
         if node.programs.get("agent"):
             self.dispatcher.lose(node, why)
         else:
@@ -341,9 +285,9 @@ class Controller:
         if self._judged.get(node.node) != verdict.state:
             self._judged[node.node] = verdict.state
             self.ctx.emit(ev.ELASTIC_HEALTH, node=node.node, state=verdict.state,
-                        service=node.service,
-                        message=f"{node.node} {verdict.state}: {verdict.reason} (not "
-                                "replaced: health.replace is false)")
+                          service=node.service,
+                          message=f"{node.node} {verdict.state}: {verdict.reason} (not "
+                                  "replaced: health.replace is false)")
 
     # -- deciding -----------------------------------------------------------------------------
 
@@ -370,24 +314,19 @@ class Controller:
             ("running", "waiting", "occupied", "slots") if spec.policy == NEED else ())
         data: dict[str, Any] = {"inputs": {k: getattr(inputs, k) for k in shown},
                                 "samples": [round(v, 2) for v in list(samples)[-4:]]}
-        if decision.desired != record.desired:
-            record = self.store.update_elastic(
-                self.run, record.service, desired=decision.desired, last_action=time.time(),
-                decision={"time": time.time(), "desired": decision.desired,
-                          "reason": decision.reason, "kind": decision.kind, **data})
+        changed = decision.desired != record.desired
+        turned = self._decided.get(record.service) != decision.kind
+        if changed or turned or record.decision.get("reason") != decision.reason:
+            fields: dict[str, Any] = {"decision": {
+                "time": time.time(), "desired": decision.desired, "reason": decision.reason,
+                "kind": decision.kind, **data}}
+            if changed:  # a scale action: the cooldown starts
+                fields.update(desired=decision.desired, last_action=time.time())
+            record = self.store.update_elastic(self.run, record.service, **fields)
+        if changed or turned:
             self.ctx.emit(ev.ELASTIC_DECISION, service=record.service, policy=spec.policy,
-                        direction=decision.kind, desired=decision.desired, message=decision.reason,
-                        **data)
-        elif self._decided.get(record.service) != decision.kind or \
-                record.decision.get("reason") != decision.reason:
-            record = self.store.update_elastic(
-                self.run, record.service,
-                decision={"time": time.time(), "desired": decision.desired,
-                          "reason": decision.reason, "kind": decision.kind, **data})
-            if self._decided.get(record.service) != decision.kind:
-                self.ctx.emit(ev.ELASTIC_DECISION, service=record.service, policy=spec.policy,
-                            direction=decision.kind, desired=decision.desired,
-                            message=decision.reason, **data)
+                          direction=decision.kind, desired=decision.desired,
+                          message=decision.reason, **data)
         self._decided[record.service] = decision.kind
         return record, value
 
@@ -440,9 +379,9 @@ class Controller:
         for spec in specs:
             self.actions.launch(spec)
         self.ctx.emit(ev.ELASTIC_ACTION, service=record.service, action="launch",
-                    nodes=[s.node for s in specs],
-                    message=f"launching {', '.join(s.node for s in specs)} "
-                            f"(desired {record.desired})")
+                      nodes=[s.node for s in specs],
+                      message=f"launching {', '.join(s.node for s in specs)} "
+                              f"(desired {record.desired})")
         return None
 
     def _new_nodes(self, service: str, count: int, total: int) -> list[NodeSpec]:
@@ -477,9 +416,9 @@ class Controller:
                           message=f"retiring (desired {record.desired})")
             self.actions.retire(node, drain=True, programs=True)
         self.ctx.emit(ev.ELASTIC_ACTION, service=record.service, action="retire",
-                    nodes=[n.node for n in chosen],
-                    message=f"retiring {', '.join(n.node for n in chosen)} "
-                            f"(desired {record.desired}, {spec.retire})")
+                      nodes=[n.node for n in chosen],
+                      message=f"retiring {', '.join(n.node for n in chosen)} "
+                              f"(desired {record.desired}, {spec.retire})")
 
     def _busy_nodes(self, service: str) -> dict[str, int]:
         """Active processes per engine node of `service`."""
@@ -504,7 +443,7 @@ class Controller:
                 self._changed.add(outcome.service)
             else:
                 self.ctx.emit(ev.WARNING, node=outcome.node,
-                            message=f"{outcome.node} may not be gone: {outcome.problem}")
+                              message=f"{outcome.node} may not be gone: {outcome.problem}")
         if outcome.request is not None and outcome.request in self._requests:
             result = self._requests[outcome.request]
             if outcome.problem is not None:
@@ -525,9 +464,9 @@ class Controller:
         self.store.update_elastic(self.run, service, failures=failures,
                                   backoff_until=time.time() + delay)
         self.ctx.emit(ev.ELASTIC_BACKOFF, node=node, service=service, failures=failures,
-                    retry_in=delay,
-                    message=f"launch failed ({failures} in a row): {first_line}; "
-                            f"next attempt in {delay:g}s")
+                      retry_in=delay,
+                      message=f"launch failed ({failures} in a row): {first_line}; "
+                              f"next attempt in {delay:g}s")
 
     def _dispatch(self, nodes: Mapping[str, NodeRecord]) -> None:
         """Processes: take their states from the heartbeats, place the waiting ones."""
@@ -567,8 +506,8 @@ class Controller:
             if request.id in self._requests:
                 continue  # under way
             self.ctx.emit(ev.ELASTIC_REQUEST, state="taken", operation=request.kind,
-                        target=request.target, request=request.id,
-                        message=f"{request.kind} {request.target or ''}".strip())
+                          target=request.target, request=request.id,
+                          message=f"{request.kind} {request.target or ''}".strip())
             try:
                 if request.kind == STOP:  # `cei terminate` waits for the lease
                     self.interrupt()
@@ -582,50 +521,22 @@ class Controller:
             except CeiError as exc:
                 self.store.finish_request(request.id, REQUEST_FAILED, {"error": str(exc)})
                 self.ctx.emit(ev.ELASTIC_REQUEST, state=REQUEST_FAILED, operation=request.kind,
-                            request=request.id, message=str(exc))
+                              request=request.id, message=str(exc))
 
     def _finish_request(self, request_id: int, result: dict[str, Any]) -> None:
         self._requests.pop(request_id, None)
         state = REQUEST_FAILED if result.get("problems") else REQUEST_DONE
         self.store.finish_request(request_id, state, result)
         self.ctx.emit(ev.ELASTIC_REQUEST, state=state, request=request_id,
-                    message="; ".join(result.get("problems", [])) or "done")
+                      message="; ".join(result.get("problems", [])) or "done")
 
     def _scale(self, request: RequestRecord) -> dict[str, Any]:
         service = str(request.target)
-        count = int(request.args["count"])
-        force = bool(request.args.get("force"))
-        record = self.store.find_elastic(self.run, service) or self._make_elastic(service, force)
-        if not force and not record.min <= count <= record.max:
-            raise UsageError(f"{count} is outside {service}'s bounds min {record.min} .. max "
-                             f"{record.max}; --force moves the bound")
-        reason = f"set by cei scale: {record.desired} -> {count}"
-        self.store.update_elastic(
-            self.run, service, desired=count, min=min(record.min, count),
-            max=max(record.max, count), last_action=time.time(),
-            decision={"time": time.time(), "desired": count, "reason": reason,
-                      "kind": "scale"})
-        self.ctx.emit(ev.ELASTIC_DECISION, service=service, direction="scale", desired=count,
-                    message=reason)
-        return {"service": service, "desired": count}
-
-    def _make_elastic(self, service: str, force: bool) -> ElasticRecord:
-        """A service that is not elastic takes a fixed count: only --force may change it."""
-        live = [n for n in self.store.nodes(self.run) if n.service == service
-                and n.state not in (states.TERMINATED, states.TERMINATING)]
-        if not live:
-            raise UsageError(f"run {self.run} has no nodes of service {service!r}")
-        if not force:
-            raise UsageError(f"service {service!r} is not elastic (no `elastic` block): its "
-                             f"count is fixed; --force scales it anyway")
-        if live[0].driver == "static":
-            raise UsageError(f"service {service!r} runs on existing hosts: cei cannot add "
-                             "machines to it")
-        count = len(live)
-        spec = ElasticSpec(min=count, max=count, policy=NPRESERVING)
-        return self.store.save_elastic(ElasticRecord(
-            run=self.run, service=service, level=live[0].level, spec=spec.to_dict(),
-            min=count, desired=count, max=count))
+        record, reason = set_desired(self.store, self.run, service, int(request.args["count"]),
+                                     bool(request.args.get("force")))
+        self.ctx.emit(ev.ELASTIC_DECISION, service=service, direction=SCALED,
+                      desired=record.desired, message=reason)
+        return {"service": service, "desired": record.desired}
 
     def _repair(self, request: RequestRecord) -> None:
         """cloudinit.d's repair: replace failed or lost nodes (a named node in any case)."""
@@ -672,5 +583,5 @@ class Controller:
             spec = self._new_nodes(node.service, 1, count)[0]
         self.actions.launch(spec, request=request)
         self.ctx.emit(ev.ELASTIC_ACTION, node=node.node, service=node.service, action="repair",
-                    nodes=[spec.node], message=f"repairing {node.node} with {spec.node}")
+                      nodes=[spec.node], message=f"repairing {node.node} with {spec.node}")
         return spec.node
