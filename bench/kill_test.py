@@ -1,7 +1,8 @@
 """Kill test, many trials: SIGKILL `cei launch` of a 10-node EC2 plan, then `cei terminate`.
 
 Runs its own moto EC2 emulator on 127.0.0.1. Each trial kills the launch after a seeded random
-delay in [0, --max-delay) seconds and counts the instances still alive after `cei terminate`.
+delay in [0, --max-delay) seconds after the run is recorded, and counts the instances still
+alive after `cei terminate`.
 
     python bench/kill_test.py [--trials 50] [--seed 1] [--max-delay 2.5]
 

@@ -12,14 +12,14 @@ a controller killed at any moment leaves nothing the next one cannot finish or r
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from launchplan.dispatch.dispatcher import Dispatcher
-from launchplan.elastic import health, policies
+from launchplan.elastic import health
 from launchplan.elastic.actions import LAUNCH, REFRESH, RETIRE, Actions, Outcome
+from launchplan.elastic.deciding import Decider
 from launchplan.elastic.desired import SCALED, set_desired
 from launchplan.elastic.heartbeats import HeartbeatCollector
 from launchplan.elastic.judging import Judge
@@ -48,8 +48,6 @@ LEASE_MIN_TTL = 30.0
 BACKOFF_FIRST = 2.0  # seconds before the next launch after the first failure; doubles
 BACKOFF_CAP = 600.0
 HEARTBEAT_MAX_PERIOD = 5.0
-DEFAULT_SLOTS = 4
-SAMPLES_KEPT = 16
 CONTROLLER = "controller"  # the origin of the nodes a controller launches
 
 SCALE = "scale"
@@ -128,13 +126,11 @@ class Controller:
         self.sessions = SessionPool(ctx, SSH_WAIT)
         self.monitors = HeartbeatCollector(ctx, self.sessions)
         self.judge = Judge(ctx, self.monitors, patience)
+        self.decider = Decider(ctx, self.monitors)
         self.dispatcher = Dispatcher(ctx, sessions=self.sessions)
         self.actions = Actions(ctx, self.sessions, self.dispatcher, parallel)
         self.stop_requested = False
         self._held = False
-        self._samples: dict[str, deque[float]] = {}
-        self._sampled_at: dict[str, float] = {}
-        self._decided: dict[str, str] = {}  # service -> kind of its last decision
         self._judged: dict[str, str] = {}  # node -> its last bad verdict (reported once)
         self._changed: set[str] = set()  # services whose peers must hear of new members
         self._requests: dict[int, dict[str, Any]] = {}  # request id -> its result so far
@@ -256,7 +252,7 @@ class Controller:
                 unhealthy.append(node.node)
                 self._report(node, verdict)
         live = len(healthy) + len(launching) + len(unhealthy)
-        record, sample = self._decide(record, spec, healthy, live)
+        record, sample = self.decider.decide(record, spec, healthy, live)
         state = ServiceState(record.service, spec.policy, record.min, record.desired,
                              record.max, healthy=len(healthy), launching=len(launching),
                              retiring=len(self.actions.of(record.service, RETIRE)),
@@ -288,82 +284,6 @@ class Controller:
                           service=node.service,
                           message=f"{node.node} {verdict.state}: {verdict.reason} (not "
                                   "replaced: health.replace is false)")
-
-    # -- deciding -----------------------------------------------------------------------------
-
-    def _decide(self, record: ElasticRecord, spec: ElasticSpec, healthy: list[NodeRecord],
-                live: int) -> tuple[ElasticRecord, float | None]:
-        """Once per period: sample, apply the policy, record a changed desired count."""
-        now = time.monotonic()
-        last = self._sampled_at.get(record.service)
-        if last is not None and now - last < spec.period:
-            samples = self._samples.get(record.service)
-            return record, samples[-1] if samples else None
-        self._sampled_at[record.service] = now
-        samples = self._samples.setdefault(record.service, deque(maxlen=SAMPLES_KEPT))
-        value = None
-        if spec.uses_metric:
-            value = policies.combine(self._values(healthy, spec, last or 0.0), spec.sample)
-            if value is not None:
-                samples.append(value)
-        inputs = self._inputs(record, spec, healthy, live, list(samples))
-        decision = policies.decide(spec, inputs)
-        if decision.kind == policies.NO_SAMPLES:
-            decision = replace(decision, reason=decision.reason + self._why_no_samples(healthy))
-        shown = ("current", "desired", "since_action") + (
-            ("running", "waiting", "occupied", "slots") if spec.policy == NEED else ())
-        data: dict[str, Any] = {"inputs": {k: getattr(inputs, k) for k in shown},
-                                "samples": [round(v, 2) for v in list(samples)[-4:]]}
-        changed = decision.desired != record.desired
-        turned = self._decided.get(record.service) != decision.kind
-        if changed or turned or record.decision.get("reason") != decision.reason:
-            fields: dict[str, Any] = {"decision": {
-                "time": time.time(), "desired": decision.desired, "reason": decision.reason,
-                "kind": decision.kind, **data}}
-            if changed:  # a scale action: the cooldown starts
-                fields.update(desired=decision.desired, last_action=time.time())
-            record = self.store.update_elastic(self.run, record.service, **fields)
-        if changed or turned:
-            self.ctx.emit(ev.ELASTIC_DECISION, service=record.service, policy=spec.policy,
-                          direction=decision.kind, desired=decision.desired,
-                          message=decision.reason, **data)
-        self._decided[record.service] = decision.kind
-        return record, value
-
-    def _values(self, healthy: list[NodeRecord], spec: ElasticSpec, after: float
-                ) -> list[float]:
-        """Each healthy node's newest value of the metric, heard since the last sample."""
-        values = []
-        for node in healthy:
-            beats = self.monitors.beats_after(node.node, after)
-            value = beats[-1].value(spec.metric) if beats else None
-            if value is not None:
-                values.append(value)
-        return values
-
-    def _why_no_samples(self, healthy: list[NodeRecord]) -> str:
-        """What a node's metrics program said instead of a number, if it said anything."""
-        for node in healthy:
-            last = self.monitors.heard(node.node).last if self.monitors.watched(node.node) \
-                else None
-            if last is not None and last.metrics_error:
-                return f" ({node.node}: metrics program: {last.metrics_error[:200]})"
-        return ""
-
-    def _inputs(self, record: ElasticRecord, spec: ElasticSpec, healthy: list[NodeRecord],
-                live: int, samples: list[float]) -> policies.Inputs:
-        since = None if record.last_action is None else max(0.0, time.time() - record.last_action)
-        inputs = policies.Inputs(current=live, desired=record.desired, samples=samples,
-                                 since_action=since)
-        if spec.policy != NEED:
-            return inputs
-        processes = [p for p in self.store.processes(self.run) if p.engine == record.service
-                     and p.state in PROCESS_ACTIVE_STATES]
-        slots = next((int(n.programs["agent"].get("slots") or DEFAULT_SLOTS)
-                      for n in healthy if n.programs.get("agent")), DEFAULT_SLOTS)
-        return replace(inputs, running=sum(p.state != PROCESS_WAITING for p in processes),
-                       waiting=sum(p.state == PROCESS_WAITING for p in processes),
-                       occupied=len({p.node for p in processes if p.node}), slots=slots)
 
     # -- acting -------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tests.integration.cloud_emulator import EC2Emulator
 
 NODES = 10
 LAUNCH_TIMEOUT = 120.0
+RECORD_WAIT = 60.0
 ALIVE = ("pending", "running", "stopping", "stopped")
 
 
@@ -58,19 +60,35 @@ def write_plan(directory: Path, emulator: EC2Emulator, image: str, nodes: int = 
     return path
 
 
+def _wait_recorded(home: Path, run: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until the run is in the store (or the launch ended, or RECORD_WAIT passed)."""
+    deadline = time.monotonic() + RECORD_WAIT
+    while proc.poll() is None and time.monotonic() < deadline:
+        if (home / "cei.db").exists():
+            with Store(home) as store:
+                if store.find_run(run) is not None:
+                    return
+        time.sleep(0.02)
+
+
 def alive(emulator: EC2Emulator) -> list[str]:
     return [i["InstanceId"] for i in emulator.instances() if i["State"]["Name"] in ALIVE]
 
 
 def run_trial(emulator: EC2Emulator, home: Path, plan: Path, run: str, delay: float) -> Trial:
-    """Launch, SIGKILL after `delay` seconds (if still running), terminate, count what lives."""
+    """Launch, SIGKILL `delay` seconds after the run is recorded (if it still runs; a negative
+    delay: that long after the process started, before anything may be recorded), terminate,
+    count what lives. Counting from the record keeps a slow interpreter start-up on a busy
+    machine from turning every trial into a kill before the cloud is asked anything."""
     env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "launchplan", "launch", str(plan), "--name", run],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     launch_status: int | None = None
     try:
-        launch_status = proc.wait(timeout=delay)
+        if delay >= 0:
+            _wait_recorded(home, run, proc)
+        launch_status = proc.wait(timeout=abs(delay))
     except subprocess.TimeoutExpired:
         proc.kill()  # SIGKILL: no handler, no cleanup, nothing flushed
         proc.wait(timeout=30)
