@@ -36,12 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from launchplan.state import Store  # noqa: E402
-from tests.integration.cloud_emulator import (  # noqa: E402
-    ACCESS_KEY,
-    REGION,
-    SECRET_KEY,
-    EC2Emulator,
-)
+from tests.integration.cloud_emulator import EC2Emulator, use_fake_aws  # noqa: E402
 from tests.integration.elastic_helpers import local_node_pid  # noqa: E402
 
 MISSING = 4.0  # missing_timeout of the replacement plan
@@ -171,10 +166,7 @@ def replace_one(home: Path, death: str) -> float:
 # -- tick -----------------------------------------------------------------------------------
 
 def bench_tick(work: Path, nodes: int) -> None:
-    os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-                      AWS_DEFAULT_REGION=REGION, AWS_EC2_METADATA_DISABLED="true",
-                      AWS_CONFIG_FILE="/nonexistent/cei-bench-aws-config",
-                      AWS_SHARED_CREDENTIALS_FILE="/nonexistent/cei-bench-aws-credentials")
+    use_fake_aws(os.environ)
     emulator = EC2Emulator()
     emulator.start()
     try:

@@ -25,12 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.cloud_emulator import (  # noqa: E402
-    ACCESS_KEY,
-    REGION,
-    SECRET_KEY,
-    EC2Emulator,
-)
+from tests.integration.cloud_emulator import EC2Emulator, use_fake_aws  # noqa: E402
 from tests.integration.elastickill import (  # noqa: E402
     Live,
     ec2_live,
@@ -65,12 +60,7 @@ def main() -> int:
     parser.add_argument("--max-delay", type=float, default=3.0)
     args = parser.parse_args()
 
-    os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-                      AWS_DEFAULT_REGION=REGION, AWS_EC2_METADATA_DISABLED="true",
-                      AWS_CONFIG_FILE="/nonexistent/cei-bench-aws-config",
-                      AWS_SHARED_CREDENTIALS_FILE="/nonexistent/cei-bench-aws-credentials")
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        os.environ.pop(name, None)
+    use_fake_aws(os.environ)
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="cei-elastic-kill-"))
     home = work / "cei-home"

@@ -29,7 +29,7 @@ import threading
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -444,17 +444,32 @@ def _ec2_server() -> Iterator[EC2Emulator]:
         emulator.stop()
 
 
+# What points boto3 at the emulator's fake account, and away from anything of the user's.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+    "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_CONFIG_FILE": "/nonexistent/cei-emulator-aws-config",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/cei-emulator-aws-credentials",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+UNSET_AWS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
+
+
+def use_fake_aws(environ: MutableMapping[str, str]) -> None:
+    """For scripts (the benchmarks) that run the emulator outside pytest."""
+    for name in UNSET_AWS:
+        environ.pop(name, None)
+    environ.update(FAKE_AWS)
+
+
 @pytest.fixture
 def ec2_emulator(_ec2_server: EC2Emulator, monkeypatch: pytest.MonkeyPatch) -> EC2Emulator:
     """A clean emulator, fake credentials in the environment, AMI and key-pair checks on."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
+    for name in UNSET_AWS:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/cei-test-aws-config")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/cei-test-aws-credentials")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in FAKE_AWS.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setattr(moto.settings, "ENABLE_AMI_VALIDATION", True)
     monkeypatch.setattr(moto.settings, "ENABLE_KEYPAIR_VALIDATION", True)
     _ec2_server.reset()
