@@ -84,8 +84,9 @@ class Terminator:
             for level in sorted(levels, reverse=True):
                 nodes = levels[level]
                 with ThreadPoolExecutor(max_workers=min(self.parallel, len(nodes))) as pool:
-                    list(pool.map(
-                        lambda n: self._node(n, by_node.get(n.node, []), programs), nodes))
+                    self.result.destroyed += sum(pool.map(
+                        lambda n: take_down(ctx, n, by_node.get(n.node, []), programs,
+                                            self._warn), nodes))
             self._sweep(resources)
             self._verify()
             self.result.status = (states.RUN_TEARDOWN_INCOMPLETE if self.result.remaining
@@ -119,9 +120,6 @@ class Terminator:
     def _warn(self, node: str | None, message: str) -> None:
         self.result.warnings.append(f"{node}: {message}" if node else message)
         self.ctx.emit(ev.WARNING, node=node, message=message)
-
-    def _node(self, node: NodeRecord, resources: list[ResourceRecord], programs: bool) -> None:
-        self.result.destroyed += take_down(self.ctx, node, resources, programs, self._warn)
 
     def _destroy(self, node: str | None, driver: str, cloud: dict[str, Any],
                  resource_id: str) -> None:
