@@ -102,6 +102,14 @@ class TickReport:
         return self.waiting is None and all(s.settled for s in self.services)
 
 
+def require_live(ctx: RunContext) -> None:
+    """UsageError for a run that is (being) terminated: nothing of it is left to act on."""
+    status = ctx.store.get_run(ctx.run).status
+    if status in (states.RUN_TERMINATING, states.RUN_TERMINATED):
+        raise UsageError(f"run {ctx.run} is {status}: it has no nodes left to keep alive or "
+                         f"change (launch it again first)")
+
+
 def heartbeat_period(spec: ElasticSpec) -> float:
     """Heartbeats come often enough to notice a missing node and to sample every period."""
     return max(0.5, min(spec.period, spec.health.missing_timeout / 3, HEARTBEAT_MAX_PERIOD))
@@ -113,6 +121,7 @@ class Controller:
     def __init__(self, ctx: RunContext, plan: Plan, *, interval: float = 2.0,
                  parallel: int = DEFAULT_PARALLEL, patience: float | None = None,
                  monitor: bool = True) -> None:
+        require_live(ctx)
         self.ctx = ctx
         self.store = ctx.store
         self.run = ctx.run

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from launchplan.elastic.controller import Controller
+from launchplan.elastic.controller import Controller, require_live
 from launchplan.errors import CeiError, Interrupted, StepTimeout
 from launchplan.levels.runtime import RunContext
 from launchplan.plan.model import Plan
@@ -26,6 +26,7 @@ def submit(ctx: RunContext, kind: str, target: str | None, args: dict[str, Any],
            done: Callable[[], bool] | None = None) -> RequestRecord:
     """Carry out one request and return it finished; `done` (if given) must also hold before
     this returns (scale: the service reached its desired count). StepTimeout past `timeout`."""
+    require_live(ctx)
     store = ctx.store
     deadline = time.monotonic() + timeout
     if store.lease_holder(ctx.run) is None:

@@ -189,6 +189,9 @@ def test_one_watch_per_run_scale_bounds_and_terminate_stops_it(home: Path) -> No
         stop_watch(watch)
     summary = [line for line in watch.lines() if line["event"] == "summary"][-1]
     assert summary["stopped"] == "stop requested"
+    assert "run one is terminated: it has no nodes left" in cei(home, "watch", "one",
+                                                                check=2).stderr
+    assert "is terminated" in cei(home, "repair", "one", check=2).stderr
 
 
 def test_scale_repair_and_once_without_a_watch(home: Path) -> None:
