@@ -194,6 +194,19 @@ def test_one_watch_per_run_scale_bounds_and_terminate_stops_it(home: Path) -> No
     assert "is terminated" in cei(home, "repair", "one", check=2).stderr
 
 
+def test_scale_down_drains_the_retired_engine(home: Path, tmp_path: Path) -> None:
+    cei(home, "launch", str(PLANS / "elastic-heal.yml"), "--name", "drain", check=0)
+    for name, restart in (("stays", "never"), ("moves", "always")):  # one on each engine
+        cei(home, "process", "run", "drain", str(definition(tmp_path, name, restart=restart)),
+            check=0)
+    assert process_states(home, "drain")["moves"][1] == "engine/1"
+    cei(home, "scale", "drain", "engine", "1", check=0)  # a tie: the newest goes
+    assert ready(home, "drain", "engine") == ["engine/0"]
+    states = process_states(home, "drain")
+    assert states["moves"] == ("running", "engine/0", 1)
+    assert states["stays"] == ("running", "engine/0", 0)
+
+
 def test_scale_repair_and_once_without_a_watch(home: Path) -> None:
     cei(home, "launch", str(PLANS / "elastic-heal.yml"), "--name", "direct", check=0)
     cei(home, "scale", "direct", "engine", "3", check=0)
