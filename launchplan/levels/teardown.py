@@ -33,7 +33,7 @@ from launchplan.plan.model import ProgramSpec
 from launchplan.providers.base import RUNNING, TERMINATED
 from launchplan.remote import Session
 from launchplan.state import NodeRecord, ResourceRecord
-from launchplan.state.records import RESOURCE_INTENT, RESOURCE_NOT_CREATED
+from launchplan.state.records import REQUEST_FAILED, RESOURCE_INTENT, RESOURCE_NOT_CREATED
 
 TERMINATE_SSH_WAIT = 15.0  # a node that does not answer SSH soon is destroyed without it
 CONTROLLER_STOP_WAIT = 120.0  # how long a running `cei watch` may take to stop for terminate
@@ -106,16 +106,20 @@ class Terminator:
             return
         self.ctx.emit(ev.WARNING, message=f"asking the controller of run {run} (pid "
                                           f"{holder.pid} on host {holder.host}) to stop")
-        store.add_request(run, STOP_REQUEST, None, {})
+        request = store.add_request(run, STOP_REQUEST, None, {})
         deadline = time.monotonic() + CONTROLLER_STOP_WAIT
         while store.lease_holder(run) is not None:
+            problem: CeiError | None = None
             if time.monotonic() >= deadline:
-                raise RunLockedError(
+                problem = RunLockedError(
                     f"the controller of run {run} (pid {holder.pid} on host {holder.host}) "
                     f"did not stop within {CONTROLLER_STOP_WAIT:g}s; stop it, then terminate "
                     "again")
-            if self.ctx.cancel.wait(0.2):
-                raise Interrupted("interrupted while waiting for the controller to stop")
+            elif self.ctx.cancel.wait(0.2):
+                problem = Interrupted("interrupted while waiting for the controller to stop")
+            if problem is not None:  # withdrawn, or the next controller would stop at once
+                store.finish_request(request.id, REQUEST_FAILED, {"error": str(problem)})
+                raise problem
 
     def _warn(self, node: str | None, message: str) -> None:
         self.result.warnings.append(f"{node}: {message}" if node else message)
