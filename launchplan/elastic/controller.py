@@ -157,7 +157,9 @@ class Controller:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is not None:  # leaving on an error: cut what is in flight short
+            self.interrupt()
         self.close()
 
     def close(self) -> None:
