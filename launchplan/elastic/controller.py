@@ -191,6 +191,8 @@ class Controller:
         for node in self.store.nodes(self.run):
             if node.state == states.RETIRING:
                 self.actions.retire(node, drain=True, programs=True)
+            elif node.state == states.TERMINATING:  # killed mid-teardown (of a live run)
+                self.actions.retire(node, drain=False, programs=False)
             elif (node.state in NODE_LAUNCHING_STATES
                   and node.programs.get("origin") == CONTROLLER):
                 self.ctx.emit(ev.ELASTIC_ACTION, node=node.node, action="rollback",
