@@ -106,16 +106,18 @@ class Actions:
 
         self._start(node.node, RETIRE, node.service, node.node, request, work)
 
-    def refresh(self, plan: Plan, services: Collection[str]) -> None:
-        """Tell the peers of `services` (same and later levels) what changed."""
+    def refresh(self, plan: Plan, services: Collection[str]) -> str:
+        """Tell the peers of `services` (same and later levels) what changed; the label its
+        Outcome will carry as its service."""
         changed = sorted(services)
+        label = ",".join(changed)
 
         def work() -> str | None:
             problems = refresh_peers(self.ctx, plan, changed, self.sessions, self.parallel)
             return "; ".join(problems) or None
 
-        self._start(f"{REFRESH}:{','.join(changed)}", REFRESH, ",".join(changed), None, None,
-                    work)
+        self._start(f"{REFRESH}:{label}", REFRESH, label, None, None, work)
+        return label
 
     def _start(self, key: str, kind: str, service: str, node: str | None, request: int | None,
                work: Callable[[], str | None]) -> None:

@@ -141,7 +141,10 @@ class Controller:
         self.stop_requested = False
         self._held = False
         self._judged: dict[str, str] = {}  # node -> its last bad verdict (reported once)
-        self._changed: set[str] = set()  # services whose peers must hear of new members
+        # services whose peers must hear of new members -> the refresh request that says so
+        # (a request, so that a controller killed before telling them leaves it to the next)
+        self._changed: dict[str, int] = {}
+        self._refreshing: dict[str, list[int]] = {}  # refresh action label -> its requests
         self._requests: dict[int, dict[str, Any]] = {}  # request id -> its result so far
         self._last = TickReport([])
 
@@ -363,9 +366,15 @@ class Controller:
         return busy
 
     def _finished(self, outcome: Outcome) -> None:
-        if outcome.kind == LAUNCH:
+        if outcome.kind == REFRESH:
+            for request in self._refreshing.pop(outcome.service, []):
+                self._requests.pop(request, None)
+                problems = [outcome.problem] if outcome.problem else []
+                self.store.finish_request(request, REQUEST_FAILED if problems else REQUEST_DONE,
+                                          {"problems": problems})
+        elif outcome.kind == LAUNCH:
             if outcome.problem is None:
-                self._changed.add(outcome.service)
+                self._mark_changed(outcome.service)
                 if self.store.find_elastic(self.run, outcome.service) is not None:
                     self.store.update_elastic(self.run, outcome.service, failures=0,
                                               backoff_until=None)
@@ -373,7 +382,7 @@ class Controller:
                 self._launch_failed(outcome.service, outcome.problem, outcome.node)
         elif outcome.kind == RETIRE:
             if outcome.problem is None:
-                self._changed.add(outcome.service)
+                self._mark_changed(outcome.service)
             else:
                 self.ctx.emit(ev.WARNING, node=outcome.node,
                               message=f"{outcome.node} may not be gone: {outcome.problem}")
@@ -424,13 +433,19 @@ class Controller:
             except RunLockedError:
                 return
 
+    def _mark_changed(self, service: str) -> None:
+        if service not in self._changed:
+            request = self.store.add_request(self.run, REFRESH, service, {})
+            self._requests[request.id] = {}
+            self._changed[service] = request.id
+
     def _refresh(self) -> None:
         """Tell peers about new members once a service's launches and retirements settled."""
         settled = {s for s in self._changed
                    if not self.actions.of(s, LAUNCH) and not self.actions.of(s, RETIRE)}
         if settled and not self.actions.running(REFRESH):
-            self.actions.refresh(self.plan, settled)
-            self._changed -= settled
+            label = self.actions.refresh(self.plan, settled)
+            self._refreshing[label] = [self._changed.pop(s) for s in sorted(settled)]
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -449,6 +464,9 @@ class Controller:
                     self._finish_request(request.id, self._scale(request))
                 elif request.kind == REPAIR:
                     self._repair(request)
+                elif request.kind == REFRESH:  # left by a controller that stopped before it
+                    self._requests[request.id] = {}
+                    self._changed.setdefault(str(request.target), request.id)
                 else:
                     raise UsageError(f"unknown request {request.kind!r}")
             except CeiError as exc:
@@ -495,7 +513,8 @@ class Controller:
             self._finish_request(request.id, {"replaced": {}, "message": "nothing to repair"})
             return
         self._requests[request.id] = result
-        self._changed.update(n.service for n, _ in broken)
+        for node, _ in broken:
+            self._mark_changed(node.service)
 
     def _replace_for_repair(self, node: NodeRecord, reason: str, request: int) -> str:
         """Start replacing one node; the name of its replacement."""

@@ -3,7 +3,8 @@
 Shared by tests/integration/test_elastic_kill.py (the suite's trials) and bench/elastic_kill.py
 (a longer campaign). After each kill no node identity may be live twice in the cloud; after
 the restarted controller (`cei watch --once`) has finished or rolled back what the killed one
-started, the cloud must hold exactly the nodes the store calls ready, as many as desired; after
+started, the cloud must hold exactly the nodes the store calls ready, as many as desired, and
+no request (a scale, or telling the peers of a change) may be left undone; after
 `cei terminate` nothing of the run may be left.
 """
 
@@ -125,6 +126,9 @@ def _check_consistent(trial: Trial, home: Path, run: str, tags: list[str], when:
     with Store(home) as store:
         ready = sorted(n.node for n in store.nodes(run) if n.state == "ready")
         record = store.find_elastic(run, "engine")
+        pending = [f"{r.kind} {r.target}" for r in store.pending_requests(run)]
+    if pending:  # a scale, or telling the peers of a change, left undone
+        trial.problems.append(f"{when}: requests still pending: {pending}")
     if sorted(tags) != ready:
         trial.problems.append(f"{when}: the cloud runs {sorted(tags)}, the store has ready "
                               f"{ready}")

@@ -242,7 +242,9 @@ def test_a_cloud_that_refuses_every_create_gets_backoff_and_nothing_leaks(
     alive = ("pending", "running")
     assert len([i for i in ec2_emulator.instances() if i["State"]["Name"] in alive]) == 1
     ec2_emulator.middleware.refuse_creates = True
-    with watching(home, "refuse"):
+    with watching(home, "refuse") as watch:
+        wait_for(lambda: any(line["event"] == "elastic.state" for line in watch.lines()), 60,
+                 "the watch's first tick")
         cei(home, "scale", "refuse", "engine", "3", "--timeout", "3", check=3)
         wait_for(lambda: len(history(home, "refuse", "elastic.backoff")) >= 4, 90,
                  "four failed launches")
