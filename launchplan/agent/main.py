@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-timeout", type=float, default=60.0)
     p.add_argument("--metrics", metavar="FILE", help="shell file of the metrics program")
     p.add_argument("--metrics-timeout", type=float, default=30.0)
+    p.add_argument("--metrics-every", type=float, default=0.0,
+                   help="run the metrics program at most this often (seconds)")
     p.add_argument("--count", type=int, help="stop after this many heartbeats")
     return parser
 
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.period <= 0:
             return _emit({"ok": False, "error": "--period must be above 0"})
         monitor = Monitor(args.home if args.agent else None, args.ready, args.ready_timeout,
-                          args.metrics, args.metrics_timeout)
+                          args.metrics, args.metrics_timeout, args.metrics_every)
         return run_monitor(monitor, args.period, args.count)
     extra: dict[str, Any] = {}
     if args.command == "launch":

@@ -57,12 +57,15 @@ class Monitor:
     """Builds heartbeats; network rates come from the counters of the previous beat."""
 
     def __init__(self, home: str | None, ready: str | None, ready_timeout: float,
-                 metrics: str | None, metrics_timeout: float) -> None:
+                 metrics: str | None, metrics_timeout: float, metrics_every: float = 0.0
+                 ) -> None:
         self.home = home
         self.ready = ready
         self.ready_timeout = ready_timeout
         self.metrics = metrics
         self.metrics_timeout = metrics_timeout
+        self.metrics_every = metrics_every  # run the program at most this often; reuse between
+        self._measured: tuple[float, dict[str, Any]] | None = None
         self.reader = SensorReader()
         self.reader.sample()
         self._net: tuple[float, int, int] | None = None
@@ -74,14 +77,24 @@ class Monitor:
         doc.update(self._health())
         doc["sensors"] = self._sensors()
         if self.metrics:
-            status, output = run_program(self.metrics, self.metrics_timeout)
-            try:
-                if status != 0:
-                    raise ValueError(f"exited with status {status}: {output[-TAIL:].strip()}")
-                doc["metrics"] = metrics_of(output)
-            except ValueError as exc:
-                doc["metrics_error"] = str(exc)[:TAIL]
+            doc.update(self._metrics())
         return doc
+
+    def _metrics(self) -> dict[str, Any]:
+        """{"metrics": ...} or {"metrics_error": ...}, from a run at most metrics_every old."""
+        now = time.monotonic()
+        if self._measured is not None and now - self._measured[0] < self.metrics_every:
+            return self._measured[1]
+        assert self.metrics is not None
+        status, output = run_program(self.metrics, self.metrics_timeout)
+        try:
+            if status != 0:
+                raise ValueError(f"exited with status {status}: {output[-TAIL:].strip()}")
+            measured: dict[str, Any] = {"metrics": metrics_of(output)}
+        except ValueError as exc:
+            measured = {"metrics_error": str(exc)[:TAIL]}
+        self._measured = (now, measured)
+        return measured
 
     def _health(self) -> dict[str, Any]:
         if self.home:

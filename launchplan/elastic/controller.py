@@ -21,7 +21,7 @@ from launchplan.elastic import health
 from launchplan.elastic.actions import LAUNCH, REFRESH, RETIRE, Actions, Outcome
 from launchplan.elastic.deciding import Decider
 from launchplan.elastic.desired import SCALED, set_desired
-from launchplan.elastic.heartbeats import HeartbeatCollector
+from launchplan.elastic.heartbeats import Cadence, HeartbeatCollector
 from launchplan.elastic.judging import Judge
 from launchplan.errors import EXIT_OK, CeiError, RunLockedError, UsageError
 from launchplan.levels import events as ev
@@ -110,9 +110,11 @@ def require_live(ctx: RunContext) -> None:
                          f"change (launch it again first)")
 
 
-def heartbeat_period(spec: ElasticSpec) -> float:
-    """Heartbeats come often enough to notice a missing node and to sample every period."""
-    return max(0.5, min(spec.period, spec.health.missing_timeout / 3, HEARTBEAT_MAX_PERIOD))
+def cadence(spec: ElasticSpec) -> Cadence:
+    """Heartbeats often enough to notice a missing node and to sample every period; the
+    metrics program once a period."""
+    beat = max(0.5, min(spec.period, spec.health.missing_timeout / 3, HEARTBEAT_MAX_PERIOD))
+    return Cadence(heartbeat=beat, metrics=spec.period)
 
 
 class Controller:
@@ -236,8 +238,8 @@ class Controller:
             return
         watched = []
         for record in elastic:
-            period = heartbeat_period(ElasticSpec.from_dict(record.spec))
-            watched += [(n, period) for n in nodes.values()
+            pace = cadence(ElasticSpec.from_dict(record.spec))
+            watched += [(n, pace) for n in nodes.values()
                         if n.service == record.service and n.state == states.READY
                         and n.programs.get("env") and self.actions.on(n.node) is None]
         self.monitors.sync(watched)

@@ -28,6 +28,14 @@ KEEP = 32  # heartbeats kept per node
 
 
 @dataclass(frozen=True)
+class Cadence:
+    """How often a node's monitor speaks, and how often it runs its metrics program."""
+
+    heartbeat: float
+    metrics: float
+
+
+@dataclass(frozen=True)
 class Heard:
     """A snapshot of what one node's watcher has heard."""
 
@@ -38,11 +46,11 @@ class Heard:
 
 class _Watcher:
     def __init__(self, ctx: RunContext, node: NodeRecord, sessions: SessionPool,
-                 period: float) -> None:
+                 cadence: Cadence) -> None:
         self.ctx = ctx
         self.node = node
         self.sessions = sessions
-        self.period = period
+        self.cadence = cadence
         self.since = time.monotonic()
         self.beats: deque[Heartbeat] = deque(maxlen=KEEP)
         self.last_ok: float | None = None
@@ -64,7 +72,7 @@ class _Watcher:
                 try:
                     session = self.sessions.get(self.node)
                     command = monitor_command(session, self.node, self.ctx.run_dir,
-                                              self.period, log)
+                                              self.cadence.heartbeat, self.cadence.metrics, log)
                     self.connected = True
                     result = session.run(command, timeout=None, on_output=self._feed,
                                          cancel=self._stop)
@@ -125,18 +133,18 @@ class HeartbeatCollector:
         self.sessions = sessions
         self._watchers: dict[str, _Watcher] = {}
 
-    def sync(self, nodes: Iterable[tuple[NodeRecord, float]]) -> None:
-        """Watch exactly these (node, heartbeat period) pairs: start new ones, stop others."""
-        wanted = {node.node: (node, period) for node, period in nodes}
+    def sync(self, nodes: Iterable[tuple[NodeRecord, Cadence]]) -> None:
+        """Watch exactly these nodes, at their cadence: start new watchers, stop others."""
+        wanted = {node.node: (node, cadence) for node, cadence in nodes}
         for name in [n for n in self._watchers if n not in wanted]:
             self._watchers.pop(name).stop()
-        for name, (node, period) in wanted.items():
+        for name, (node, cadence) in wanted.items():
             watcher = self._watchers.get(name)
             if watcher is not None and watcher.node.address != node.address:
                 watcher.stop()
                 watcher = None
             if watcher is None:
-                self._watchers[name] = _Watcher(self.ctx, node, self.sessions, period)
+                self._watchers[name] = _Watcher(self.ctx, node, self.sessions, cadence)
 
     def watched(self, node: str) -> bool:
         return node in self._watchers

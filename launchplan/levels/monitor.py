@@ -86,8 +86,10 @@ def _numbers(value: Any) -> dict[str, float]:
 
 
 def monitor_command(session: Session, node: NodeRecord, run_dir: Path, period: float,
-                    log: NodeLog) -> str:
-    """Put what the node's monitor needs in its stage directory; the line that starts it."""
+                    metrics_every: float, log: NodeLog) -> str:
+    """Put what the node's monitor needs in its stage directory; the line that starts it:
+    a heartbeat every `period` seconds, the metrics program run at most every
+    `metrics_every` seconds."""
     env = node.programs["env"]
     stage = Stage(session, env["CEI_STAGE"], env, log)
     agent = node.programs.get("agent")
@@ -111,6 +113,8 @@ def monitor_command(session: Session, node: NodeRecord, run_dir: Path, period: f
         argv += [f"--{kind}", path, f"--{kind}-timeout", f"{program.timeout:g}"]
         if kind == "ready":
             ready_file = path
+        else:
+            argv += ["--metrics-every", f"{metrics_every:g}"]
     fallback = _shell_monitor(ready_file, period)
     return (f"if command -v {shlex.quote(python)} >/dev/null 2>&1; then "
             f"{shell_command(argv)}; else {fallback}; fi")

@@ -107,3 +107,14 @@ def test_parse_heartbeat_keeps_numbers_and_drops_the_rest() -> None:
         "cpu": 12.5, "bad": "x", "flag": True}, "agent": {"slots": {"total": 4}}}).encode())
     assert beat is not None and beat.ok and beat.sensors == {"cpu": 12.5}
     assert beat.agent == {"slots": {"total": 4}} and beat.value("memory") is None
+
+
+def test_the_metrics_program_runs_once_a_period_not_once_a_beat(tmp_path: Path) -> None:
+    runs, metrics = tmp_path / "runs", tmp_path / "metrics.sh"
+    metrics.write_text(f"echo x >> '{runs}'; echo '{{\"depth\": 1}}'\n")
+    out = io.StringIO()
+    run_monitor(Monitor(None, None, 1.0, str(metrics), 5.0, metrics_every=60.0), 0.05,
+                count=3, out=out)
+    beats = [parse_heartbeat(line.encode()) for line in out.getvalue().splitlines()]
+    assert [b.metrics for b in beats if b] == [{"depth": 1.0}] * 3
+    assert runs.read_text().count("x") == 1
