@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import meta, nodes
+from jinja2 import nodes
 
 from launchplan.errors import PlanError
 
@@ -237,7 +237,11 @@ class _Refs:
         self.known = frozenset(NAMES) | shared_templates().known_globals()
 
     def check(self, ast: nodes.Template, fail: Fail) -> None:
-        for name in sorted(meta.find_undeclared_variables(ast)):
+        try:
+            undeclared = shared_templates().undeclared(ast)
+        except TemplateProblem as problem:
+            raise fail(problem.message, problem.line) from None
+        for name in sorted(undeclared):
             if name not in self.known:
                 line = next(n.lineno for n in ast.find_all(nodes.Name) if n.name == name)
                 hint = did_you_mean(name, self.known)
