@@ -53,6 +53,24 @@ class PlanError(UsageError):
         return where + ": "
 
 
+class PlanErrors(PlanError):
+    """Several problems of one plan, reported together like a compiler does (the first
+    `shown`; `total` counts them all). Its file and line are the first problem's."""
+
+    def __init__(self, errors: list[PlanError], total: int) -> None:
+        first = errors[0]
+        super().__init__(first.message, first.file, first.line, first.column)
+        self.errors = errors
+        self.total = total
+        lines = [str(e) for e in errors]
+        if total > len(errors):
+            lines.append(f"... and {total - len(errors)} more errors")
+        self.args = ("\n".join(lines),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class RunExistsError(UsageError):
     """A run of that name already exists (a second launch of it is refused)."""
 

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import click
 
-from launchplan.errors import EXIT_INTERRUPTED, EXIT_USAGE, CeiError
+from launchplan.errors import EXIT_INTERRUPTED, EXIT_USAGE, CeiError, PlanErrors
 from launchplan.levels.events import SCHEMA_VERSION, Event
 
 
@@ -26,7 +26,8 @@ def run_cli(group: click.Group) -> int:
         click.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
     except CeiError as exc:
-        error(str(exc))
+        for line in str(exc).splitlines() if isinstance(exc, PlanErrors) else [str(exc)]:
+            error(line)
         return exc.exit_code
     return int(rv or 0)
 

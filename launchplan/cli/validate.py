@@ -27,11 +27,15 @@ def validate(plan_path: Path, variables: tuple[str, ...], vars_files: tuple[Path
     Exit status 0 when valid, 2 with FILE:LINE: message otherwise.
     """
     from launchplan.plan import render_service
+    from launchplan.plan.problems import Problems
 
     plan = load(plan_path, variables, vars_files)
     nodes = 0
+    problems = Problems()
     for decl in plan.services():
-        nodes += len(render_service(plan, decl.name, plan.name))
+        with problems.collect():
+            nodes += len(render_service(plan, decl.name, plan.name))
+    problems.raise_any()
     summary = {"plan": plan.name, "path": str(plan_path), "valid": True,
                "levels": len(plan.levels), "services": len(plan.services()), "nodes": nodes}
     if as_json:

@@ -6,7 +6,7 @@ a message naming the file and line, never a hang, a traceback or a machine out o
 
 from __future__ import annotations
 
-PLAN_BYTES = 4 * 1024 * 1024
+PLAN_BYTES = 1024 * 1024
 """Largest plan, vars file or user-data file read (bytes)."""
 
 YAML_VALUES = 100_000

@@ -16,8 +16,9 @@ from jinja2 import nodes
 
 from launchplan.errors import PlanError
 
-from . import compat, schema
+from . import budgets, compat, schema
 from .model import Plan, ServiceDecl
+from .problems import Problems
 from .render import (
     PROGRAMS,
     Site,
@@ -42,22 +43,35 @@ SERVICE_KEYS = ("name", "index", "count")
 Fail = Callable[[str, int | None], PlanError]
 
 
-def check_plan(plan: Plan) -> None:
-    """Raise PlanError for the first reference, file or cloud problem of `plan`."""
+def check_plan(plan: Plan, problems: Problems) -> None:
+    """Record in `problems` every reference, file, cloud and size problem of `plan`."""
     for name, profile in plan.clouds.items():
         site = cloud_site(plan, name)
-        _walk(profile, (), site, _Refs(plan, None))
-        _check_credentials(profile, site)
+        _walk(profile, (), site, _Refs(plan, None), problems)
+        with problems.collect():
+            _check_credentials(profile, site)
     for decl in plan.services():
-        _check_service(plan, decl)
+        with problems.collect():
+            _check_service(plan, decl, problems)
+    with problems.collect():
+        _check_total(plan)
 
 
-def _check_service(plan: Plan, decl: ServiceDecl) -> None:
+def _check_total(plan: Plan) -> None:
+    """The plan's nodes, as far as they are known before launch, within the budget."""
+    total = sum(min(static_count(plan, decl) or 1, budgets.NODES_PER_SERVICE)
+                for decl in plan.services())
+    if total > budgets.NODES_PER_PLAN:
+        raise PlanError(f"the plan has {total:,} nodes, more than the {budgets.NODES_PER_PLAN:,} "
+                        "a plan may have", str(plan.path))
+
+
+def _check_service(plan: Plan, decl: ServiceDecl, problems: Problems) -> None:
     site = service_site(plan, decl)
     refs = _Refs(plan, decl.level)
-    _walk(decl.raw, (), site, refs)
+    _walk(decl.raw, (), site, refs, problems)
     _check_files(plan, decl, site, refs)
-    _check_count(decl, site)
+    _check_count(plan, decl, site)
     _check_compat(plan, decl, site)
     cloud, cloud_path = pick_cloud(decl)
     if is_template(cloud):
@@ -68,7 +82,7 @@ def _check_service(plan: Plan, decl: ServiceDecl) -> None:
         raise site.fail(cloud_path or (), f"unknown cloud '{cloud}'{hint}")
     profile = plan.clouds[cloud]
     csite = cloud_site(plan, cloud)
-    _walk(profile, (), csite, refs)
+    _walk(profile, (), csite, refs, problems)
     key = profile.get("ssh_key")
     if isinstance(key, str) and not is_template(key) and "ssh_key" not in decl.raw:
         _need_file(plan, csite, ("ssh_key",), key)
@@ -109,7 +123,11 @@ def _check_driver(decl: ServiceDecl, site: Site, cloud: str, driver: str) -> Non
             raise site.fail((key,), f"{key} is not an option of cloud '{cloud}' (driver {driver})")
 
 
-def _check_count(decl: ServiceDecl, site: Site) -> None:
+def _check_count(plan: Plan, decl: ServiceDecl, site: Site) -> None:
+    known = static_count(plan, decl)
+    if known is not None and known > budgets.NODES_PER_SERVICE:
+        raise site.fail(("count",), f"count is {known:,}, more than the "
+                        f"{budgets.NODES_PER_SERVICE} nodes a service may have")
     count, host = decl.raw.get("count"), decl.raw.get("host")
     if isinstance(count, int) and isinstance(host, list) and count != len(host):
         raise site.fail(
@@ -206,23 +224,25 @@ def _need_file(plan: Plan, site: Site, path: tuple[Any, ...], value: str) -> str
     return resolved
 
 
-def _walk(value: Any, path: tuple[Any, ...], site: Site, refs: _Refs) -> None:
+def _walk(value: Any, path: tuple[Any, ...], site: Site, refs: _Refs, problems: Problems) -> None:
+    """Check every template inside `value`, each problem recorded and the walk going on."""
     if isinstance(value, str) and is_template(value):
 
         def fail(message: str, _line: int | None) -> PlanError:
             return site.fail(path, message)
 
-        try:
-            ast = shared_templates().parse(value)
-        except TemplateProblem as problem:
-            raise site.fail(path, problem.message) from None
-        refs.check(ast, fail)
+        with problems.collect():
+            try:
+                ast = shared_templates().parse(value)
+            except TemplateProblem as problem:
+                raise site.fail(path, problem.message) from None
+            refs.check(ast, fail)
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            _walk(item, (*path, key), site, refs)
+            _walk(item, (*path, key), site, refs, problems)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _walk(item, (*path, i), site, refs)
+            _walk(item, (*path, i), site, refs, problems)
 
 
 class _Refs:
@@ -239,8 +259,8 @@ class _Refs:
     def check(self, ast: nodes.Template, fail: Fail) -> None:
         try:
             undeclared = shared_templates().undeclared(ast)
-        except TemplateProblem as problem:
-            raise fail(problem.message, problem.line) from None
+        except TemplateProblem as bad:
+            raise fail(bad.message, bad.line) from None
         for name in sorted(undeclared):
             if name not in self.known:
                 line = next(n.lineno for n in ast.find_all(nodes.Name) if n.name == name)

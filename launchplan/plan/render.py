@@ -15,7 +15,7 @@ from typing import Any
 
 from launchplan.errors import PlanError
 
-from . import compat, schema
+from . import budgets, compat, schema
 from .elastic import ElasticSpec, parse_elastic
 from .model import (
     CloudSpec,
@@ -349,6 +349,9 @@ class _ServiceRenderer:
             raise self.site.fail(
                 ("count",), f"count must be an integer >= 1, got {schema.show(count)}"
             )
+        if count > budgets.NODES_PER_SERVICE:
+            raise self.site.fail(("count",), f"count is {schema.show(count)}, more than the "
+                                 f"{budgets.NODES_PER_SERVICE} nodes a service may have")
         if isinstance(hosts, list) and count != len(hosts):
             raise self.site.fail(
                 ("count",),

@@ -30,6 +30,7 @@ from . import budgets
 LOOP_MARK = "__cei_loop__"
 _FORMAT_WIDTH = re.compile(r"%[#0\- +]*(\d+)?(?:\.(\d+))?|\{[^{}]*?:[^{}]*?(\d+)")
 _FORMAT_METHODS = frozenset({"format", "format_map"})
+_SPREADING = frozenset({"indent", "tojson", "expandtabs"})
 
 
 class BudgetExceeded(Exception):
@@ -118,7 +119,8 @@ def check_size(value: Any, what: str = "a value") -> Any:
 
 def _check_arguments(args: Iterable[Any]) -> None:
     for arg in args:
-        if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > budgets.TEMPLATE_OUTPUT:
+        number = isinstance(arg, int) and not isinstance(arg, bool)
+        if number and abs(arg) > budgets.TEMPLATE_OUTPUT:
             raise BudgetExceeded(f"a number argument of {_short(arg)} is larger than the "
                                  f"template output budget ({budgets.TEMPLATE_OUTPUT:,})")
 
@@ -143,10 +145,20 @@ def _check_replace(text: str, old: Any, new: Any) -> None:
 
 
 def _check_join(items: Any, separator: Any) -> None:
-    if isinstance(separator, str) and isinstance(items, (list, tuple, str, range)):
-        if size(items) + len(items) * len(separator) > budgets.TEMPLATE_OUTPUT:
-            raise BudgetExceeded("join would make a text larger than the template output "
-                                 f"budget ({budgets.TEMPLATE_OUTPUT:,})")
+    joinable = isinstance(separator, str) and isinstance(items, (list, tuple, str, range))
+    if joinable and size(items) + len(items) * len(separator) > budgets.TEMPLATE_OUTPUT:
+        raise BudgetExceeded("join would make a text larger than the template output "
+                             f"budget ({budgets.TEMPLATE_OUTPUT:,})")
+
+
+def _check_spread(value: Any, args: Iterable[Any]) -> None:
+    """indent, tojson and expandtabs repeat their number argument per line, level or tab."""
+    width = max((a for a in args if isinstance(a, int) and not isinstance(a, bool)), default=0)
+    text = isinstance(value, str)
+    spots = 1 + (value.count("\n") + value.count("\t") if text else size(value))
+    if spots * width > budgets.TEMPLATE_OUTPUT:
+        raise BudgetExceeded(f"a width of {_short(width)} repeated {spots:,} times exceeds the "
+                             f"template output budget ({budgets.TEMPLATE_OUTPUT:,})")
 
 
 def _short(value: Any) -> str:
@@ -166,11 +178,11 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
                                  f"{budgets.INTEGER_BITS} bits ({_short(left)} ** {_short(right)})")
     elif operator == "*":
         for seq, times in ((left, right), (right, left)):
-            if isinstance(times, int) and not isinstance(seq, int) and times > 1:
-                if size(seq) * times > budgets.TEMPLATE_OUTPUT:
-                    raise BudgetExceeded(
-                        f"repeating a value {_short(times)} times exceeds the template output "
-                        f"budget ({budgets.TEMPLATE_OUTPUT:,})")
+            repeats = isinstance(times, int) and not isinstance(seq, int) and times > 1
+            if repeats and size(seq) * times > budgets.TEMPLATE_OUTPUT:
+                raise BudgetExceeded(
+                    f"repeating a value {_short(times)} times exceeds the template output "
+                    f"budget ({budgets.TEMPLATE_OUTPUT:,})")
         if _int_bits(left) + _int_bits(right) > budgets.INTEGER_BITS + 1:
             raise BudgetExceeded(f"the template computes an integer of more than "
                                  f"{budgets.INTEGER_BITS} bits")
@@ -198,6 +210,10 @@ def _budgeted_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             _check_replace(value, args[0], args[1])
         if name == "join":
             _check_join(value, args[0] if args else kwargs.get("d", ""))
+        if name == "format" and isinstance(value, str):
+            _check_format(value, (*args, *kwargs.values()))
+        if name in _SPREADING:
+            _check_spread(value, (*args, *kwargs.values()))
         first: tuple[Any, ...] = ()
         if pass_arg is _PassArg.context:
             first = (context,)
@@ -258,6 +274,7 @@ class MeteredSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        self.globals.pop("lipsum", None)  # generates text by the megabyte on request
         self.filters = {name: _budgeted_filter(name, func) for name, func in self.filters.items()}
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
@@ -265,7 +282,7 @@ class MeteredSandbox(ImmutableSandboxedEnvironment):
         _check_binop(operator, left, right)
         return check_size(super().call_binop(context, operator, left, right))
 
-    def call(__self, __context: Context, __obj: Any, *args: Any,  # noqa: N805
+    def call(__self, __context: Context, __obj: Any, *args: Any,
              **kwargs: Any) -> Any:
         if isinstance(__obj, str) and __obj == LOOP_MARK and len(args) == 1:
             return _counted(args[0])
@@ -278,6 +295,8 @@ class MeteredSandbox(ImmutableSandboxedEnvironment):
                 _check_format(owner, (*args, *kwargs.values()))
             elif name == "replace" and len(args) >= 2:
                 _check_replace(owner, args[0], args[1])
+            elif name in _SPREADING:
+                _check_spread(owner, (*args, *kwargs.values()))
         _check_arguments((*args, *kwargs.values()))
         return check_size(
             ImmutableSandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs))

@@ -125,7 +125,7 @@ CASES = {
           - services:
               db: {count: x}  #<
         """,
-        "service 'db': count must be an integer >= 1, got 'x'",
+        "service 'db': count must be an integer from 1 to 1000, got 'x'",
     ),
     "count zero": (
         """
@@ -134,7 +134,7 @@ CASES = {
               db:
                 count: 0  #<
         """,
-        "count must be an integer >= 1, got 0",
+        "count must be an integer from 1 to 1000, got 0",
     ),
     "negative timeout": (
         """
