@@ -404,7 +404,7 @@ class _NodeLauncher:
         stage.prepare(spec.config, context_document(ctx.run, known_nodes(ctx.store, ctx.run)),
                       spec.stage_files)
         if spec.boot is not None:
-            outputs = stage.boot(spec.boot)
+            outputs = stage.boot(spec.boot, spec.output_limit)
             ctx.store.update_node(ctx.run, spec.node, outputs=outputs)
         agent = (install_agent(session, stage_path, spec, ctx.run_dir)
                  if isinstance(session, Session) else None)  # local_exe has no agent

@@ -15,6 +15,8 @@ from typing import Any
 from launchplan.errors import CeiError, CommandTimeout, Interrupted, StepTimeout
 from launchplan.levels.masking import Masker
 from launchplan.levels.nodelog import NodeLog
+from launchplan.levels.outputs import parse_outputs
+from launchplan.plan.budgets import OUTPUT_BYTES
 from launchplan.plan.model import ProgramSpec
 from launchplan.remote import CommandResult, Session, shell_command
 from launchplan.remote.local import LocalSession
@@ -200,31 +202,18 @@ class Stage:
         if self.observer is not None:
             self.observer(run)
 
-    def boot(self, program: ProgramSpec) -> dict[str, Any]:
-        """Run the boot program once and return the outputs it wrote to $CEI_OUTPUT."""
+    def boot(self, program: ProgramSpec, output_limit: int = OUTPUT_BYTES) -> dict[str, Any]:
+        """Run the boot program once and return the outputs it wrote to $CEI_OUTPUT (checked:
+        see levels.outputs)."""
         self.session.run_argv(["rm", "-f", self.env["CEI_OUTPUT"]], timeout=30)
         with self._observed("boot") as tracked:
             result = tracked.saw(self.run("boot", program))
             if result.status != 0:
                 raise ProgramFailed("boot", result)
-            outputs = self.outputs()
+            raw = self.session.get(self.env["CEI_OUTPUT"], limit=output_limit + 1)
+            outputs = parse_outputs(raw, output_limit)
             tracked.outputs = tuple(sorted(outputs))
         return outputs
-
-    def outputs(self) -> dict[str, Any]:
-        raw = self.session.get(self.env["CEI_OUTPUT"])
-        if raw is None or not raw.strip():
-            return {}
-        try:
-            value = json.loads(raw)
-        except ValueError as exc:
-            raise CeiError(f"the boot program wrote invalid JSON to $CEI_OUTPUT: {exc}") from None
-        if not isinstance(value, dict):
-            raise CeiError(
-                "the boot program must write one JSON object to $CEI_OUTPUT, "
-                f"not a {type(value).__name__}"
-            )
-        return value
 
     def wait_ready(self, program: ProgramSpec) -> None:
         """Run the ready program until it passes, every `interval`, within its timeout."""

@@ -36,5 +36,11 @@ RENDER_SECONDS = 5.0
 WORDWRAP_INPUT = 64 * 1024
 """Longest text the `wordwrap` filter accepts (it is slow on long text)."""
 
+OUTPUT_BYTES = 1024 * 1024
+"""Default largest outputs document a boot program may write (a service's `output_limit`)."""
+
+OUTPUT_DEPTH = 32
+"""Deepest nesting of objects and lists in a node's outputs."""
+
 ERRORS_SHOWN = 20
 """Most plan errors reported at once; the rest are counted."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .budgets import OUTPUT_BYTES
 from .elastic import ElasticSpec
 
 
@@ -104,6 +105,7 @@ class NodeSpec:
     compat: str | None = None  # "cloudinitd": programs see the files cloudinit.d staged
     stage_files: Mapping[str, str] = field(default_factory=dict)  # name -> text, in the stage
     local_exe: bool = False  # programs run on the controller machine, not over SSH
+    output_limit: int = OUTPUT_BYTES  # largest outputs document of the boot program (bytes)
 
     @property
     def node(self) -> str:

@@ -401,6 +401,7 @@ class _ServiceRenderer:
             compat=svc.get("compat"),
             stage_files=self._stage_files(svc),
             local_exe=bool(svc.get("local_exe", False)),
+            output_limit=int(svc.get("output_limit", budgets.OUTPUT_BYTES)),
         )
 
     def _cloud(self, name: str, profile: Mapping[str, Any], svc: Mapping[str, Any]) -> CloudSpec:

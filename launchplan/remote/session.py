@@ -554,13 +554,14 @@ class Session:
                     log.debug("could not remove %s on %s", tmp, self.target.address)
                 raise
 
-    def get(self, path: str) -> bytes | None:
-        """The file's contents, or None when it does not exist."""
+    def get(self, path: str, limit: int | None = None) -> bytes | None:
+        """The file's contents (at most `limit` bytes), or None when it does not exist."""
         with self._remote_errors(f"reading {path}"), self._sftp_client() as sftp:
             try:
                 with sftp.open(_sftp_path(path), "rb") as handle:
-                    handle.prefetch()
-                    return handle.read()
+                    if limit is None:
+                        handle.prefetch()
+                    return handle.read(limit)
             except FileNotFoundError:
                 return None
 

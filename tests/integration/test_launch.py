@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -112,6 +113,27 @@ def test_ready_timeout_exits_3(home: Path) -> None:
 def test_boot_output_must_be_a_json_object(home: Path) -> None:
     proc = cei(home, "launch", str(PLANS / "bad-output.yml"), "--name", "o1", check=1)
     assert "one JSON object to $CEI_OUTPUT, not a list" in proc.stderr
+
+
+def test_boot_outputs_past_the_limit_fail_the_node_and_stay_out_of_the_store(
+        home: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "huge.yml"
+    plan.write_text(textwrap.dedent("""\
+        plan: huge
+        levels:
+          - services:
+              liar:
+                boot:
+                  command: |
+                    python3 - <<'PY'
+                    import json, os
+                    json.dump({"blob": "x" * 3000000}, open(os.environ["CEI_OUTPUT"], "w"))
+                    PY
+        """))
+    proc = cei(home, "launch", str(plan), "--name", "huge", check=1)
+    assert "wrote more than 1,048,576 bytes to $CEI_OUTPUT" in proc.stderr
+    assert (home / "cei.db").stat().st_size < 1_000_000
+    cei(home, "terminate", "huge", check=0)
 
 
 def test_second_launch_of_a_live_run_is_refused(home: Path) -> None:
