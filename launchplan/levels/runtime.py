@@ -36,7 +36,7 @@ class RunContext:
         self.store = store
         self.run = run
         self.run_dir = store.run_dir(run)
-        self._emit = emit
+        self._emit: Emit | None = emit
         self.cancel = cancel or threading.Event()
         self._lock = threading.Lock()
         self._providers: dict[str, Provider] = {}
@@ -51,20 +51,34 @@ class RunContext:
         if message:
             record["message"] = message
         self.store.append_event(self.run, kind, node, record)
-        self._emit(event)
+        self._show(event)
 
     def replay(self, record: EventRecord) -> None:
         """Hand an event another process stored (a controller's) to this command's views."""
         data = dict(record.data)
         state, message = data.pop("state", None), data.pop("message", "")
         when = datetime.fromisoformat(record.time).timestamp()
-        self._emit(Event(record.kind, self.run, node=record.node, state=state,
+        self._show(Event(record.kind, self.run, node=record.node, state=state,
                          message=str(message), data=data, time=when))
 
     def notify(self, kind: str, message: str = "", **data: Any) -> None:
         """An event for the watching views only, not kept in the history (each tick's
         summary: the history keeps the decisions and actions it sums up)."""
-        self._emit(Event(kind, self.run, message=message, data=data))
+        self._show(Event(kind, self.run, message=message, data=data))
+
+    def _show(self, event: Event) -> None:
+        """Hand `event` to the command's view. A view that fails (its reader went away: a
+        closed pipe) is dropped, noted in the history, and never fails or strands the run."""
+        emit = self._emit
+        if emit is None:
+            return
+        try:
+            emit(event)
+        except Exception as exc:
+            self._emit = None
+            self.store.append_event(self.run, "warning", event.node, {
+                "message": f"the command's output failed ({type(exc).__name__}: {exc}); "
+                           "the run goes on without it"})
 
     # providers ----------------------------------------------------------------------------
     def provider(self, driver: str, options: Mapping[str, Any]) -> Provider:

@@ -136,6 +136,27 @@ def test_boot_outputs_past_the_limit_fail_the_node_and_stay_out_of_the_store(
     cei(home, "terminate", "huge", check=0)
 
 
+def test_a_closed_stdout_never_strands_the_launch(home: Path) -> None:
+    """`cei launch --json | head -3`: the reader goes away; the launch still finishes and the
+    run's state is final."""
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launchplan", "launch", str(PLANS / "counted.yml"), "--name",
+         "piped", "--var", "n=2", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    for _ in range(3):
+        proc.stdout.readline()
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
+    status = cei_json(home, "status", "piped")
+    assert status["status"] == "ready"
+    assert {n["state"] for n in status["nodes"]} == {"ready"}
+    cei(home, "terminate", "piped", check=0)
+
+
 def test_second_launch_of_a_live_run_is_refused(home: Path) -> None:
     cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=0)
     proc = cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=2)
