@@ -24,8 +24,24 @@ T = TypeVar("T")
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Write JSON (NDJSON events for long commands) instead of text.")
-var_option = click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
-                          help="Set a plan variable (repeatable); overrides --vars-file.")
+_SECRET_VARS = "cei.secret_vars"
+
+
+def _remember_secret_vars(ctx: click.Context, _param: click.Parameter,
+                          value: tuple[str, ...]) -> None:
+    ctx.meta[_SECRET_VARS] = value
+
+
+def var_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--var KEY=VALUE and --secret-var KEY=VALUE (the same, its value masked in logs, events
+    and output and never stored); parse_overrides() reads both."""
+    command = click.option(
+        "--secret-var", multiple=True, metavar="KEY=VALUE", expose_value=False,
+        callback=_remember_secret_vars,
+        help="Set a plan variable whose value is secret: masked in logs, events and JSON, "
+             "never stored (repeatable).")(command)
+    return click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
+                        help="Set a plan variable (repeatable); overrides --vars-file.")(command)
 vars_file_option = click.option("--vars-file", "vars_files", multiple=True,
                                 type=click.Path(dir_okay=False, path_type=Path),
                                 help="YAML file of variables (repeatable, later files win).")
@@ -106,9 +122,22 @@ def make_reporter(as_json: bool, title: str,
 
 
 def parse_overrides(variables: tuple[str, ...]) -> dict[str, str]:
+    """The command's --var and --secret-var values, by name."""
     from launchplan.plan import parse_var
 
-    return dict(parse_var(text) for text in variables)
+    return dict(parse_var(text) for text in (*variables, *_secret_vars()))
+
+
+def secret_names() -> set[str]:
+    """The names given with --secret-var to the command being run."""
+    from launchplan.plan import parse_var
+
+    return {parse_var(text)[0] for text in _secret_vars()}
+
+
+def _secret_vars() -> tuple[str, ...]:
+    ctx = click.get_current_context(silent=True)
+    return tuple(ctx.meta.get(_SECRET_VARS, ())) if ctx is not None else ()
 
 
 def load(path: Path, variables: tuple[str, ...], vars_files: tuple[Path, ...]) -> Plan:
@@ -116,7 +145,7 @@ def load(path: Path, variables: tuple[str, ...], vars_files: tuple[Path, ...]) -
 
     if not path.exists():
         raise UsageError(f"no such plan file: {path}")
-    return load_plan(path, parse_overrides(variables), vars_files)
+    return load_plan(path, parse_overrides(variables), vars_files, secrets=secret_names())
 
 
 def run_interruptibly(work: Callable[[], T], interrupt: Callable[[], None],

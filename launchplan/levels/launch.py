@@ -33,6 +33,7 @@ from launchplan.errors import (
 from launchplan.levels import events as ev
 from launchplan.levels import hostkeys, states
 from launchplan.levels.agents import install_agent
+from launchplan.levels.masking import Masker
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import Stage
 from launchplan.levels.runtime import RunContext
@@ -242,16 +243,27 @@ def _pending_record(spec: NodeSpec, origin: str) -> NodeRecord:
         cloud=spec.cloud.public_options(), state=states.PENDING,
         ssh_user=spec.ssh_user, ssh_key=spec.ssh_key,
         programs={
-            "ready": spec.ready.to_dict() if spec.ready else None,
-            "terminate": spec.terminate.to_dict() if spec.terminate else None,
-            "reconfigure": spec.reconfigure.to_dict() if spec.reconfigure else None,
-            "metrics": spec.metrics.to_dict() if spec.metrics else None,
+            kind: _masked(program.to_dict(), Masker(spec.secrets)) if program else None
+            for kind, program in (("ready", spec.ready), ("terminate", spec.terminate),
+                                  ("reconfigure", spec.reconfigure), ("metrics", spec.metrics))
+        } | {
             "stage": stage_dir(spec.run, spec.service),
             "host_key_policy": spec.host_key_policy,
             "origin": origin,
             **({"local_exe": True} if spec.local_exe else {}),
         },
     )
+
+
+def _masked(value: Any, masker: Masker) -> Any:
+    """`value` (a program as stored) with the plan's secret values masked."""
+    if isinstance(value, str):
+        return masker.text(value)
+    if isinstance(value, dict):
+        return {k: _masked(v, masker) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, masker) for v in value]
+    return value
 
 
 def creation_token(run: str, node: str, attempt: int = 1) -> str:
@@ -400,7 +412,8 @@ class _NodeLauncher:
         ctx.store.update_node(ctx.run, spec.node, programs={**record.programs, "env": env})
         stage = Stage(session, stage_path, env, log, cancel=ctx.cancel,
                       observer=lambda run: ctx.emit(ev.NODE_PROGRAM, node=spec.node,
-                                                    **run.event_data()))
+                                                    **run.event_data()),
+                      secrets=spec.secrets)
         stage.prepare(spec.config, context_document(ctx.run, known_nodes(ctx.store, ctx.run)),
                       spec.stage_files)
         if spec.boot is not None:

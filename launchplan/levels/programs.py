@@ -6,7 +6,7 @@ import json
 import posixpath
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,7 @@ from launchplan.levels.nodelog import NodeLog
 from launchplan.levels.outputs import parse_outputs
 from launchplan.plan.budgets import OUTPUT_BYTES
 from launchplan.plan.model import ProgramSpec
-from launchplan.remote import CommandResult, Session, shell_command
+from launchplan.remote import CommandResult, Session, shell_script
 from launchplan.remote.local import LocalSession
 
 # how a program ended
@@ -116,8 +116,9 @@ class Stage:
 
     def __init__(self, session: Session | LocalSession, stage: str, env: Mapping[str, str],
                  log: NodeLog, cancel: threading.Event | None = None,
-                 observer: ProgramObserver | None = None) -> None:
+                 observer: ProgramObserver | None = None, secrets: Sequence[str] = ()) -> None:
         self.session = session
+        self.secrets = tuple(secrets)
         self.cancel = cancel
         self.observer = observer
         self.path = stage if stage.startswith("/") else posixpath.join(session.home, stage)
@@ -146,14 +147,16 @@ class Stage:
         else:
             assert program.command is not None
             argv = ["/bin/sh", "-c", program.command, kind, *program.args]
-        self.log.note(f"{kind}: {' '.join(argv)}")
+        masker = Masker.for_env(program.env, self.secrets)
+        self.log.note(masker.text(f"{kind}: {' '.join(argv)}"))
         return argv
 
     def command_line(self, kind: str, program: ProgramSpec,
                      extra_env: Mapping[str, str] | None = None) -> str:
-        """The shell line that runs `program` in the stage (its file uploaded first)."""
+        """The shell script that runs `program` in the stage (its file uploaded first), for a
+        0600 file: its environment is exported by the script, never put in argv."""
         env = {**self.env, **program.env, **(extra_env or {})}
-        return shell_command(self.argv(kind, program), cwd=self.path, env=env)
+        return shell_script(self.argv(kind, program), cwd=self.path, env=env)
 
     def run(self, kind: str, program: ProgramSpec, timeout: float | None = None,
             extra_env: Mapping[str, str] | None = None) -> CommandResult:
@@ -162,7 +165,7 @@ class Stage:
         Its secrets (see levels.masking) are masked in the node log and in the result's tails.
         """
         env = {**self.env, **program.env, **(extra_env or {})}
-        masker = Masker.for_env(env)
+        masker = Masker.for_env(env, self.secrets)
         output = masker.stream(self.log.stream(kind)) if masker else None
         try:
             result = self.session.run_argv(

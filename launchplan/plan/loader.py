@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from launchplan.errors import PlanError
 from . import refs, schema
 from .model import LevelDecl, Plan, ServiceDecl, SourceLocation
 from .problems import Problems
-from .variables import merge_variables
+from .variables import merge_variables, secret_declarations
 from .yamlsrc import SourceMap, load_yaml_file
 
 IMPLICIT_CLOUDS: Mapping[str, Mapping[str, Any]] = {
@@ -24,6 +24,7 @@ def load_plan(
     path: str | Path,
     overrides: Mapping[str, str] | None = None,
     vars_files: Sequence[str | Path] = (),
+    secrets: Collection[str] = (),
 ) -> Plan:
     """Load and fully check a plan; PlanError (exit 2, with file:line) for any problem, or
     PlanErrors for several: every problem found, not only the first."""
@@ -45,12 +46,19 @@ def load_plan(
             locate=lambda p, at_key: smap.key(p) if at_key else smap.value(p),
         )
     problems.raise_any()
-    variables = merge_variables(data.get("variables") or {}, vars_files, overrides)
+    defaults, declared = secret_declarations(data.get("variables") or {})
+    variables = merge_variables(defaults, vars_files, overrides)
+    unset = sorted(declared - set(variables))
+    if unset:
+        raise PlanError(f"secret variable{'s' if len(unset) > 1 else ''} {', '.join(unset)} "
+                        f"ha{'ve' if len(unset) > 1 else 's'} no value: give "
+                        + " ".join(f"--secret-var {n}=..." for n in unset), str(file))
     plan = Plan(
         name=data.get("plan") or file.stem,
         path=file,
         base_dir=file.resolve().parent,
         variables=variables,
+        secrets=frozenset(declared | set(secrets)),
         clouds={**IMPLICIT_CLOUDS, **(data.get("clouds") or {})},
         levels=_levels(data, smap, problems),
         locations={p: smap.value(p) for p in smap.values},

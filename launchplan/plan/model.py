@@ -106,6 +106,8 @@ class NodeSpec:
     stage_files: Mapping[str, str] = field(default_factory=dict)  # name -> text, in the stage
     local_exe: bool = False  # programs run on the controller machine, not over SSH
     output_limit: int = OUTPUT_BYTES  # largest outputs document of the boot program (bytes)
+    # values of the plan's secret variables, masked wherever cei writes what it ran
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def node(self) -> str:
@@ -152,6 +154,8 @@ class Plan:
     variables: Mapping[str, Any]
     clouds: Mapping[str, Mapping[str, Any]]  # unrendered profiles, implicit `local` included
     levels: tuple[LevelDecl, ...]
+    # names of the variables whose values are secret (masked in logs, events, the store)
+    secrets: frozenset[str] = frozenset()
     # where each value of the plan file was written, by its path in the document
     locations: Mapping[tuple[Any, ...], SourceLocation] = field(
         default_factory=dict, repr=False, compare=False

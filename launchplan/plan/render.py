@@ -402,6 +402,8 @@ class _ServiceRenderer:
             stage_files=self._stage_files(svc),
             local_exe=bool(svc.get("local_exe", False)),
             output_limit=int(svc.get("output_limit", budgets.OUTPUT_BYTES)),
+            secrets=tuple(scalar_text(self.plan.variables[name]) for name in
+                          sorted(self.plan.secrets) if name in self.plan.variables),
         )
 
     def _cloud(self, name: str, profile: Mapping[str, Any], svc: Mapping[str, Any]) -> CloudSpec:

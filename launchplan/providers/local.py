@@ -70,6 +70,11 @@ def node_hostname(run: str, service: str, node: str) -> str:
     return f"{service}-{index}.{run}.cei.local"
 
 
+# What node processes take from cei's environment: never the rest (cloud credentials,
+# tokens, the user's secrets); their commands get a login-like environment of their own.
+_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "PYTHONPATH"})
+
+
 class _NodeFactory:
     """One pre-imported process that forks nodes (see launchplan.providers.localnode).
 
@@ -78,7 +83,7 @@ class _NodeFactory:
     """
 
     def __init__(self, run_dir: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if k != NODE_ROOT_ENV}
+        env = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
         package_root = str(Path(launchplan.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p

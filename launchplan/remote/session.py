@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import posixpath
 import random
 import select
 import shlex
@@ -35,7 +36,7 @@ from launchplan.errors import (
     RemoteError,
     SSHUnavailable,
 )
-from launchplan.remote.quoting import shell_command
+from launchplan.remote.quoting import env_script, shell_command
 from launchplan.remote.target import POLICY_PINNED, SSHTarget
 
 log = logging.getLogger("launchplan.remote")
@@ -438,8 +439,18 @@ class Session:
         on_output: OutputCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> CommandResult:
-        """Run `argv` in `cwd` with `env` added; each word reaches the program as it is."""
-        return self.run(shell_command(argv, cwd=cwd, env=env), timeout=timeout,
+        """Run `argv` in `cwd` with `env` added; each word reaches the program as it is.
+
+        `env` travels in a 0600 file beside the program (in `cwd`, else the login directory)
+        that the command line sources and removes: never in argv, where every user of the
+        node could read it.
+        """
+        if not env:
+            return self.run(shell_command(argv, cwd=cwd), timeout=timeout,
+                            on_output=on_output, cancel=cancel)
+        name = f".cei-env-{uuid.uuid4().hex}"
+        self.put(env_script(env).encode(), posixpath.join(cwd or "~", name), 0o600)
+        return self.run(shell_command(argv, cwd=cwd or "~", source=name), timeout=timeout,
                         on_output=on_output, cancel=cancel)
 
     @staticmethod

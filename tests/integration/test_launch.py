@@ -157,6 +157,33 @@ def test_a_closed_stdout_never_strands_the_launch(home: Path) -> None:
     cei(home, "terminate", "piped", check=0)
 
 
+@pytest.mark.parametrize("verdict", ["ok", "fail"])
+def test_secret_variables_reach_programs_but_nothing_cei_writes(home: Path,
+                                                                 verdict: str) -> None:
+    token, password = "tok-" + os.urandom(6).hex(), "pw-" + os.urandom(6).hex()
+    run = f"secret-{verdict}"
+    launch = cei(home, "launch", str(PLANS / "secret-args.yml"), "--name", run, "--json",
+                 "--secret-var", f"token={token}", "--secret-var", f"password={password}",
+                 "--var", f"verdict={verdict}", check=0 if verdict == "ok" else 1)
+    outputs = json.loads(cei(home, "status", run, "--cached", "--json").stdout)["nodes"][0][
+        "outputs"]
+    if verdict == "ok":
+        assert outputs == {"length": len(token)}, "the program saw the real value"
+    history = cei(home, "history", run, "--json", check=0)
+    terminate = cei(home, "terminate", run, "--json", check=0)
+    written = [launch.stdout, launch.stderr, history.stdout, terminate.stdout, terminate.stderr]
+    for path in home.rglob("*"):
+        if path.is_file() and "nodes" not in path.relative_to(home).parts:
+            written.append(path.read_bytes().decode("utf-8", "replace"))
+    assert "got *** and ***" in "".join(written)
+    assert not [text for text in written if token in text or password in text]
+
+
+def test_a_declared_secret_variable_needs_a_value(home: Path) -> None:
+    proc = cei(home, "validate", str(PLANS / "secret-args.yml"), "--var", "token=x", check=2)
+    assert "secret variable password has no value: give --secret-var password=..." in proc.stderr
+
+
 def test_second_launch_of_a_live_run_is_refused(home: Path) -> None:
     cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=0)
     proc = cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=2)
