@@ -87,6 +87,8 @@ class Terminator:
                     self.result.destroyed += sum(pool.map(
                         lambda n: take_down(ctx, n, by_node.get(n.node, []), programs,
                                             self._warn), nodes))
+                if ctx.cancel.is_set():
+                    self._interrupted()
             self._sweep(resources)
             self._verify()
             self.result.status = (states.RUN_TEARDOWN_INCOMPLETE if self.result.remaining
@@ -96,6 +98,16 @@ class Terminator:
                      destroyed=self.result.destroyed,
                      remaining=[r.resource_id for r in self.result.remaining])
         return self.result
+
+    def _interrupted(self) -> None:
+        """Ctrl-C: stop here, leaving the nodes not yet taken down (and the run terminating)
+        for the next `cei terminate`, and say which they are."""
+        ctx = self.ctx
+        left = [n.node for n in ctx.store.nodes(ctx.run) if n.state != states.TERMINATED]
+        ctx.emit(ev.RUN_FINISHED, state="interrupted", destroyed=self.result.destroyed,
+                 left=left)
+        raise Interrupted(f"terminate of run {ctx.run} interrupted; not torn down yet: "
+                          f"{', '.join(left) or 'nothing'}. Finish with: cei terminate {ctx.run}")
 
     def _stop_controller(self) -> None:
         """A controller (`cei watch`) acting on the run is asked to stop first, and waited
@@ -175,10 +187,15 @@ def take_down(ctx: RunContext, node: NodeRecord, resources: list[ResourceRecord]
     destroy every resource it has by id. Returns how many were destroyed."""
     if node.state == states.TERMINATED and all(r.state == TERMINATED for r in resources):
         return 0
+    if ctx.cancel.is_set():  # interrupted: the node stays as it is for the next teardown
+        return 0
     ctx.store.update_node(ctx.run, node.node, state=states.TERMINATING)
     ctx.emit(ev.NODE_STATE, node=node.node, state=states.TERMINATING)
     if programs:
-        _run_terminate_program(ctx, node, warn)
+        try:
+            _run_terminate_program(ctx, node, warn)
+        except Interrupted:  # its terminate program runs again next time, then the destroy
+            return 0
     gone = [destroy(ctx, res.node, res.driver, res.cloud, res.resource_id, warn)
             for res in resources if res.resource_id is not None and res.state != TERMINATED]
     if all(gone):
@@ -279,6 +296,8 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
                                 + (f": {tail}" if tail else ""))
         # leave nothing behind on hosts that outlive the run
         session.run_argv(["rm", "-rf", env["CEI_STAGE"]], timeout=60)
+    except Interrupted:
+        raise
     except CeiError as exc:
         warn(node.node, f"terminate program failed: {exc}")
     finally:

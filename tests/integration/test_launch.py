@@ -245,6 +245,37 @@ def test_second_ctrl_c_exits_at_once_and_terminate_still_finds_every_node(home: 
     assert set(Path("/tmp").glob("cei-*.pid")) - shared_tmp == set()
 
 
+def test_ctrl_c_during_terminate_exits_130_and_a_second_terminate_finishes(
+        home: Path) -> None:
+    cei(home, "launch", str(PLANS / "slow-terminate.yml"), "--name", "slow", check=0)
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "launchplan", "terminate", "slow"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = home / "runs" / "slow"
+    try:
+        deadline = time.monotonic() + 60
+        while not list(runs.glob("nodes/*/home/slept")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(runs.glob("nodes/*/home/slept")), "the terminate program never started"
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "not torn down yet: base/0, top/0" in err and "cei terminate slow" in err
+    assert not list(runs.glob("nodes/*/*-terminated"))
+    assert node_processes(home)
+    status = json.loads(cei(home, "status", "slow", "--cached", "--json").stdout)
+    assert status["status"] == "terminating"
+    done = cei(home, "terminate", "slow", check=0)
+    assert "terminated" in done.stdout
+    assert sorted(p.name for p in runs.glob("nodes/*/*-terminated")) == ["base-terminated",
+                                                                        "top-terminated"]
+    assert node_processes(home) == []
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
