@@ -148,6 +148,18 @@ def load(path: Path, variables: tuple[str, ...], vars_files: tuple[Path, ...]) -
     return load_plan(path, parse_overrides(variables), vars_files, secrets=secret_names())
 
 
+def check_launchable(plan: Plan) -> None:
+    """Before anything is created: every node renders (with placeholders for outputs) and
+    this machine has what the plan needs (SSH keys); PlanErrors otherwise."""
+    from launchplan.errors import PlanErrors
+    from launchplan.plan import machine_problems, render_all
+
+    render_all(plan)
+    missing = machine_problems(plan)
+    if missing:
+        raise PlanErrors(missing, len(missing))
+
+
 def run_interruptibly(work: Callable[[], T], interrupt: Callable[[], None],
                       on_first: Callable[[], None], deadline: float | None = None,
                       on_deadline: Callable[[], None] | None = None) -> T:

@@ -26,16 +26,12 @@ def validate(plan_path: Path, variables: tuple[str, ...], vars_files: tuple[Path
 
     Exit status 0 when valid, 2 with FILE:LINE: message otherwise.
     """
-    from launchplan.plan import render_service
-    from launchplan.plan.problems import Problems
+    from launchplan.plan import machine_problems, render_all
 
     plan = load(plan_path, variables, vars_files)
-    nodes = 0
-    problems = Problems()
-    for decl in plan.services():
-        with problems.collect():
-            nodes += len(render_service(plan, decl.name, plan.name))
-    problems.raise_any()
+    nodes = len(render_all(plan))
+    for problem in machine_problems(plan):
+        warn(f"{problem} (needed to launch, not by the plan)")
     summary = {"plan": plan.name, "path": str(plan_path), "valid": True,
                "levels": len(plan.levels), "services": len(plan.services()), "nodes": nodes}
     if as_json:
@@ -60,12 +56,7 @@ def render(plan_path: Path, service: str | None, variables: tuple[str, ...],
     <db.outputs.token>. The host key cei generates for each node is never shown.
     """
     from launchplan.ctx.hostkeys import generate_host_key
-    from launchplan.ctx.userdata import (
-        build_userdata,
-        check_cloud_config,
-        detect_content_type,
-        redact_userdata,
-    )
+    from launchplan.ctx.userdata import build_userdata, redact_userdata
     from launchplan.plan import render_service
 
     plan = load(plan_path, variables, vars_files)
@@ -80,13 +71,10 @@ def render(plan_path: Path, service: str | None, variables: tuple[str, ...],
                         and spec.host_key_policy == "pinned" else None)
             userdata = build_userdata(spec.userdata, host_key=host_key) if spec.cloud.driver \
                 != "static" else b""
-            problems = [p for part in spec.userdata
-                        if detect_content_type(part) == "text/cloud-config"
-                        for p in check_cloud_config(part)]
             docs.append({"node": spec.node, "cloud": spec.cloud.name,
                          "driver": spec.cloud.driver,
                          "userdata": redact_userdata(userdata) if userdata else "",
-                         "config": dict(spec.config), "problems": problems})
+                         "config": dict(spec.config)})
     if as_json:
         emit_json({"plan": plan.name, "nodes": docs})
         return 0
@@ -97,6 +85,4 @@ def render(plan_path: Path, service: str | None, variables: tuple[str, ...],
         click.echo(doc["userdata"] or "(none)")
         click.secho("--- config ($CEI_CONFIG)", fg="cyan")
         click.echo(json.dumps(doc["config"], indent=2, sort_keys=True, default=str))
-        for problem in doc["problems"]:
-            warn(f"{doc['node']} cloud-config: {problem}")
     return 0

@@ -83,9 +83,6 @@ def _check_service(plan: Plan, decl: ServiceDecl, problems: Problems) -> None:
     profile = plan.clouds[cloud]
     csite = cloud_site(plan, cloud)
     _walk(profile, (), csite, refs, problems)
-    key = profile.get("ssh_key")
-    if isinstance(key, str) and not is_template(key) and "ssh_key" not in decl.raw:
-        _need_file(plan, csite, ("ssh_key",), key)
     driver = profile.get("driver")
     if isinstance(driver, str) and not is_template(driver):
         _check_driver(decl, site, str(cloud), driver)
@@ -187,8 +184,6 @@ def _check_files(plan: Plan, decl: ServiceDecl, site: Site, refs: _Refs) -> None
         body = raw.get(kind)
         if isinstance(body, Mapping) and _literal(body.get("run")):
             _need_file(plan, site, (kind, "run"), body["run"])
-    if _literal(raw.get("ssh_key")):
-        _need_file(plan, site, ("ssh_key",), raw["ssh_key"])
     userdata = raw.get("userdata")
     items = [(("userdata",), userdata)] if isinstance(userdata, str) else [
         (("userdata", i), item) for i, item in enumerate(userdata or [])
@@ -222,6 +217,25 @@ def _need_file(plan: Plan, site: Site, path: tuple[Any, ...], value: str) -> str
     if not Path(resolved).is_file():
         raise site.fail(path, f"file not found: {resolved}")
     return resolved
+
+
+def machine_problems(plan: Plan) -> list[PlanError]:
+    """What this machine lacks to launch `plan`: SSH key files (written literally) that do not
+    exist. They belong to the machine that launches, not to the plan: `cei validate` warns of
+    them, `cei launch` refuses."""
+    problems = Problems()
+    for decl in plan.services():
+        cloud, _ = pick_cloud(decl)
+        if "ssh_key" in decl.raw:
+            site, key = service_site(plan, decl), decl.raw["ssh_key"]
+        elif isinstance(cloud, str) and cloud in plan.clouds:
+            site, key = cloud_site(plan, cloud), plan.clouds[cloud].get("ssh_key")
+        else:
+            continue
+        if _literal(key):
+            with problems.collect():
+                _need_file(plan, site, ("ssh_key",), key)
+    return problems.errors
 
 
 def _walk(value: Any, path: tuple[Any, ...], site: Site, refs: _Refs, problems: Problems) -> None:

@@ -8,11 +8,13 @@ wrong type is reported at the line that holds it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launchplan.ctx.userdata import check_cloud_config, detect_content_type
 from launchplan.errors import PlanError
 
 from . import budgets, compat, schema
@@ -26,6 +28,7 @@ from .model import (
     ServiceView,
     SourceLocation,
 )
+from .problems import Problems
 from .suggest import did_you_mean
 from .templates import (
     CLOUD_INIT_JINJA,
@@ -287,6 +290,19 @@ def render_service(
     return _ServiceRenderer(plan, _declared(plan, name), run, views).render()
 
 
+def render_all(plan: Plan) -> list[NodeSpec]:
+    """Every node of `plan` rendered with placeholders for what launch will know: what
+    `cei validate` checks, and `cei launch` before it creates anything. PlanErrors names
+    every service's problem."""
+    problems = Problems()
+    specs: list[NodeSpec] = []
+    for decl in plan.services():
+        with problems.collect():
+            specs.extend(render_service(plan, decl.name, plan.name))
+    problems.raise_any()
+    return specs
+
+
 def render_node(
     plan: Plan, name: str, run: str, views: Mapping[str, ServiceView], index: int, count: int
 ) -> NodeSpec:
@@ -369,11 +385,11 @@ class _ServiceRenderer:
         cloud = self._cloud(cloud_name, profile, svc)
         host = self._host(svc, index, cloud)
         timeout = float(svc.get("timeout", DEFAULT_TIMEOUT))
-        ssh_key = None
+        ssh_key = None  # this machine's key: whether it exists is checked at launch
         if svc.get("ssh_key") is not None:
-            ssh_key = self._file(self.site, ("ssh_key",), svc["ssh_key"])
+            ssh_key = resolve_path(self.plan.base_dir, svc["ssh_key"])
         elif profile.get("ssh_key") is not None:
-            ssh_key = self._file(csite, ("ssh_key",), profile["ssh_key"])
+            ssh_key = resolve_path(self.plan.base_dir, profile["ssh_key"])
         return NodeSpec(
             run=self.run,
             service=self.decl.name,
@@ -448,6 +464,11 @@ class _ServiceRenderer:
             raise self.site.fail(
                 (), f"cloud '{cloud.name}' (driver static) needs host: the existing machine"
             )
+        if cloud.driver == "static" and svc.get("userdata") is not None \
+                and "userdata" not in self.decl.from_defaults:
+            raise self.site.fail(
+                ("userdata",), f"userdata is for machines cei creates; cloud '{cloud.name}' "
+                "(driver static) is an existing host, which never receives user-data")
         return host
 
     def _file(self, site: Site, path: tuple[Any, ...], value: str) -> str:
@@ -466,7 +487,9 @@ class _ServiceRenderer:
         parts = []
         for path, value in items:
             file = Path(self._file(self.site, path, value))
-            parts.append(render_userdata(file, names, self.decl.name))
+            part = render_userdata(file, names, self.decl.name)
+            _check_cloud_config(file, part)
+            parts.append(part)
         return tuple(parts)
 
     def _stage_files(self, svc: Mapping[str, Any]) -> dict[str, str]:
@@ -494,6 +517,24 @@ class _ServiceRenderer:
             timeout=float(body.get("timeout", default_timeout)),
             interval=float(body.get("interval", READY_INTERVAL)),
         )
+
+
+def _check_cloud_config(file: Path, part: str) -> None:
+    """A rendered #cloud-config part that cloud-init would reject is a plan error, at the line
+    of the top-level key at fault (launch and validate refuse it alike)."""
+    if detect_content_type(part) != "text/cloud-config":
+        return
+    problems = check_cloud_config(part)
+    if not problems:
+        return
+    collected = Problems()
+    source = read_text(file, "user-data file")
+    for problem in problems:
+        key = re.split(r"[.:\[ ]", problem, maxsplit=1)[0]
+        found = re.search(rf"^{re.escape(key)}\s*:", source, re.M)
+        line = source.count("\n", 0, found.start()) + 1 if found else None
+        collected.add(PlanError(f"cloud-config: {problem}", str(file), line))
+    collected.raise_any()
 
 
 def credential_env(raw: Any) -> list[list[str]]:
