@@ -323,8 +323,9 @@ def connect(url: str | None = None, *, timeout: float = 10.0, prefetch: int = 64
     resolved = resolve_url(url)
     if resolved.startswith(f"{FILESYSTEM_SCHEME}:"):
         folder = _filesystem_dir(resolved)
-        (folder / ".claimed").mkdir(parents=True, exist_ok=True)
-        (folder / "control").mkdir(exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # messages may carry secrets
+        (folder / ".claimed").mkdir(mode=0o700, exist_ok=True)
+        (folder / "control").mkdir(mode=0o700, exist_ok=True)
         conn = Connection(
             transport=_OrderedTransport,
             transport_options={

@@ -97,6 +97,11 @@ class PlainReporter:
         pass
 
 
+def counted(number: int | None, word: str) -> str:
+    """ "1 level", "3 levels"."""
+    return f"{number} {word}{'' if number == 1 else 's'}"
+
+
 def describe(event: Event) -> str | None:
     """A short human line for an event, or None for events only JSON consumers need."""
     data = event.data
@@ -104,7 +109,8 @@ def describe(event: Event) -> str | None:
     if kind == "run.started":
         if data.get("operation"):
             return f"{data['operation']} of run {event.run}"
-        return f"launching run {event.run} ({data.get('levels')} levels, plan {data.get('path')})"
+        return (f"launching run {event.run} ({counted(data.get('levels'), 'level')}, "
+                f"plan {data.get('path')})")
     if kind == "level.started":
         return f"level {data.get('index')} ({data.get('level')}) starting"
     if kind == "level.finished":

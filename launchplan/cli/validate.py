@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from launchplan.cli.common import json_option, load, var_option, vars_file_option
-from launchplan.cli.output import emit_json, warn
+from launchplan.cli.output import counted, emit_json, warn
 from launchplan.errors import UsageError
 
 _plan_arg = click.argument("plan_path", metavar="PLAN", type=click.Path(path_type=Path))
@@ -37,8 +37,8 @@ def validate(plan_path: Path, variables: tuple[str, ...], vars_files: tuple[Path
     if as_json:
         emit_json(summary)
     else:
-        click.echo(f"{plan_path}: valid ({summary['levels']} levels, "
-                   f"{summary['services']} services, {nodes} nodes)")
+        click.echo(f"{plan_path}: valid ({counted(len(plan.levels), 'level')}, "
+                   f"{counted(len(plan.services()), 'service')}, {counted(nodes, 'node')})")
     return 0
 
 

@@ -247,7 +247,7 @@ def _pending_record(spec: NodeSpec, origin: str) -> NodeRecord:
             for kind, program in (("ready", spec.ready), ("terminate", spec.terminate),
                                   ("reconfigure", spec.reconfigure), ("metrics", spec.metrics))
         } | {
-            "stage": stage_dir(spec.run, spec.service),
+            "stage": stage_dir(spec.run, spec.service, spec.index),
             "host_key_policy": spec.host_key_policy,
             "origin": origin,
             **({"local_exe": True} if spec.local_exe else {}),
@@ -367,7 +367,8 @@ class _NodeLauncher:
                                    + (result.stdout_tail + result.stderr_tail).strip())
             self._step(states.CONTEXTUALIZING)
             self._contextualize(
-                session, log, posixpath.join(session.home, stage_dir(ctx.run, spec.service)))
+                session, log,
+                posixpath.join(session.home, stage_dir(ctx.run, spec.service, spec.index)))
         finally:
             session.close()
         self._set(states.READY)

@@ -8,6 +8,7 @@ mid-create) is still found. Terminate programs never stop a destroy.
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -294,8 +295,12 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
                 tail = (result.stderr_tail or result.stdout_tail).strip()
                 warn(node.node, f"terminate program exited with status {result.status}"
                                 + (f": {tail}" if tail else ""))
-        # leave nothing behind on hosts that outlive the run
-        session.run_argv(["rm", "-rf", env["CEI_STAGE"]], timeout=60)
+        # leave nothing behind on hosts that outlive the run: the stage, then the service's
+        # and the run's directories once no other node's stage is in them
+        stage = env["CEI_STAGE"].rstrip("/")
+        service_dir = posixpath.dirname(stage)
+        session.run_argv(["rm", "-rf", stage], timeout=60)
+        session.run_argv(["rmdir", service_dir, posixpath.dirname(service_dir)], timeout=60)
     except Interrupted:
         raise
     except CeiError as exc:

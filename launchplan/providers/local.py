@@ -312,6 +312,7 @@ class LocalProvider(Provider):
                 with suppress(ProcessLookupError):
                     os.killpg(os.getpgid(pid), signal.SIGKILL)
         self._kill_leftovers(path)
+        (path / "userdata").unlink(missing_ok=True)  # it holds the node's host private key
         status = read_json(path / "status.json")
         if status is not None and status.get("state") != "stopped":
             status["state"] = "stopped"

@@ -423,6 +423,9 @@ class Session:
                     )
                 settled = True
                 status = channel.recv_exit_status()
+                if status == -1:  # no exit status: the wrapper itself was killed
+                    raise RemoteError(f"{self.target.address}: node lost: the connection "
+                                      "closed before the command ended")
         finally:
             if not settled:
                 self._stop_quietly(token)

@@ -59,7 +59,7 @@ def test_node_environment(home: Path) -> None:
     assert env["CEI_NODE_INDEX"] == "1"
     assert env["CEI_LEVEL"] == "second"
     stage = b1["cwd"]
-    assert stage.endswith("/.cei/env1/b")
+    assert stage.endswith("/.cei/env1/b/1")
     assert b1["stage_mode"] == "0o700"
     for name, file in (("CEI_CONFIG", "config.json"), ("CEI_CONTEXT", "context.json"),
                        ("CEI_OUTPUT", "output.json")):
@@ -274,6 +274,34 @@ def test_ctrl_c_during_terminate_exits_130_and_a_second_terminate_finishes(
     assert sorted(p.name for p in runs.glob("nodes/*/*-terminated")) == ["base-terminated",
                                                                         "top-terminated"]
     assert node_processes(home) == []
+
+
+def test_a_node_killed_mid_boot_is_reported_lost(home: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "one-sleeper.yml"
+    plan.write_text("plan: lost\nlevels:\n  - services:\n      sleeper: "
+                    "{boot: {command: 'sleep 60'}}\n")
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launchplan", "launch", str(plan), "--name", "lost"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = home / "runs" / "lost" / "logs" / "sleeper-0.log"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (log.exists() and "boot: " in log.read_text()):
+            time.sleep(0.1)
+        status = json.loads((home / "runs" / "lost" / "nodes" / "sleeper-0" / "status.json")
+                            .read_text())
+        os.kill(status["pid"], signal.SIGKILL)
+        _out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    lost = [line for line in err.splitlines() if line.startswith("error: sleeper/0: ")]
+    assert lost and "node lost: the connection closed before the command ended" in lost[0]
+    assert "status -1" not in err
+    cei(home, "terminate", "lost", check=0)
 
 
 def _cmdline(pid: int) -> bytes:

@@ -465,8 +465,11 @@ def test_destroy_stops_node_and_its_commands(cloud: Cloud, keys: Keys) -> None:
     background = int(out)
     assert pid_alive(background)
     assert [n.resource_id for n in cloud.provider.find(RUN)] == [info.resource_id]
+    assert (node_dir(cloud, info) / "userdata").exists()
     cloud.provider.destroy(info.resource_id)
     assert not pid_alive(node_pid)
+    # the user-data held the node's host private key
+    assert not (node_dir(cloud, info) / "userdata").exists()
     wait_for(lambda: not pid_alive(background), 10, "the background command to be stopped")
     assert cloud.provider.describe(info.resource_id).state == TERMINATED
     cloud.provider.destroy(info.resource_id)
