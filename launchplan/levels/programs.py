@@ -111,7 +111,7 @@ def _outcome(exc: CeiError) -> str:
 
 
 class Stage:
-    """A node's stage directory (~/.cei/RUN/SERVICE) reached through one SSH session, or on
+    """A node's stage directory (~/.cei/RUN/SERVICE/INDEX) reached through one SSH session, or on
     this machine for `local_exe` services."""
 
     def __init__(self, session: Session | LocalSession, stage: str, env: Mapping[str, str],
