@@ -27,6 +27,7 @@ FAILED = "failed"  # exited non-zero (or its outputs were unusable)
 TIMEOUT = "timeout"
 INTERRUPTED = "interrupted"
 ERROR = "error"  # could not be run to an end (SSH failed, ...)
+RETRY_DELAY = 2.0  # seconds between the attempts of a boot or terminate program with retries
 
 
 class ProgramFailed(CeiError):
@@ -182,6 +183,26 @@ class Stage:
         self.log.note(f"{kind}: exit status {result.status}")
         return result
 
+    def run_retried(self, kind: str, program: ProgramSpec,
+                    tracked: _Tracked | None = None) -> CommandResult:
+        """Run `program` until it exits 0, at most 1 + program.retries times, RETRY_DELAY
+        apart (an interrupt stops the waiting)."""
+        attempts = program.retries + 1
+        result = self.run(kind, program)
+        for attempt in range(2, attempts + 2):
+            if tracked is not None:
+                tracked.saw(result)
+            if result.status == 0 or attempt > attempts:
+                break
+            self.log.note(f"{kind}: exit status {result.status}; attempt {attempt} of "
+                          f"{attempts} in {RETRY_DELAY:g}s")
+            if self.cancel is not None and self.cancel.wait(RETRY_DELAY):
+                raise Interrupted(f"{kind} program interrupted between attempts")
+            if self.cancel is None:
+                time.sleep(RETRY_DELAY)
+            result = self.run(kind, program)
+        return result
+
     def check(self, kind: str, program: ProgramSpec) -> ProgramRun:
         """Run `program` once as a check: a non-zero exit is a failed check, not an error."""
         tracked = _Tracked(kind)
@@ -210,7 +231,7 @@ class Stage:
         see levels.outputs)."""
         self.session.run_argv(["rm", "-f", self.env["CEI_OUTPUT"]], timeout=30)
         with self._observed("boot") as tracked:
-            result = tracked.saw(self.run("boot", program))
+            result = self.run_retried("boot", program, tracked)
             if result.status != 0:
                 raise ProgramFailed("boot", result)
             raw = self.session.get(self.env["CEI_OUTPUT"], limit=output_limit + 1)

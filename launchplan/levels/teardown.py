@@ -290,7 +290,7 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
             warn(node.node, problem)
         if spec:
             stage = Stage(session, env["CEI_STAGE"], env, log, cancel=ctx.cancel)
-            result = stage.run("terminate", ProgramSpec.from_dict(spec))
+            result = stage.run_retried("terminate", ProgramSpec.from_dict(spec))
             if result.status != 0:
                 tail = (result.stderr_tail or result.stdout_tail).strip()
                 warn(node.node, f"terminate program exited with status {result.status}"

@@ -33,6 +33,7 @@ class ProgramSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 600.0
     interval: float = 2.0  # ready programs only: seconds between attempts
+    retries: int = 0  # boot and terminate: runs again after a non-zero exit
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +43,7 @@ class ProgramSpec:
             "env": dict(self.env),
             "timeout": self.timeout,
             "interval": self.interval,
+            "retries": self.retries,
         }
 
     @classmethod
@@ -53,6 +55,7 @@ class ProgramSpec:
             env=dict(data.get("env") or {}),
             timeout=float(data.get("timeout", 600.0)),
             interval=float(data.get("interval", 2.0)),
+            retries=int(data.get("retries", 0)),
         )
 
 

@@ -516,6 +516,7 @@ class _ServiceRenderer:
             env={k: scalar_text(v) for k, v in body.get("env", {}).items()},
             timeout=float(body.get("timeout", default_timeout)),
             interval=float(body.get("interval", READY_INTERVAL)),
+            retries=int(body.get("retries", 0)),
         )
 
 

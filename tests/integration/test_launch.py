@@ -184,6 +184,17 @@ def test_a_declared_secret_variable_needs_a_value(home: Path) -> None:
     assert "secret variable password has no value: give --secret-var password=..." in proc.stderr
 
 
+def test_boot_and_terminate_programs_are_retried(home: Path) -> None:
+    cei(home, "launch", str(PLANS / "flaky.yml"), "--name", "flaky", check=0)
+    log = (home / "runs" / "flaky" / "logs" / "flaky-0.log").read_text()
+    assert "boot: exit status 1; attempt 2 of 3" in log
+    assert "boot: exit status 1; attempt 3 of 3" in log
+    cei(home, "terminate", "flaky", check=0)
+    assert "terminate: exit status 1; attempt 2 of 2" in (
+        home / "runs" / "flaky" / "logs" / "flaky-0.log").read_text()
+    assert list((home / "runs" / "flaky" / "nodes").glob("*/terminated-by-program"))
+
+
 def test_second_launch_of_a_live_run_is_refused(home: Path) -> None:
     cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=0)
     proc = cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=2)
