@@ -20,6 +20,8 @@ _COMMANDS = {
     "list": ("launchplan.cli.runs", "list_runs", "List the runs in the store."),
     "history": ("launchplan.cli.runs", "history",
                 "Show a run's events and every resource it made."),
+    "logs": ("launchplan.cli.logs", "logs",
+             "Print or follow the output of a run's programs, node by node."),
     "validate": ("launchplan.cli.validate", "validate", "Check a plan without launching anything."),
     "render": ("launchplan.cli.validate", "render",
                "Print the user-data and config a plan's nodes would receive."),

@@ -195,6 +195,37 @@ def test_boot_and_terminate_programs_are_retried(home: Path) -> None:
     assert list((home / "runs" / "flaky" / "nodes").glob("*/terminated-by-program"))
 
 
+def test_cei_logs_prints_and_follows_node_output(home: Path) -> None:
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "launchplan", "launch", str(PLANS / "counted.yml"), "--name",
+         "logged", "--var", "n=2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60  # follow from while the nodes boot
+    while not (home / "runs" / "logged" / "logs").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    follow = subprocess.Popen([sys.executable, "-m", "launchplan", "logs", "logged", "-f"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert launch.wait(timeout=120) == 0
+        one = cei(home, "logs", "logged", "worker/1", check=0).stdout
+        assert "--- " in one and "boot: /bin/sh -c" in one and "worker/0" not in one
+        lines = ndjson(cei(home, "logs", "logged", "worker", "--json", check=0).stdout)
+        assert {line["node"] for line in lines} == {"worker/0", "worker/1"}
+        assert "no node or service 'wroker' (did you mean 'worker'?)" in cei(
+            home, "logs", "logged", "wroker", check=2).stderr
+        cei(home, "terminate", "logged", check=0)
+        out, err = follow.communicate(timeout=30)  # following ends with the run
+    finally:
+        for proc in (launch, follow):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert follow.returncode == 0, err
+    assert "worker/0 | " in out and "worker/1 | " in out
+    assert "terminate: exit status 0" in out
+
+
 def test_second_launch_of_a_live_run_is_refused(home: Path) -> None:
     cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=0)
     proc = cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=2)
