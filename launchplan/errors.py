@@ -2,9 +2,13 @@
 
 Exit statuses are a contract (docs/commands.md): 1 failure, 2 usage or invalid plan,
 3 timeout, 4 teardown incomplete, 130 interrupted.
+
+Standard library only: the execution-engine agent ships this module to nodes beside itself.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -117,3 +121,41 @@ class Interrupted(CeiError):
     """The user interrupted (Ctrl-C); in-flight work was stopped and recorded."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class ProgramEnd(Protocol):
+    """How a program on a node ended (remote.CommandResult)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def stdout_tail(self) -> str: ...
+
+    @property
+    def stderr_tail(self) -> str: ...
+
+
+class ProgramFailed(CeiError):
+    """A program exited non-zero; the message carries the tail of its stderr."""
+
+    def __init__(self, kind: str, result: ProgramEnd) -> None:
+        tail = (result.stderr_tail or result.stdout_tail).strip()
+        message = f"{kind} program exited with status {result.status}"
+        if tail:
+            message += ":\n" + tail
+        super().__init__(message)
+        self.result = result
+
+
+class AgentError(CeiError):
+    """The execution-engine agent refused a request (a bad definition, an unknown process, no
+    free slot) or could not be started."""
+
+
+class AgentDown(AgentError):
+    """The node answers SSH but no agent answers on its socket."""
+
+
+class MessagingError(CeiError):
+    """A transport URL that cannot be used, or a broker that cannot be reached."""

@@ -83,7 +83,10 @@ def free_run_name(store: Store, base: str) -> str:
 
 def claim_run(store: Store, plan: Plan, name: str | None, variables: tuple[str, ...],
               vars_files: tuple[Path, ...], refusal: str) -> str:
-    """Record a new run of `plan` and return its name (given, or the plan's made unique).
+    """Record a new run of `plan` and return its name (given, or the plan's made unique):
+    the one way every command that launches (launch, demo) claims a run.
+
+    The plan must be launchable first (check_launchable): nothing is recorded otherwise.
 
     A live run of that name is refused with `refusal` (a format string that may use {name});
     a terminated one's records make way. The store keeps how the run was launched, so later
@@ -93,6 +96,7 @@ def claim_run(store: Store, plan: Plan, name: str | None, variables: tuple[str, 
     from launchplan.levels.runplan import launch_settings
     from launchplan.levels.states import RUN_TERMINATED
 
+    check_launchable(plan)
     name = name or free_run_name(store, plan.name)
     existing = store.find_run(name)
     if existing is not None:

@@ -11,7 +11,6 @@ import click
 from launchplan.cli.annotations import summary_line
 from launchplan.cli.common import (
     Tee,
-    check_launchable,
     claim_run,
     json_option,
     load,
@@ -83,7 +82,6 @@ def launch(plan_path: Path, run_name: str | None, variables: tuple[str, ...],
         junit.prepare(junit_path)
     try:
         plan = load(plan_path, variables, vars_files)
-        check_launchable(plan)
         store = open_store()
         name = claim_run(store, plan, run_name, variables, vars_files,
                          "terminate it first (cei terminate {name}) or choose another --name")

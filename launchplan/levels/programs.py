@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchplan.errors import CeiError, CommandTimeout, Interrupted, StepTimeout
+from launchplan.errors import CeiError, CommandTimeout, Interrupted, ProgramFailed, StepTimeout
 from launchplan.levels.masking import Masker
 from launchplan.levels.nodelog import NodeLog
 from launchplan.levels.outputs import parse_outputs
@@ -28,18 +28,6 @@ TIMEOUT = "timeout"
 INTERRUPTED = "interrupted"
 ERROR = "error"  # could not be run to an end (SSH failed, ...)
 RETRY_DELAY = 2.0  # seconds between the attempts of a boot or terminate program with retries
-
-
-class ProgramFailed(CeiError):
-    """A program exited non-zero; the message carries the tail of its stderr."""
-
-    def __init__(self, kind: str, result: CommandResult) -> None:
-        tail = (result.stderr_tail or result.stdout_tail).strip()
-        message = f"{kind} program exited with status {result.status}"
-        if tail:
-            message += ":\n" + tail
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass(frozen=True)

@@ -94,12 +94,14 @@ def agent(pyz: Path, tmp_path: Path) -> Iterator[AgentHome]:
 SLEEPER = {"exec": "/bin/sleep", "argv": ["300"]}
 
 
-def test_zipapp_holds_only_the_agent(pyz: Path) -> None:
+def test_zipapp_holds_only_the_agent_and_the_error_tree(pyz: Path) -> None:
     import zipfile
 
     names = zipfile.ZipFile(pyz).namelist()
     assert "__main__.py" in names
-    assert all(n == "__main__.py" or n.startswith("cei_agent/") for n in names)
+    shared = {"launchplan/", "launchplan/__init__.py", "launchplan/errors.py"}
+    assert all(n == "__main__.py" or n.startswith("cei_agent/") or n in shared for n in names)
+    assert shared <= set(names)
     assert "cei_agent/build.py" not in names
 
 

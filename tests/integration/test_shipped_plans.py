@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -55,3 +56,14 @@ def test_hello_runs_with_a_greeting_of_spaces_and_quotes(home: Path) -> None:
     assert node["healthy"] is True
     assert node["outputs"]["greeting"] == f"{greeting} from hello/0"
     cei(home, "terminate", "hi", check=0)
+
+
+def test_three_tier_uses_the_shipped_cloud_config_template(home: Path) -> None:
+    """templates/db.cloud-config.j2, rendered for the node and applied by (the local cloud's)
+    cloud-init before cei connects."""
+    cei(home, "launch", str(REPO / "plans" / "three-tier.yml"), "--name", "tiers",
+        "--var", "app_nodes=1", check=0)
+    written = home / "runs" / "tiers" / "nodes" / "db-0" / "root" / "etc" / "cei" / "node.json"
+    assert json.loads(written.read_text()) == {"run": "tiers", "service": "db", "replica": 0,
+                                               "replicas": 1}
+    cei(home, "terminate", "tiers", check=0)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from launchplan.demo.messaging import split_password, with_password
+from launchplan.demo.stream import Message, definition_option, read_series, worker_definition
 from launchplan.dispatch.definition import check_definition, for_agent, load_definition
-from launchplan.dispatch.demo import Message, definition_option, read_series, worker_definition
 from launchplan.errors import PlanError, UsageError
-from launchplan.messaging import split_password, with_password
 from launchplan.plan.render import agent_settings
 from launchplan.state import ProcessRecord, Store
 from launchplan.state.schema import MIGRATIONS, SCHEMA_VERSION
@@ -101,7 +101,7 @@ def test_read_series_orders_values_by_time_then_column(tmp_path: Path) -> None:
 
 def test_worker_definition_carries_transport_and_queues() -> None:
     local = worker_definition("r1", "filesystem:///tmp/bus", 10, local=True)
-    assert local["module"] == "launchplan.transforms.worker:main"
+    assert local["module"] == "launchplan.demo.worker:main"
     assert definition_option(local, "--transport") == "filesystem:///tmp/bus"
     assert definition_option(local, "--input") == "cei.r1.data"
     assert definition_option(local, "--output") == "cei.r1.averages"

@@ -10,8 +10,8 @@ import pytest
 
 from launchplan.cli.main import cli
 from launchplan.cli.output import run_cli
+from launchplan.demo.messaging import connect, filesystem_url
 from launchplan.levels.nodelog import NodeLog
-from launchplan.messaging import connect, filesystem_url
 
 
 def test_every_line_of_a_chunk_gets_its_prefix(tmp_path: Path) -> None:

@@ -36,13 +36,11 @@ from kombu.message import Message
 from kombu.transport import filesystem
 from kombu.utils.json import dumps, loads
 
+from launchplan.errors import MessagingError
+
 FILESYSTEM_SCHEME = "filesystem"
 AMQP_SCHEMES = ("amqp", "pyamqp", "amqps")
 POLL_INTERVAL = 0.005
-
-
-class MessagingError(Exception):
-    """A transport URL that cannot be used, or a broker that cannot be reached."""
 
 
 _sequence = itertools.count()
