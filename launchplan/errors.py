@@ -75,6 +75,11 @@ class PlanErrors(PlanError):
         return str(self.args[0])
 
 
+class StoreError(CeiError):
+    """The state store cannot be read or written (a read-only or full disk, a damaged or
+    busy database); the message names $CEI_HOME and the cause."""
+
+
 class RunExistsError(UsageError):
     """A run of that name already exists (a second launch of it is refused)."""
 

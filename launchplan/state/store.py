@@ -13,16 +13,17 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from launchplan.errors import (
     CeiError,
     RunExistsError,
     RunLockedError,
+    StoreError,
     UnknownRunError,
     UsageError,
 )
@@ -49,6 +50,7 @@ BUSY_TIMEOUT_MS = 10_000
 DB_NAME = "cei.db"
 LOCK_POLL = 0.1  # seconds between attempts when a lock is waited for
 
+T = TypeVar("T")
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -91,26 +93,38 @@ class Store(ControlTables):
 
     def __init__(self, home: Path | str) -> None:
         self.home = Path(home).expanduser()
-        _ensure_private_dir(self.home)
-        _ensure_private_dir(self.home / "runs")
         self._me = Holder.me()
         self.db_path = self.home / DB_NAME
-        _ensure_private_file(self.db_path)
         self._lock = threading.RLock()
         self._node_writes = 0  # node writes through this connection (see nodes())
         self._nodes_cache: dict[str, tuple[tuple[int, int], list[NodeRecord]]] = {}
-        self._conn = sqlite3.connect(
+        with _faults(self.home, "open"):
+            _ensure_private_dir(self.home)
+            _ensure_private_dir(self.home / "runs")
+            _ensure_private_file(self.db_path)
+            self._conn = _while_busy(self._connect)
+            self._migrate()
+            self._tighten_db_files()
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection in WAL mode. Several first commands on a fresh $CEI_HOME race to
+        switch it to WAL, which SQLite refuses at once (not after the busy timeout) to all but
+        one: _while_busy tries again."""
+        conn = sqlite3.connect(
             str(self.db_path),
             timeout=BUSY_TIMEOUT_MS / 1000,
             isolation_level=None,
             check_same_thread=False,
         )
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
-        self._migrate()
-        self._tighten_db_files()
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -127,19 +141,21 @@ class Store(ControlTables):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction, taking SQLite's write lock at once, committed on exit."""
-        with self._lock:
+        """One short write transaction, taking SQLite's write lock at once, committed on exit.
+        A storage fault (a full disk) is a StoreError and the transaction is rolled back."""
+        with self._lock, _faults(self.home, "write"):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                    with suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
                 raise
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, _faults(self.home, "read"):
             return list(self._conn.execute(sql, params))
 
     def _migrate(self) -> None:
@@ -403,7 +419,7 @@ class Store(ControlTables):
         committed by another process (SQLite's data_version): a controller reads them every
         tick, and decoding every row each time was most of what a tick cost.
         """
-        with self._lock:
+        with self._lock, _faults(self.home, "read"):
             version = (self._conn.execute("PRAGMA data_version").fetchone()[0],
                        self._node_writes)
             cached = self._nodes_cache.get(run)
@@ -582,6 +598,45 @@ class Store(ControlTables):
             )
             for row in rows
         ]
+
+
+BUSY_RETRY_FOR = 30.0  # seconds to keep trying while another process holds the database
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _while_busy(step: Callable[[], T]) -> T:
+    """`step()`, tried again (with a growing pause, for BUSY_RETRY_FOR seconds at most)
+    while the database is merely busy."""
+    deadline = time.monotonic() + BUSY_RETRY_FOR
+    pause = 0.01
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
+@contextmanager
+def _faults(home: Path, doing: str) -> Iterator[None]:
+    """A storage fault while `doing` becomes one clear StoreError (exit 1), not a traceback."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        text = str(exc).lower()
+        hint = (" (is the disk full? Free some space, then run the command again; "
+                "`cei terminate RUN` finishes a run this left unfinished)"
+                if "full" in text or "i/o" in text else "")
+        raise StoreError(f"the state store in {home} cannot {doing}: {exc}{hint}") from None
+    except OSError as exc:
+        raise StoreError(f"the state store in {home} cannot {doing}: "
+                         f"{exc.strerror or exc}: {exc.filename or home}") from None
 
 
 def _check_run_name(name: str) -> None:
