@@ -89,8 +89,9 @@ def claim_run(store: Store, plan: Plan, name: str | None, variables: tuple[str, 
     The plan must be launchable first (check_launchable): nothing is recorded otherwise.
 
     A live run of that name is refused with `refusal` (a format string that may use {name});
-    a terminated one's records make way. The store keeps how the run was launched, so later
-    commands render its new nodes the same way.
+    a terminated one is kept, with its history and logs, as NAME@N (`cei history NAME --all`,
+    `cei list --all`). The store keeps how the run was launched, so later commands render its
+    new nodes the same way.
     """
     from launchplan.errors import RunExistsError
     from launchplan.levels.runplan import launch_settings
@@ -103,7 +104,7 @@ def claim_run(store: Store, plan: Plan, name: str | None, variables: tuple[str, 
         if existing.status != RUN_TERMINATED:
             raise RunExistsError(f"run {name!r} already exists ({existing.status}); "
                                  + refusal.format(name=name))
-        store.delete_run(name)
+        store.archive_run(name)
     store.create_run(name, plan.name, str(plan.path.resolve()),
                      launch=launch_settings(plan, parse_overrides(variables), vars_files))
     return name

@@ -51,7 +51,13 @@ DB_NAME = "cei.db"
 LOCK_POLL = 0.1  # seconds between attempts when a lock is waited for
 
 T = TypeVar("T")
+ARCHIVE_MARK = "@"  # NAME@N: the Nth earlier run of NAME, kept (never a name users give)
+# Every table that holds a run's rows, and its column naming the run.
+_RUN_TABLES = (("elastic", "run"), ("requests", "run"), ("leases", "run"),
+               ("processes", "run"), ("events", "run"), ("resources", "run"),
+               ("nodes", "run"), ("runs", "name"))
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_KEPT_RUN_NAME = re.compile(_RUN_NAME.pattern + f"(?:{ARCHIVE_MARK}[0-9]+)?")
 
 
 def default_home() -> Path:
@@ -184,7 +190,7 @@ class Store(ControlTables):
 
     def run_dir(self, run: str) -> Path:
         """The run's private directory for logs and local nodes (created 0700)."""
-        _check_run_name(run)
+        _check_run_name(run, kept=True)
         path = self.home / "runs" / run
         _ensure_private_dir(path)
         return path
@@ -222,7 +228,8 @@ class Store(ControlTables):
             return record
         import difflib  # only on this error path
 
-        names = [row["name"] for row in self._read("SELECT name FROM runs")]
+        names = [row["name"] for row in self._read("SELECT name FROM runs")
+                 if ARCHIVE_MARK in name or ARCHIVE_MARK not in row["name"]]
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownRunError(f"no run named {name!r}{hint} (`cei list` shows every run)")
@@ -243,42 +250,69 @@ class Store(ControlTables):
             self.get_run(name)
 
     def delete_run(self, name: str) -> None:
-        """Forget a finished run (rows and run directory) so that its name can be reused.
+        """Forget a finished run (rows and run directory).
 
         Refused while any resource of the run may still exist in a cloud, and while another
         live process holds the run's lock.
         """
         self.get_run(name)
         with self._write() as conn:
-            live = [
-                row["resource_id"] or f"intent {row['id']} of {row['node']}"
-                for row in conn.execute(
-                    "SELECT id, node, resource_id, state FROM resources WHERE run = ? ORDER BY id",
-                    (name,),
-                )
-                if row["state"] not in RESOURCE_GONE_STATES
-            ]
-            if live:
-                raise UsageError(
-                    f"run {name!r} still has resources that may exist: {', '.join(live)}; "
-                    f"run `cei terminate {name}` first"
-                )
-            holder = conn.execute("SELECT * FROM locks WHERE run = ?", (name,)).fetchone()
-            if holder is not None:
-                self._refuse_if_live(name, holder)
+            self._check_finished(conn, name)
             self._node_writes += 1
-            for table, column in (
-                ("elastic", "run"),
-                ("requests", "run"),
-                ("leases", "run"),
-                ("processes", "run"),
-                ("events", "run"),
-                ("resources", "run"),
-                ("nodes", "run"),
-                ("runs", "name"),
-            ):
+            for table, column in _RUN_TABLES:
                 conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
         _remove_tree(self.home / "runs" / name)
+
+    def archive_run(self, name: str) -> str:
+        """Keep a finished run, its history and logs, under NAME@N (N counting the earlier
+        runs of that name from 1), so that a new run can have its name. Returns NAME@N.
+
+        Refused like delete_run while the run may still have resources or is held.
+        """
+        self.get_run(name)
+        with self._write() as conn:
+            self._check_finished(conn, name)
+            taken = {row["name"] for row in conn.execute(
+                "SELECT name FROM runs WHERE substr(name, 1, ?) = ?",
+                (len(name) + 1, name + ARCHIVE_MARK))}
+            archived = next(f"{name}{ARCHIVE_MARK}{n}" for n in range(1, len(taken) + 2)
+                            if f"{name}{ARCHIVE_MARK}{n}" not in taken)
+            self._node_writes += 1
+            conn.execute("DELETE FROM locks WHERE run = ?", (name,))
+            for table, column in _RUN_TABLES:
+                conn.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?",
+                             (archived, name))
+        kept = self.home / "runs" / name
+        if kept.exists():
+            with _faults(self.home, "write"):
+                kept.rename(self.home / "runs" / archived)
+        return archived
+
+    def runs_named(self, name: str) -> list[RunRecord]:
+        """Every run that had `name`: the archived ones (oldest first), then the current."""
+        rows = self._read("SELECT * FROM runs WHERE name = ? OR substr(name, 1, ?) = ?",
+                          (name, len(name) + 1, name + ARCHIVE_MARK))
+        return sorted((_run_record(r) for r in rows), key=lambda r: (r.name == name, r.created))
+
+    def _check_finished(self, conn: sqlite3.Connection, name: str) -> None:
+        """Refuse to let go of a run that may still have resources, or that a live process
+        holds."""
+        live = [
+            row["resource_id"] or f"intent {row['id']} of {row['node']}"
+            for row in conn.execute(
+                "SELECT id, node, resource_id, state FROM resources WHERE run = ? ORDER BY id",
+                (name,),
+            )
+            if row["state"] not in RESOURCE_GONE_STATES
+        ]
+        if live:
+            raise UsageError(
+                f"run {name!r} still has resources that may exist: {', '.join(live)}; "
+                f"run `cei terminate {name}` first"
+            )
+        holder = conn.execute("SELECT * FROM locks WHERE run = ?", (name,)).fetchone()
+        if holder is not None:
+            self._refuse_if_live(name, holder)
 
     # -- locks ----------------------------------------------------------------------------
 
@@ -639,8 +673,9 @@ def _faults(home: Path, doing: str) -> Iterator[None]:
                          f"{exc.strerror or exc}: {exc.filename or home}") from None
 
 
-def _check_run_name(name: str) -> None:
-    if not _RUN_NAME.fullmatch(name):
+def _check_run_name(name: str, kept: bool = False) -> None:
+    """A name a new run may have (`kept`: or a kept earlier run's NAME@N)."""
+    if not (_KEPT_RUN_NAME if kept else _RUN_NAME).fullmatch(name):
         raise UsageError(
             f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' "
             f"(starting with a letter or digit, at most 128 characters)"

@@ -226,6 +226,28 @@ def test_cei_logs_prints_and_follows_node_output(home: Path) -> None:
     assert "terminate: exit status 0" in out
 
 
+def test_a_reused_run_name_keeps_the_finished_run(home: Path) -> None:
+    for _ in range(2):
+        cei(home, "launch", str(PLANS / "counted.yml"), "--name", "again", check=0)
+        cei(home, "terminate", "again", check=0)
+    cei(home, "launch", str(PLANS / "counted.yml"), "--name", "again", "--var", "n=2", check=0)
+    listed = cei_json(home, "list")["runs"]
+    assert [r["run"] for r in listed] == ["again"]
+    every = cei_json(home, "list", "--all")["runs"]
+    assert [(r["run"], r["status"]) for r in every] == [
+        ("again@1", "terminated"), ("again@2", "terminated"), ("again", "ready")]
+    latest = cei_json(home, "history", "again")
+    assert latest["run"] == "again" and latest["status"] == "ready"
+    assert {e["node"] for e in latest["events"] if e["node"]} == {"worker/0", "worker/1"}
+    runs = ndjson(cei(home, "history", "again", "--all", "--json", check=0).stdout)
+    assert [r["run"] for r in runs] == ["again@1", "again@2", "again"]
+    assert all(r["events"] for r in runs)
+    assert "worker/0" in cei(home, "logs", "again@1", check=0).stdout  # its logs are kept
+    mistyped = cei(home, "history", "agian", check=2)
+    assert "no run named 'agian'; did you mean 'again'?" in mistyped.stderr
+    cei(home, "terminate", "again", check=0)
+
+
 def test_second_launch_of_a_live_run_is_refused(home: Path) -> None:
     cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=0)
     proc = cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=2)
