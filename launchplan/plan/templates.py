@@ -83,6 +83,21 @@ class Namespace:
         return f"<{self._label}>"
 
 
+class Placeholder(str):
+    """An output not known yet: it reads as "<label>", and what is inside it (an attribute or
+    item, `outputs.config.port`) is a placeholder one level deeper, "<label.port>"."""
+
+    __slots__ = ()
+
+    def __getattr__(self, key: str) -> Placeholder:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return self[key]
+
+    def __getitem__(self, key: Any) -> Placeholder:
+        return Placeholder(f"{str(self)[:-1]}.{key}>")
+
+
 class Placeholders(Namespace):
     """Outputs not known yet (validate/render before launch): every key is "<label.key>"."""
 
@@ -92,7 +107,7 @@ class Placeholders(Namespace):
         super().__init__({}, label)
 
     def __getitem__(self, key: Any) -> Any:
-        return f"<{self._label}.{key}>"
+        return Placeholder(f"<{self._label}.{key}>")
 
     def __contains__(self, key: object) -> bool:
         return True

@@ -78,3 +78,23 @@ def test_a_variable_that_reads_as_infinity_stays_text(tmp_path: Path) -> None:
     path.write_text('plan: inf\nlevels:\n  - services:\n      a: {config: {x: "{{ vars.x }}"}}\n')
     (node,) = render_service(load_plan(path, overrides={"x": "-1e999"}), "a", "r1")
     assert node.config == {"x": "-1e999"}
+
+
+def test_nested_outputs_have_placeholders_before_launch(tmp_path: Path) -> None:
+    """validate (and launch, before it creates anything) renders nested outputs too."""
+    path = tmp_path / "plan.yml"
+    path.write_text(textwrap.dedent("""\
+        plan: nested
+        levels:
+          - services:
+              db: {}
+          - services:
+              web:
+                config:
+                  word: "{{ services.db.outputs.config.word }}"
+                  first: "{{ services.db.nodes[0].outputs.list[0] }}"
+                  line: "port {{ services.db.outputs.ports.http }}"
+        """))
+    (web,) = render_service(load_plan(path), "web", "r1")
+    assert web.config == {"word": "<db.outputs.config.word>", "first": "<db/0.outputs.list.0>",
+                          "line": "port <db.outputs.ports.http>"}
