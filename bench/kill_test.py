@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from launchplan.errors import EXIT_USAGE  # noqa: E402
 from tests.integration.cli_helpers import cei, node_processes  # noqa: E402
 from tests.integration.cloud_emulator import EC2Emulator, use_fake_aws  # noqa: E402
-from tests.integration.killtrial import run_trial, write_plan  # noqa: E402
+from tests.integration.killtrial import run_trial, wait_recorded, write_plan  # noqa: E402
 
 
 def main() -> int:
@@ -92,7 +92,8 @@ def local_trials(trials: int, rng: random.Random, max_delay: float) -> int:
                 [sys.executable, "-m", "launchplan", "launch", str(plan), "--name", f"kill{i}"],
                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL)
-            try:
+            try:  # the delay counts from the run's record, as in the EC2 trials
+                wait_recorded(home, f"kill{i}", proc)
                 status: int | None = proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
                 proc.kill()

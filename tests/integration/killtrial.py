@@ -60,7 +60,7 @@ def write_plan(directory: Path, emulator: EC2Emulator, image: str, nodes: int = 
     return path
 
 
-def _wait_recorded(home: Path, run: str, proc: subprocess.Popen[bytes]) -> None:
+def wait_recorded(home: Path, run: str, proc: subprocess.Popen[bytes]) -> None:
     """Until the run is in the store (or the launch ended, or RECORD_WAIT passed)."""
     deadline = time.monotonic() + RECORD_WAIT
     while proc.poll() is None and time.monotonic() < deadline:
@@ -87,7 +87,7 @@ def run_trial(emulator: EC2Emulator, home: Path, plan: Path, run: str, delay: fl
     launch_status: int | None = None
     try:
         if delay >= 0:
-            _wait_recorded(home, run, proc)
+            wait_recorded(home, run, proc)
         launch_status = proc.wait(timeout=abs(delay))
     except subprocess.TimeoutExpired:
         proc.kill()  # SIGKILL: no handler, no cleanup, nothing flushed
