@@ -13,6 +13,7 @@ import ast as pyast
 import math
 import os
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -161,10 +162,8 @@ class Templates:
     def undeclared(self, ast: nodes.Template) -> set[str]:
         """The names a parsed template uses without defining them; TemplateProblem for a
         template that cannot compile (an unknown filter or test)."""
-        try:
+        with _compiling():
             return meta.find_undeclared_variables(ast)
-        except jinja2.TemplateAssertionError as exc:
-            raise TemplateProblem(f"template error: {exc.message}", exc.lineno) from None
 
     def render(self, source: str, names: Mapping[str, Any], *, text: bool = False) -> Any:
         """Render one value: native for a whole expression unless `text`, else a string."""
@@ -174,7 +173,8 @@ class Templates:
         template = self._compiled.get(key)
         if template is None:
             environment = self.native_env if native else self.text_env
-            template = environment.from_string(source)
+            with _compiling():
+                template = environment.from_string(source)
             self._compiled[key] = template
         if not native:
             return _run(template, names, None)
@@ -184,11 +184,22 @@ class Templates:
         """Render a template file; errors carry the line within that file."""
         self.parse(source)
         filename = str(path)
-        code = self.text_env.compile(source, name=filename, filename=filename)
+        with _compiling():
+            code = self.text_env.compile(source, name=filename, filename=filename)
         template = self.text_env.template_class.from_code(
             self.text_env, code, self.text_env.make_globals(None)
         )
         return str(_run(template, names, filename))
+
+
+@contextmanager
+def _compiling() -> Iterator[None]:
+    """A template that parses but cannot compile (an unknown filter or test) is a
+    TemplateProblem at its line, whenever it is first compiled."""
+    try:
+        yield
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateProblem(f"template error: {exc.message}", exc.lineno) from None
 
 
 @cache

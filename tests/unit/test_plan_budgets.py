@@ -112,6 +112,13 @@ def test_templates_that_would_exhaust_the_machine_are_refused(
     assert err.line == 6
 
 
+@pytest.mark.parametrize("service", ["count: '{{ x|nosuchfilter }}'",
+                                     "config: {a: '{{ 1|nosuchfilter }}'}"])
+def test_an_unknown_filter_is_a_plan_error_wherever_it_is(tmp_path: Path, service: str) -> None:
+    err = validate(one_service(tmp_path, service))
+    assert "template error: No filter named 'nosuchfilter'" in str(err) and err.line == 6
+
+
 def test_every_problem_is_reported_not_only_the_first(tmp_path: Path) -> None:
     path = plan_file(tmp_path, """\
         plan: many
