@@ -35,7 +35,7 @@ from launchplan.levels import hostkeys, states
 from launchplan.levels.agents import install_agent
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import Stage
-from launchplan.levels.runtime import RunContext
+from launchplan.levels.runtime import RUN_KEY_MARK, RunContext
 from launchplan.plan import render_service
 from launchplan.plan.model import NodeSpec, NodeView, Plan, ServiceView
 from launchplan.providers.base import RUNNING, NodeRequest, Provider
@@ -177,7 +177,7 @@ def reserve_nodes(ctx: RunContext, specs: Sequence[NodeSpec], origin: str = "lau
     left by one of its kind and are its to roll back.
     """
     for spec in specs:
-        ctx.store.save_node(_pending_record(spec, origin))
+        ctx.store.save_node(_pending_record(ctx, spec, origin))
         ctx.emit(ev.NODE_STATE, node=spec.node, state=states.PENDING, service=spec.service,
                  level=spec.level_name)
 
@@ -235,11 +235,17 @@ def known_nodes(store: Store, run: str) -> list[dict[str, Any]]:
     ]
 
 
-def _pending_record(spec: NodeSpec, origin: str) -> NodeRecord:
+def uses_run_key(spec: NodeSpec) -> bool:
+    """Whether cei logs in to the node with the run's own key: it is made by a cloud (not an
+    existing host) and the plan names no key for it."""
+    return spec.ssh_key is None and spec.cloud.driver != "static"
+
+
+def _pending_record(ctx: RunContext, spec: NodeSpec, origin: str) -> NodeRecord:
     return NodeRecord(
         run=spec.run, node=spec.node, service=spec.service, index=spec.index,
         level=spec.level, level_name=spec.level_name, driver=spec.cloud.driver,
-        cloud=spec.cloud.public_options(), state=states.PENDING,
+        cloud=ctx.cloud_record(spec.cloud), state=states.PENDING,
         ssh_user=spec.ssh_user, ssh_key=spec.ssh_key,
         programs={
             "ready": spec.ready.to_dict() if spec.ready else None,
@@ -250,6 +256,7 @@ def _pending_record(spec: NodeSpec, origin: str) -> NodeRecord:
             "host_key_policy": spec.host_key_policy,
             "origin": origin,
             **({"local_exe": True} if spec.local_exe else {}),
+            **({RUN_KEY_MARK: True} if uses_run_key(spec) else {}),
         },
     )
 
@@ -363,8 +370,8 @@ class _NodeLauncher:
     def _create(self, provider: Provider, host_key: HostKey | None, log: NodeLog) -> str:
         spec, ctx = self.spec, self.ctx
         authorized = []
-        if spec.cloud.driver == "local" and spec.ssh_key is None:
-            authorized.append(ctx.client_key()[1])
+        if uses_run_key(spec):
+            authorized.append(ctx.client_key(create=True)[1])
         elif spec.ssh_key and Path(spec.ssh_key + ".pub").is_file():
             authorized.append(Path(spec.ssh_key + ".pub").read_text().strip())
         userdata = None
@@ -376,7 +383,7 @@ class _NodeLauncher:
         creates = spec.cloud.driver != "static"  # existing hosts are never created
         if creates:  # the intent is durable before the cloud is asked
             intent = ctx.store.record_intent(ctx.run, spec.node, spec.cloud.driver,
-                                             spec.cloud.public_options(), token)
+                                             ctx.cloud_record(spec.cloud), token)
         tags = {"cei:run": ctx.run, "cei:service": spec.service, "cei:node": spec.node}
         info = provider.create(NodeRequest(
             run=ctx.run, service=spec.service, node=spec.node, token=token,
