@@ -54,12 +54,14 @@ STATE_WAIT_ENV = "CEI_STATE_WAIT"
 DEFAULT_STATE_WAIT = 120.0  # seconds a command waits for the database to record what it did
 
 
-def open_store() -> Store:
-    """The store of `--state` / $CEI_STATE (default: SQLite in $CEI_HOME)."""
+def open_store(url: str | None = None) -> Store:
+    """The store `url` names, by default that of `--state` / $CEI_STATE (else SQLite in
+    $CEI_HOME)."""
     from launchplan.state import Store, default_home
 
-    context = click.get_current_context(silent=True)
-    url = context.find_root().params.get("state_url") if context is not None else None
+    if url is None:
+        context = click.get_current_context(silent=True)
+        url = context.find_root().params.get("state_url") if context is not None else None
     store = Store(default_home(), url or "")
     _opened.append(store)
     return store

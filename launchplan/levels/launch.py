@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import threading
@@ -28,6 +29,7 @@ from launchplan.errors import (
     EXIT_OK,
     EXIT_TIMEOUT,
     CeiError,
+    StateUnavailableError,
     StepTimeout,
 )
 from launchplan.levels import events as ev
@@ -101,13 +103,12 @@ class Launcher:
         with ctx.store.locked(ctx.run):
             ctx.emit(ev.RUN_STARTED, plan=self.plan.name, path=str(self.plan.path),
                      levels=len(self.plan.levels))
-            for level in self.plan.levels:
-                if ctx.cancel.is_set():
-                    break
-                failures = self._launch_level(level.index, level.name)
-                result.failures.extend(failures)
-                if failures:
-                    break
+            try:
+                self._launch_levels(result)
+            except StateUnavailableError:
+                with contextlib.suppress(StateUnavailableError):  # recorded once it is back
+                    ctx.store.set_run_status(ctx.run, states.RUN_FAILED)
+                raise
             cancelled = ctx.cancel.is_set()
             out_of_time = self._out_of_time if cancelled else None
             if out_of_time is not None:
@@ -126,6 +127,15 @@ class Launcher:
                                for f in result.failures],
                      **({"deadline": out_of_time} if out_of_time else {}))
         return result
+
+    def _launch_levels(self, result: LaunchResult) -> None:
+        for level in self.plan.levels:
+            if self.ctx.cancel.is_set():
+                return
+            failures = self._launch_level(level.index, level.name)
+            result.failures.extend(failures)
+            if failures:
+                return
 
     def _timed_out(self, failures: list[Failure], why: str) -> list[Failure]:
         """What the deadline cut short fails as timed out; failures of their own stay."""
@@ -190,7 +200,11 @@ def run_launches(ctx: RunContext, specs: Sequence[NodeSpec], parallel: int,
     level_failed = threading.Event()
 
     def one(spec: NodeSpec) -> Failure | None:
-        return _NodeLauncher(ctx, spec, level_failed if stop_together else None).run()
+        try:
+            return _NodeLauncher(ctx, spec, level_failed if stop_together else None).run()
+        except StateUnavailableError:
+            ctx.interrupt()  # nothing more can be recorded: stop every node's work now
+            raise
 
     with ThreadPoolExecutor(max_workers=min(max(1, parallel), len(specs)),
                             thread_name_prefix="launch") as pool:

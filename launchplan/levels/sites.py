@@ -39,3 +39,14 @@ def unreachable(driver: str, cloud: Mapping[str, Any], site: str) -> str | None:
     host, _, home = str(other).partition(":")
     where = host if host != site.partition(":")[0] else f"{host}, CEI_HOME {home}"
     return f"unreachable (local node on {where})"
+
+
+def claim_local_nodes(document: dict[str, Any], home: Path) -> None:
+    """Name this machine as the site of a run document's local nodes that name none (made
+    before sites were kept), before the run moves to a store other machines share."""
+    site = this_site(home)
+    for part in ("nodes", "resources"):
+        for record in document.get(part) or []:
+            cloud = record.get("cloud")
+            if record.get("driver") in MACHINE_LOCAL and isinstance(cloud, dict):
+                cloud.setdefault(SITE_KEY, site)

@@ -112,6 +112,11 @@ class ControlTables:
             raise KeyError(f"no request {request_id}")
         return _request_record(rows[0])
 
+    def requests(self, run: str) -> list[RequestRecord]:
+        """Every request of the run, oldest first."""
+        rows = self._read("SELECT * FROM requests WHERE run = ? ORDER BY id", (run,))
+        return [_request_record(row) for row in rows]
+
     def pending_requests(self, run: str) -> list[RequestRecord]:
         """The run's requests not yet taken up, oldest first."""
         rows = self._read("SELECT * FROM requests WHERE run = ? AND state = ? ORDER BY id",
