@@ -62,6 +62,8 @@ def parse_location(url: str | None, home: Path) -> StateLocation:
 
 def _sqlite(url: str) -> StateLocation:
     text = url[len("sqlite://"):]
+    if text.startswith("/"):  # sqlite:///PATH, or SQLAlchemy's sqlite:////PATH
+        text = "/" + text.lstrip("/")
     if text.startswith("/~"):
         text = text[1:]
     path = Path(text).expanduser()

@@ -56,13 +56,13 @@ class PostgresDatabase(Database):
             self._conn = psycopg.connect(str(self.location.conninfo), autocommit=True,
                                          row_factory=dict_row, **options)
         except psycopg.Error as exc:
-            raise self._unavailable(exc) from None
+            raise StateUnavailableError(f"cannot connect to the state database "
+                                        f"{self.location.label}: {_reason(exc)}") from None
         return self._conn
 
     def _unavailable(self, exc: psycopg.Error) -> StateUnavailableError:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return StateUnavailableError(
-            f"the state database {self.location.label} is unreachable: {reason}")
+            f"the state database {self.location.label} is unreachable: {_reason(exc)}")
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -118,3 +118,9 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self._drop()
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """libpq's message in one line (it never holds the password)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) or type(exc).__name__
