@@ -70,6 +70,11 @@ def node_hostname(run: str, service: str, node: str) -> str:
     return f"{service}-{index}.{run}.cei.local"
 
 
+# cei's own secrets (the state database's password, the key that seals run keys) stay out of
+# the node processes' environment.
+_NOT_FOR_NODES = frozenset({NODE_ROOT_ENV, "PGPASSWORD", "CEI_STATE_KEY"})
+
+
 class _NodeFactory:
     """One pre-imported process that forks nodes (see launchplan.providers.localnode).
 
@@ -78,7 +83,7 @@ class _NodeFactory:
     """
 
     def __init__(self, run_dir: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if k != NODE_ROOT_ENV}
+        env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_NODES}
         package_root = str(Path(launchplan.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p

@@ -31,9 +31,9 @@ from launchplan.state import (
     RunRecord,
     Store,
     default_home,
+    locks,
     scrub_secrets,
 )
-from launchplan.state import locks
 from launchplan.state.holders import process_starttime
 from launchplan.state.locks import LOCK_TTL
 from launchplan.state.schema import MIGRATIONS, SCHEMA_VERSION
@@ -554,7 +554,7 @@ def test_lock_of_recycled_pid_is_taken_over(store: Store) -> None:
 
 def test_lock_from_another_host_is_respected_until_it_expires(store: Store) -> None:
     insert_lock(store, "r1", 1, 1, "some-other-host", time.time() + 600)
-    with pytest.raises(RunLockedError, match="some-other-host.*cei unlock r1"), \
+    with pytest.raises(RunLockedError, match=r"some-other-host.*cei unlock r1"), \
             store.locked("r1"):
         pytest.fail("acquired a lock held on another host")
     holder = store.lock_holder("r1")
