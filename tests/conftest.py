@@ -42,6 +42,17 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, which it may stop and start again."""
+    require(find_bindir(), "PostgreSQL is not installed (scripts/system-deps.sh installs it)")
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
 def pg_url(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh database of its own on the test server; its password in PGPASSWORD only."""
     monkeypatch.setenv("PGPASSWORD", postgres.password)

@@ -402,12 +402,14 @@ class _NodeLauncher:
         info = provider.create(NodeRequest(
             run=ctx.run, service=spec.service, node=spec.node, token=token,
             options=provider.options, userdata=userdata, tags=tags))
-        if creates:
-            ctx.store.record_resource_id(intent, info.resource_id)
-        ctx.store.update_node(
-            ctx.run, spec.node, resource_id=info.resource_id, token=token,
-            host_key=host_key.public if host_key else None,
-            host_key_fingerprint=host_key.fingerprint if host_key else None)
+        try:
+            if creates:
+                ctx.store.record_resource_id(intent, info.resource_id)
+        finally:  # the node learns its id too, even if the database is away (then later)
+            ctx.store.update_node(
+                ctx.run, spec.node, resource_id=info.resource_id, token=token,
+                host_key=host_key.public if host_key else None,
+                host_key_fingerprint=host_key.fingerprint if host_key else None)
         log.note(f"created {spec.cloud.driver} node {info.resource_id}")
         ctx.emit(ev.RESOURCE, node=spec.node, state="created", driver=spec.cloud.driver,
                  resource_id=info.resource_id)

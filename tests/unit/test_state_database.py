@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ from launchplan.errors import StateUnavailableError
 from launchplan.state import Store
 from launchplan.state.schema import SCHEMA_VERSION, statements
 from launchplan.state.sqlite import SQLiteDatabase
-from tests.conftest import require
-from tests.pgserver import PostgresServer, find_bindir, start_server
+from tests.pgserver import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 OPENER = """
@@ -65,17 +63,6 @@ def test_a_version_3_sqlite_store_keeps_its_locks_through_the_upgrade(tmp_path: 
         record = store.lock_record("old")
         assert record is not None and (record.host, record.expires) == ("far-host", None)
         assert store.run_keys("old") == []
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A server of this test's own, which it may stop and start again."""
-    require(find_bindir(), "PostgreSQL is not installed (scripts/system-deps.sh installs it)")
-    server = start_server()
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 def test_writes_while_the_database_is_down_are_written_once_it_is_back(
