@@ -49,8 +49,11 @@ def _free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster in `base`; `start()`, `stop()` (by PID) and `start()` again."""
 
-    def __init__(self, bindir: Path, base: Path | None = None) -> None:
+    def __init__(self, bindir: Path, base: Path | None = None, for_tests: bool = True) -> None:
         self.bindir = bindir
+        # tests: no fsync, and every statement logged (the grep tests read the log);
+        # benchmarks: PostgreSQL's own durable defaults, as SQLite's synchronous=FULL is.
+        self.for_tests = for_tests
         self.base = base or Path(tempfile.mkdtemp(prefix="cei-pg-"))
         self.data = self.base / "data"
         self.log_path = self.base / "server.log"
@@ -86,12 +89,13 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start the server (again) on its port; every statement it runs goes to its log."""
-        options = " ".join([
-            f"-p {self.port}", f"-c listen_addresses={self.host}",
-            f"-c unix_socket_directories={self.base}", "-c fsync=off",
-            "-c synchronous_commit=off", "-c full_page_writes=off",
-            "-c log_statement=all", "-c log_connections=on", "-c max_connections=200",
-        ])
+        settings = [f"-p {self.port}", f"-c listen_addresses={self.host}",
+                    f"-c unix_socket_directories={self.base}", "-c max_connections=200"]
+        if self.for_tests:
+            settings += ["-c fsync=off", "-c synchronous_commit=off",
+                         "-c full_page_writes=off", "-c log_statement=all",
+                         "-c log_connections=on"]
+        options = " ".join(settings)
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path),
                   "-w", "-t", str(START_SECONDS), "-o", options, "start")
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
@@ -160,12 +164,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def start_server() -> PostgresServer:
+def start_server(for_tests: bool = True) -> PostgresServer:
     """A fresh, started cluster with the app role; RuntimeError if PostgreSQL is missing."""
     bindir = find_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed")
-    server = PostgresServer(bindir)
+    server = PostgresServer(bindir, for_tests=for_tests)
     try:
         server.init()
         server.start()

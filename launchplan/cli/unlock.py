@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from launchplan.cli.common import json_option, open_store
 from launchplan.cli.output import emit_json
 from launchplan.errors import EXIT_FAILED, EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from launchplan.state import LeaseRecord
+    from launchplan.state.holders import Holder
+    from launchplan.state.records import LockRecord
+
+    Held = LockRecord | LeaseRecord
 
 
 @click.command()
@@ -30,13 +38,13 @@ def unlock(run_name: str, yes: bool, as_json: bool) -> int:
 
     store = open_store()
     run = store.get_run(run_name)
-    held: list[tuple[str, Any, Any]] = []
+    held: list[tuple[str, Held, Callable[[], bool]]] = []
     lock = store.lock_record(run.name)
     if lock is not None:
-        held.append(("run lock", lock, store.break_lock))
+        held.append(("run lock", lock, lambda: store.break_lock(lock)))
     lease = store.lease_record(run.name)
     if lease is not None:
-        held.append(("controller lease", lease, store.break_lease))
+        held.append(("controller lease", lease, lambda: store.break_lease(lease)))
     if not held:
         if as_json:
             emit_json({"run": run.name, "cleared": []})
@@ -58,8 +66,8 @@ def unlock(run_name: str, yes: bool, as_json: bool) -> int:
             click.echo("nothing cleared", err=True)
             return EXIT_FAILED
     cleared = []
-    for what, record, clear in held:
-        if clear(record):
+    for what, _, clear in held:
+        if clear():
             cleared.append(what)
         else:
             raise UsageError(f"the {what} of run {run.name} changed since it was shown (its "
@@ -72,7 +80,7 @@ def unlock(run_name: str, yes: bool, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _describe(holder: Any, record: Any) -> str:
+def _describe(holder: Holder, record: Held) -> str:
     if record.expires is None:
         expiry = "never expires by itself"
     elif record.expires > time.time():

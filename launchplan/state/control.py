@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from launchplan.errors import RunLockedError
 from launchplan.state.codec import decode, encode, now
-from launchplan.state.database import Database, Row
+from launchplan.state.database import Connection, Row
 from launchplan.state.holders import Holder
 from launchplan.state.locks import holder_live
 from launchplan.state.records import (
@@ -37,14 +37,20 @@ class ControlTables:
 
     if TYPE_CHECKING:
 
-        def _write(self) -> AbstractContextManager[Database]: ...
+        def _write(self, lock: str) -> AbstractContextManager[Connection]: ...
 
         def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]: ...
 
-        def _durable(self, work: Callable[[Database], Any]) -> Any: ...
+        def _run(self, work: Callable[[Connection], Any], lock: str | None = None) -> Any: ...
+
+        def _durable(self, work: Callable[[Connection], Any], lock: str | None = None
+                     ) -> Any: ...
 
         def _upsert(self, table: str, columns: Sequence[str], values: Sequence[Any],
-                    key: tuple[str, ...], keep: tuple[str, ...] = ()) -> None: ...
+                    key: tuple[str, ...], keep: tuple[str, ...] = ()) -> Row: ...
+
+        def _update(self, table: str, changes: dict[str, Any], where: dict[str, Any]
+                    ) -> Row | None: ...
 
     # -- elastic services -------------------------------------------------------------------
 
@@ -58,29 +64,20 @@ class ControlTables:
             elif name == "updated":
                 value = now()
             values.append(value)
-        self._upsert("elastic", _ELASTIC_FIELDS, values, key=("run", "service"))
-        found = self.find_elastic(record.run, record.service)
-        assert found is not None
-        return found
+        return _elastic_record(self._upsert("elastic", _ELASTIC_FIELDS, values,
+                                            key=("run", "service")))
 
     def update_elastic(self, run: str, service: str, **changes: Any) -> ElasticRecord:
         """Change some fields of a service's elastic state; KeyError if it has none."""
         unknown = sorted(set(changes) - _ELASTIC_UPDATABLE)
         if unknown:
             raise ValueError(f"unknown elastic field(s): {', '.join(unknown)}")
-        assignments = ["updated = ?"]
-        values: list[Any] = [now()]
-        for name, value in changes.items():
-            assignments.append(f"{name} = ?")
-            values.append(encode(value) if name in _ELASTIC_JSON else value)
-        changed = self._durable(lambda db: db.execute(
-            f"UPDATE elastic SET {', '.join(assignments)} WHERE run = ? AND service = ?",
-            (*values, run, service)).rowcount)
-        if changed == 0:
+        columns = {name: encode(value) if name in _ELASTIC_JSON else value
+                   for name, value in changes.items()}
+        row = self._update("elastic", columns, {"run": run, "service": service})
+        if row is None:
             raise KeyError(f"service {service!r} of run {run!r} is not elastic")
-        found = self.find_elastic(run, service)
-        assert found is not None
-        return found
+        return _elastic_record(row)
 
     def find_elastic(self, run: str, service: str) -> ElasticRecord | None:
         rows = self._read("SELECT * FROM elastic WHERE run = ? AND service = ?", (run, service))
@@ -97,14 +94,10 @@ class ControlTables:
                     args: dict[str, Any]) -> RequestRecord:
         """Queue a request for the run's controller (committed at once)."""
         stamp = now()
-        with self._write() as db:
-            row = db.execute(
-                "INSERT INTO requests (run, kind, target, args, state, result, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, '{}', ?, ?) RETURNING id",
-                (run, kind, target, encode(args), REQUEST_PENDING, stamp, stamp),
-            ).one()
-        assert row is not None
-        return self.get_request(row["id"])
+        values = (run, kind, target, encode(args), REQUEST_PENDING, stamp, stamp)
+        return _request_record(self._run(lambda db: db.execute(
+            "INSERT INTO requests (run, kind, target, args, state, result, created, updated) "
+            "VALUES (?, ?, ?, ?, ?, '{}', ?, ?) RETURNING *", values).rows[0]))
 
     def get_request(self, request_id: int) -> RequestRecord:
         rows = self._read("SELECT * FROM requests WHERE id = ?", (request_id,))
@@ -126,9 +119,7 @@ class ControlTables:
     def finish_request(self, request_id: int, state: str, result: dict[str, Any]) -> None:
         if state not in REQUEST_STATES:
             raise ValueError(f"unknown request state {state!r}")
-        values = (state, encode(result), now(), request_id)
-        self._durable(lambda db: db.execute(
-            "UPDATE requests SET state = ?, result = ?, updated = ? WHERE id = ?", values))
+        self._update("requests", {"state": state, "result": encode(result)}, {"id": request_id})
 
     # -- the controller lease ---------------------------------------------------------------
 
@@ -144,7 +135,7 @@ class ControlTables:
         died (this host) or expired (another host) is taken over.
         """
         me = self._me
-        with self._write() as db:
+        with self._write(run) as db:
             row = db.execute("SELECT * FROM leases WHERE run = ?", (run,)).one()
             if row is not None:
                 held = _lease_record(row)
@@ -165,7 +156,7 @@ class ControlTables:
     def renew_lease(self, run: str, ttl: float) -> bool:
         """Extend this process's lease; False when it no longer holds it (taken over)."""
         me = self._me
-        with self._write() as db:
+        with self._write(run) as db:  # not while another takes an expired lease over
             changed = db.execute(
                 "UPDATE leases SET expires = ? WHERE run = ? AND pid = ? AND host = ? "
                 "AND COALESCE(starttime, -1) = ?",
@@ -186,10 +177,10 @@ class ControlTables:
 
     def break_lease(self, record: LeaseRecord) -> bool:
         """Delete the lease `record` shows, if it is still that one (not since taken again)."""
-        with self._write() as db:
-            return db.execute(
-                "DELETE FROM leases WHERE run = ? AND pid = ? AND host = ? AND acquired = ?",
-                (record.run, record.pid, record.host, record.acquired)).rowcount == 1
+        deleted: int = self._run(lambda db: db.execute(
+            "DELETE FROM leases WHERE run = ? AND pid = ? AND host = ? AND acquired = ?",
+            (record.run, record.pid, record.host, record.acquired)).rowcount)
+        return deleted == 1
 
 
 def _lease_live(record: LeaseRecord, me: Holder) -> bool:

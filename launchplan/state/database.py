@@ -1,21 +1,26 @@
 """What the store needs of a database, so that everything but the dialect is shared.
 
-Each backend runs plain SQL with `?` placeholders, returns rows as dicts, and opens write
-transactions that hold one writers' lock for the whole database, as SQLite's BEGIN IMMEDIATE
-does: read-then-write sequences (a run name's check and insert, an event's next sequence
-number, a lock's take-over) are therefore atomic on both backends without retries.
+Each backend runs plain SQL with `?` placeholders and returns rows as dicts. A statement on its
+own commits at once and is atomic by itself (the store writes most things in one statement:
+an upsert, an update, an insert that returns what it made). Read-then-write sequences (a lock
+taken over, a run deleted, a run imported, a migration) run as a transaction holding a named
+lock (a run's name), so that two of them on the same run, from any machine, happen one after
+the other: on SQLite the database's write lock (BEGIN IMMEDIATE), on PostgreSQL a
+transaction-level advisory lock on the name.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from launchplan.state.location import POSTGRESQL, StateLocation
 
 Row = dict[str, Any]
+SCHEMA_LOCK = "cei:schema"  # the lock name migrations take
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,13 @@ class Result:
         return self.rows[0] if self.rows else None
 
 
+class Connection(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement; StateUnavailableError when the database cannot be reached."""
+
+
 class Database(ABC):
-    """One connection to the store's database; the store serialises its use across threads."""
+    """The store's way into one database, shared by the engine's threads."""
 
     # DDL of an integer key the database assigns (resources.id, requests.id), and of text
     # that compares and sorts by code point.
@@ -41,26 +51,24 @@ class Database(ABC):
         self.location = location
 
     @abstractmethod
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
-        """Run one statement; StateUnavailableError when the database cannot be reached."""
+    def connection(self) -> AbstractContextManager[Connection]:
+        """A connection to use for a while: each statement on it commits by itself."""
 
     @abstractmethod
-    def begin(self) -> None:
-        """Start a write transaction holding the writers' lock (waits for other writers)."""
+    def transaction(self, lock: str) -> AbstractContextManager[Connection]:
+        """A transaction holding the lock named `lock`, committed on exit (rolled back on an
+        error); whoever takes the same lock meanwhile waits."""
 
     @abstractmethod
-    def commit(self) -> None: ...
+    def current_version(self) -> int | None:
+        """The schema version as it is now, read without any lock (None: not known yet)."""
 
     @abstractmethod
-    def rollback(self) -> None:
-        """Undo the open transaction, if any; never raises for a lost connection."""
+    def schema_version(self, conn: Connection) -> int:
+        """The schema version inside a migration's transaction (0: an empty database)."""
 
     @abstractmethod
-    def schema_version(self) -> int:
-        """The schema version recorded in the database (0: empty), inside a transaction."""
-
-    @abstractmethod
-    def set_schema_version(self, version: int) -> None: ...
+    def set_schema_version(self, conn: Connection, version: int) -> None: ...
 
     def data_version(self) -> int | None:
         """A number that changes whenever another connection commits, or None when the
@@ -72,7 +80,7 @@ class Database(ABC):
 
 
 def connect(location: StateLocation) -> Database:
-    """A connection to the database `location` names (PostgreSQL's driver loads only here)."""
+    """A way into the database `location` names (PostgreSQL's driver loads only here)."""
     if location.kind == POSTGRESQL:
         from launchplan.state.postgres import PostgresDatabase
 

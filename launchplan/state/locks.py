@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from launchplan.errors import RunLockedError, StateUnavailableError
 from launchplan.state.codec import now
-from launchplan.state.database import Database, Row
+from launchplan.state.database import Connection, Row
 from launchplan.state.holders import Holder
 from launchplan.state.location import StateLocation
 from launchplan.state.records import LockRecord
@@ -54,11 +54,14 @@ class RunLocks:
 
     if TYPE_CHECKING:
 
-        def _write(self) -> AbstractContextManager[Database]: ...
+        def _write(self, lock: str) -> AbstractContextManager[Connection]: ...
 
         def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]: ...
 
-        def _durable(self, work: Callable[[Database], Any]) -> Any: ...
+        def _run(self, work: Callable[[Connection], Any], lock: str | None = None) -> Any: ...
+
+        def _durable(self, work: Callable[[Connection], Any], lock: str | None = None
+                     ) -> Any: ...
 
     def _init_locks(self) -> None:
         self._renewed: set[str] = set()
@@ -108,10 +111,10 @@ class RunLocks:
 
     def break_lock(self, record: LockRecord) -> bool:
         """Delete the lock `record` shows, if it is still that one (not since taken again)."""
-        with self._write() as db:
-            return db.execute(
-                "DELETE FROM locks WHERE run = ? AND pid = ? AND host = ? AND acquired = ?",
-                (record.run, record.pid, record.host, record.acquired)).rowcount == 1
+        deleted: int = self._run(lambda db: db.execute(
+            "DELETE FROM locks WHERE run = ? AND pid = ? AND host = ? AND acquired = ?",
+            (record.run, record.pid, record.host, record.acquired)).rowcount)
+        return deleted == 1
 
     def _refuse_if_live(self, name: str, record: LockRecord) -> None:
         holder = Holder(record.host, record.pid, record.starttime)
@@ -132,7 +135,7 @@ class RunLocks:
         me = self._me
         while True:
             try:
-                with self._write() as db:
+                with self._write(name) as db:
                     row = db.execute("SELECT * FROM locks WHERE run = ?", (name,)).one()
                     if row is not None:
                         self._refuse_if_live(name, _lock_record(row))
@@ -171,7 +174,7 @@ class RunLocks:
                     return
             for name in names:
                 try:
-                    with self._write() as db:
+                    with self._write(name) as db:  # not while another takes it over
                         db.execute(
                             "UPDATE locks SET expires = ? WHERE run = ? AND pid = ? AND host = ?",
                             (time.time() + LOCK_TTL, name, me.pid, me.host))

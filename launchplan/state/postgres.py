@@ -1,38 +1,77 @@
 """The PostgreSQL backend (psycopg 3): the same SQL as SQLite, `?` turned into `%s`.
 
-The connection runs in autocommit mode and the store opens its own transactions. A write
-transaction first takes a transaction-level advisory lock, so writers are serialised as on
-SQLite, across every machine that shares the database, and the lock goes with the transaction
-(a writer that dies holds nothing). The password never passes through here: libpq reads it
-from PGPASSWORD, ~/.pgpass or the URL's passfile.
+Connections run in autocommit mode: a statement on its own commits at once. A transaction
+starts with a transaction-level advisory lock on its lock's name, so that two transactions on
+one run, from any machine, happen one after the other, and the lock goes with the transaction
+(a process that dies holds nothing). A few connections are pooled, so that the engine's
+threads write side by side and the server commits their writes together instead of one fsync
+each. The password never passes through here: libpq reads it from PGPASSWORD, ~/.pgpass or the
+URL's passfile.
 
-A lost connection becomes StateUnavailableError; the next call connects again.
+A lost connection becomes StateUnavailableError; the next use connects again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import hashlib
 import socket
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from launchplan.errors import StateUnavailableError
-from launchplan.state.database import Database, Result
+from launchplan.state.database import Connection, Database, Result
 from launchplan.state.location import StateLocation
 
-# The advisory lock key of cei's writers ("cei" in ASCII), and the one table this backend
-# needs beyond the schema: where the schema version is kept (SQLite has PRAGMA user_version).
-WRITERS_LOCK = 0x636569
 CONNECT_TIMEOUT = 10  # seconds, unless the URL sets connect_timeout
+POOL_SIZE = 4  # connections one cei process keeps at most
+POOL_WAIT = 60.0  # seconds a thread waits for a free connection before it gives up
 
 
 @functools.lru_cache(maxsize=512)
 def _pg_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+def lock_key(name: str) -> int:
+    """The advisory lock (a signed 64-bit number) that stands for the lock `name`."""
+    return int.from_bytes(hashlib.sha256(b"cei:" + name.encode()).digest()[:8], "big",
+                          signed=True)
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """libpq's message in one line (it never holds the password)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) or type(exc).__name__
+
+
+class _PgConnection:
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]], label: str) -> None:
+        self.conn = conn
+        self.label = label
+
+    @property
+    def usable(self) -> bool:
+        return not self.conn.closed and not self.conn.broken
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        try:
+            cursor = self.conn.execute(_pg_sql(sql), tuple(params))
+            rows = cursor.fetchall() if cursor.description else []
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StateUnavailableError(
+                f"the state database {self.label} is unreachable: {_reason(exc)}") from None
+        return Result(rows, cursor.rowcount)
+
+    def close(self) -> None:
+        with suppress(psycopg.Error):
+            self.conn.close()
 
 
 class PostgresDatabase(Database):
@@ -41,86 +80,113 @@ class PostgresDatabase(Database):
 
     def __init__(self, location: StateLocation) -> None:
         super().__init__(location)
-        self._conn: psycopg.Connection[dict[str, Any]] | None = None
-        self._in_transaction = False
-        self._connection()
+        self._idle: list[_PgConnection] = []
+        self._count = 0  # connections open, idle or in use
+        self._available = threading.Condition()
+        self._mine = threading.local()  # the connection this thread uses, and how deep
+        self._closed = False
+        with self.connection():  # a database that cannot be reached is said so at once
+            pass
 
-    def _connection(self) -> psycopg.Connection[dict[str, Any]]:
-        if self._conn is not None and not self._conn.closed and not self._conn.broken:
-            return self._conn
-        self._drop()
+    def _connect(self) -> _PgConnection:
         options: dict[str, Any] = {"application_name": f"cei@{socket.gethostname()}"}
         if "connect_timeout=" not in str(self.location.conninfo):
             options["connect_timeout"] = CONNECT_TIMEOUT
         try:
-            self._conn = psycopg.connect(str(self.location.conninfo), autocommit=True,
-                                         row_factory=dict_row, **options)
+            conn = psycopg.connect(str(self.location.conninfo), autocommit=True,
+                                   row_factory=dict_row, **options)
         except psycopg.Error as exc:
             raise StateUnavailableError(f"cannot connect to the state database "
                                         f"{self.location.label}: {_reason(exc)}") from None
-        return self._conn
+        return _PgConnection(conn, self.location.label)
 
-    def _unavailable(self, exc: psycopg.Error) -> StateUnavailableError:
-        return StateUnavailableError(
-            f"the state database {self.location.label} is unreachable: {_reason(exc)}")
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-        self._conn = None
-        self._in_transaction = False
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
-        if self._in_transaction and (self._conn is None or self._conn.broken):
-            raise StateUnavailableError(
-                f"the state database {self.location.label} went away during a transaction")
-        conn = self._connection()
+    def _take(self) -> _PgConnection:
+        deadline = time.monotonic() + POOL_WAIT
+        with self._available:
+            while True:
+                if self._closed:
+                    raise StateUnavailableError(f"the store of {self.location.label} is closed")
+                while self._idle:
+                    conn = self._idle.pop()
+                    if conn.usable:
+                        return conn
+                    conn.close()
+                    self._count -= 1
+                if self._count < POOL_SIZE:
+                    self._count += 1
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StateUnavailableError(
+                        f"no connection to {self.location.label} came free within "
+                        f"{POOL_WAIT:g}s")
+                self._available.wait(left)
         try:
-            cursor = conn.execute(_pg_sql(sql), tuple(params))
-            rows = cursor.fetchall() if cursor.description else []
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            unavailable = self._unavailable(exc)
-            if conn.broken or conn.closed:
-                self._drop()
-            raise unavailable from None
-        return Result(rows, cursor.rowcount)
+            return self._connect()
+        except BaseException:
+            with self._available:
+                self._count -= 1
+                self._available.notify()
+            raise
 
-    def begin(self) -> None:
-        self.execute("BEGIN")
-        self._in_transaction = True
-        self.execute(f"SELECT pg_advisory_xact_lock({WRITERS_LOCK})")
+    def _give_back(self, conn: _PgConnection) -> None:
+        with self._available:
+            if conn.usable and not self._closed:
+                self._idle.append(conn)
+            else:
+                conn.close()
+                self._count -= 1
+            self._available.notify()
 
-    def commit(self) -> None:
-        self.execute("COMMIT")
-        self._in_transaction = False
-
-    def rollback(self) -> None:
-        if not self._in_transaction:
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        held: _PgConnection | None = getattr(self._mine, "conn", None)
+        if held is not None:  # nested use by the same thread: the same connection
+            yield held
             return
-        self._in_transaction = False
-        conn = self._conn
-        if conn is None or conn.broken or conn.closed:
-            return
+        conn = self._take()
+        self._mine.conn = conn
         try:
-            conn.execute("ROLLBACK")
-        except psycopg.Error:
-            self._drop()
+            yield conn
+        finally:
+            self._mine.conn = None
+            self._give_back(conn)
 
-    def schema_version(self) -> int:
-        self.execute("CREATE TABLE IF NOT EXISTS cei_schema (version INTEGER NOT NULL)")
-        row = self.execute("SELECT version FROM cei_schema").one()
+    @contextmanager
+    def transaction(self, lock: str) -> Iterator[Connection]:
+        with self.connection() as conn:
+            # one round trip: a query without parameters may hold several statements
+            conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({lock_key(lock)})")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                with suppress(StateUnavailableError):
+                    conn.execute("ROLLBACK")
+                raise
+
+    def current_version(self) -> int | None:
+        with self.connection() as conn:
+            try:
+                row = conn.execute("SELECT version FROM cei_schema").one()
+            except psycopg.errors.UndefinedTable:
+                return None
+        return int(row["version"]) if row else None
+
+    def schema_version(self, conn: Connection) -> int:
+        conn.execute("CREATE TABLE IF NOT EXISTS cei_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM cei_schema").one()
         return int(row["version"]) if row else 0
 
-    def set_schema_version(self, version: int) -> None:
-        if self.execute("UPDATE cei_schema SET version = ?", (version,)).rowcount == 0:
-            self.execute("INSERT INTO cei_schema (version) VALUES (?)", (version,))
+    def set_schema_version(self, conn: Connection, version: int) -> None:
+        if conn.execute("UPDATE cei_schema SET version = ?", (version,)).rowcount == 0:
+            conn.execute("INSERT INTO cei_schema (version) VALUES (?)", (version,))
 
     def close(self) -> None:
-        self._drop()
-
-
-def _reason(exc: psycopg.Error) -> str:
-    """libpq's message in one line (it never holds the password)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return "; ".join(lines[:2]) or type(exc).__name__
+        with self._available:
+            self._closed = True
+            for conn in self._idle:
+                conn.close()
+            self._count -= len(self._idle)
+            self._idle.clear()
+            self._available.notify_all()

@@ -7,12 +7,12 @@ launching machine's run directory.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from launchplan.errors import StateKeyError
 from launchplan.state.codec import now
-from launchplan.state.database import Database, Row
+from launchplan.state.database import Connection, Row
 from launchplan.state.holders import Holder
 from launchplan.state.records import RunKeyRecord
 from launchplan.state.sealing import seal, unseal
@@ -25,9 +25,9 @@ class RunKeys:
 
     if TYPE_CHECKING:
 
-        def _write(self) -> AbstractContextManager[Database]: ...
-
         def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]: ...
+
+        def _run(self, work: Callable[[Connection], Any], lock: str | None = None) -> Any: ...
 
     def save_run_key(self, run: str, name: str, public_key: str,
                      private_key: str) -> RunKeyRecord:
@@ -36,12 +36,10 @@ class RunKeys:
         The first pair saved under a name wins (two processes making one at once agree on it);
         the record returned is the stored one.
         """
-        sealed = seal(private_key)
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO run_keys (run, name, public_key, sealed_key, host, created) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run, name) DO NOTHING",
-                (run, name, public_key, sealed, self._me.host, now()))
+        values = (run, name, public_key, seal(private_key), self._me.host, now())
+        self._run(lambda db: db.execute(
+            "INSERT INTO run_keys (run, name, public_key, sealed_key, host, created) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run, name) DO NOTHING", values))
         record = self.run_key(run, name)
         assert record is not None
         return record

@@ -5,14 +5,14 @@ database). It is plain SQL that SQLite and PostgreSQL both accept: BIGINT and DO
 (64 bits in both; SQLite gives them the affinities its older REAL and INTEGER columns have),
 `{autoid}` for a key the database assigns, and `{text}` for text that sorts by code point on
 both (SQLite's BINARY collation; PostgreSQL's "C", not the database's locale). `migrate` runs
-what a database lacks inside one write transaction holding the writers' lock, so two
-processes (or machines) upgrading at once are safe: the second finds the work done.
+what a database lacks in one transaction holding the schema's lock, so two processes (or
+machines) upgrading at once are safe: the second finds the work done.
 """
 
 from __future__ import annotations
 
 from launchplan.errors import CeiError
-from launchplan.state.database import Database
+from launchplan.state.database import SCHEMA_LOCK, Database
 
 _V1 = (
     """CREATE TABLE runs (
@@ -157,22 +157,20 @@ def statements(version: int, autoid: str, text: str) -> list[str]:
 def migrate(db: Database) -> int:
     """Bring `db` to SCHEMA_VERSION (a no-op when it is there); returns the version found.
 
-    Refuses a database newer than this cei, whose tables it might misread.
+    Refuses a database newer than this cei, whose tables it might misread. A database that is
+    up to date is only read, without taking the schema's lock.
     """
-    db.begin()
-    try:
-        found = version = db.schema_version()
+    if db.current_version() == SCHEMA_VERSION:
+        return SCHEMA_VERSION
+    with db.transaction(SCHEMA_LOCK) as conn:
+        found = version = db.schema_version(conn)
         if version > SCHEMA_VERSION:
             raise CeiError(
                 f"the state database {db.location.label} has schema version {version}, newer "
                 f"than this cei understands ({SCHEMA_VERSION}); upgrade cei")
         while version < SCHEMA_VERSION:
             for sql in statements(version, db.autoid, db.text):
-                db.execute(sql)
+                conn.execute(sql)
             version += 1
-            db.set_schema_version(version)
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
+            db.set_schema_version(conn, version)
     return found

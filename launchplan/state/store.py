@@ -2,9 +2,10 @@
 
 Which database is the CEI_STATE URL's (location.py): by default SQLite at $CEI_HOME/cei.db,
 else a PostgreSQL database several machines share. The behaviour is the same on both: every
-write is a short transaction committed at once, taken under one writers' lock (database.py).
-Within a process one connection is shared by the engine's worker threads behind a lock.
-Nothing secret is ever written: every dict is scrubbed before it is encoded.
+write commits at once, most in one statement that is atomic by itself, the few that read
+before they write in a transaction holding the run's lock (database.py). The engine's worker
+threads share the store (and its connections). Nothing secret is ever written: every dict is
+scrubbed before it is encoded.
 
 When the database cannot be reached, a write that records what was done (a resource's id, a
 node's state, an event) is kept in order and written as soon as the database is back
@@ -31,7 +32,7 @@ from launchplan.errors import (
 )
 from launchplan.state.codec import decode, encode, now
 from launchplan.state.control import ControlTables
-from launchplan.state.database import Database, Row, connect
+from launchplan.state.database import Connection, Database, Row, connect
 from launchplan.state.holders import Holder
 from launchplan.state.location import parse_location, state_url
 from launchplan.state.locks import RunLocks, _lock_record
@@ -53,8 +54,9 @@ from launchplan.state.runkeys import RunKeys
 from launchplan.state.schema import migrate
 
 T = TypeVar("T")
-Work = Callable[[Database], Any]
+Work = Callable[[Connection], Any]
 
+APPEND_TRIES = 100  # an event's sequence number taken by other writers this often: give up
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -97,10 +99,11 @@ class Store(ControlTables, RunLocks, RunKeys):
         _ensure_private_dir(self.home / "runs")
         self.location = parse_location(state_url() if url is None else url, self.home)
         self._me = Holder.me()
-        self._lock = threading.RLock()
-        self._node_writes = 0  # node writes through this connection (see nodes())
+        self._node_writes = 0  # node writes through this store (see nodes())
         self._nodes_cache: dict[str, tuple[tuple[int, int], list[NodeRecord]]] = {}
-        self._pending: list[Work] = []
+        self._cache_lock = threading.Lock()
+        self._pending: list[tuple[Work, str | None]] = []
+        self._pending_lock = threading.RLock()
         self._closed = False
         self._init_locks()
         self._db = connect(self.location)
@@ -115,10 +118,11 @@ class Store(ControlTables, RunLocks, RunKeys):
     def close(self) -> None:
         """Close the connection; writes still waiting for the database are given up."""
         self._stop_renewing()
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
+        with self._pending_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -136,8 +140,7 @@ class Store(ControlTables, RunLocks, RunKeys):
         deadline = time.monotonic() + wait
         while True:
             try:
-                with self._lock:
-                    self._settle()
+                self._settle()
                 return 0
             except StateUnavailableError:
                 if time.monotonic() + interval > deadline:
@@ -149,49 +152,52 @@ class Store(ControlTables, RunLocks, RunKeys):
             raise StateUnavailableError(f"the store of {self.location.label} is closed")
         return self._db
 
-    def _settle(self) -> None:
-        """Write the waiting writes in order (the caller holds the store's lock)."""
+    def _apply(self, work: Work, lock: str | None) -> Any:
         db = self._usable()
-        while self._pending:
-            db.begin()
-            try:
-                self._pending[0](db)
-                db.commit()
-            except BaseException:
-                db.rollback()
-                raise
-            self._pending.pop(0)
+        if lock is None:
+            with db.connection() as conn:
+                return work(conn)
+        with db.transaction(lock) as conn:
+            return work(conn)
+
+    def _settle(self) -> None:
+        """Write the waiting writes, in order, before anything else is read or written."""
+        if not self._pending:
+            return
+        with self._pending_lock:
+            while self._pending:
+                work, lock = self._pending[0]
+                self._apply(work, lock)
+                self._pending.pop(0)
+
+    def _run(self, work: Work, lock: str | None = None) -> Any:
+        """`work(conn)`: one statement, atomic by itself; or, given `lock` (a run's name),
+        several in one transaction that holds that lock."""
+        self._settle()
+        return self._apply(work, lock)
+
+    def _durable(self, work: Work, lock: str | None = None) -> Any:
+        """_run for a write that records what was done: when the database cannot be reached
+        it waits, in order, to be written once it is back, and StateUnavailableError is
+        raised to stop the caller."""
+        try:
+            return self._run(work, lock)
+        except StateUnavailableError:
+            with self._pending_lock:
+                if not self._closed:
+                    self._pending.append((work, lock))
+            raise
 
     @contextmanager
-    def _write(self) -> Iterator[Database]:
-        """One short write transaction under the writers' lock, committed on exit."""
-        with self._lock:
-            self._settle()
-            db = self._usable()
-            db.begin()
-            try:
-                yield db
-                db.commit()
-            except BaseException:
-                db.rollback()
-                raise
-
-    def _durable(self, work: Work) -> Any:
-        """A write that records what was done; when the database cannot be reached it waits,
-        in order, to be written once it is back, and StateUnavailableError is raised."""
-        with self._lock:
-            try:
-                with self._write() as db:
-                    return work(db)
-            except StateUnavailableError:
-                if not self._closed:
-                    self._pending.append(work)
-                raise
+    def _write(self, lock: str) -> Iterator[Connection]:
+        """A transaction holding `lock` (a run's name), for several statements in a row."""
+        self._settle()
+        with self._usable().transaction(lock) as conn:
+            yield conn
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
-        with self._lock:
-            self._settle()
-            return self._usable().execute(sql, params).rows
+        rows: list[Row] = self._run(lambda conn: conn.execute(sql, params).rows)
+        return rows
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -209,16 +215,14 @@ class Store(ControlTables, RunLocks, RunKeys):
         `launch` says how it was launched (RunRecord.launch), secrets scrubbed."""
         _check_run_name(name)
         stamp = now()
-        with self._write() as db:
-            if db.execute("SELECT 1 AS found FROM runs WHERE name = ?", (name,)).rows:
-                raise RunExistsError(
-                    f"a run named {name!r} already exists (see `cei status {name}`; "
-                    f"terminate it first or choose another name)"
-                )
-            db.execute(
-                "INSERT INTO runs (name, plan, plan_path, status, created, updated, launch) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, plan_name, str(plan_path), RUN_LAUNCHING, stamp, stamp, encode(launch)),
+        values = (name, plan_name, str(plan_path), RUN_LAUNCHING, stamp, stamp, encode(launch))
+        if not self._run(lambda db: db.execute(
+            "INSERT INTO runs (name, plan, plan_path, status, created, updated, launch) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name", values
+        ).rows):
+            raise RunExistsError(
+                f"a run named {name!r} already exists (see `cei status {name}`; "
+                f"terminate it first or choose another name)"
             )
         return RunRecord(name, plan_name, str(plan_path), RUN_LAUNCHING, stamp, stamp,
                          decode(encode(launch)))
@@ -255,11 +259,7 @@ class Store(ControlTables, RunLocks, RunKeys):
         """Move a run to `status` (one of records.RUN_STATUSES)."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        stamp = now()
-        changed = self._durable(lambda db: db.execute(
-            "UPDATE runs SET status = ?, updated = ? WHERE name = ?", (status, stamp, name)
-        ).rowcount)
-        if changed == 0:
+        if self._update("runs", {"status": status}, {"name": name}) is None:
             self.get_run(name)
 
     def delete_run(self, name: str) -> None:
@@ -269,7 +269,7 @@ class Store(ControlTables, RunLocks, RunKeys):
         live process holds the run's lock.
         """
         self.get_run(name)
-        with self._write() as db:
+        with self._write(name) as db:
             live = [
                 row["resource_id"] or f"intent {row['id']} of {row['node']}"
                 for row in db.execute(
@@ -292,14 +292,26 @@ class Store(ControlTables, RunLocks, RunKeys):
         _remove_tree(self.home / "runs" / name)
 
     def _upsert(self, table: str, columns: Sequence[str], values: Sequence[Any],
-                key: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
-        """Insert a row or, when `key` exists, update every column but the key and `keep`."""
+                key: tuple[str, ...], keep: tuple[str, ...] = ()) -> Row:
+        """Insert a row or, when `key` exists, update every column but the key and `keep`;
+        returns the row as stored."""
         assignments = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key + keep)
         sql = (f"INSERT INTO {table} ({', '.join(columns)}) "
                f"VALUES ({', '.join('?' * len(columns))}) "
-               f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments}")
+               f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments} RETURNING *")
         row = tuple(values)
-        self._durable(lambda db: db.execute(sql, row))
+        stored: Row = self._durable(lambda db: db.execute(sql, row).rows[0])
+        return stored
+
+    def _update(self, table: str, changes: dict[str, Any], where: dict[str, Any]) -> Row | None:
+        """Set `changes` (and `updated`) on the row `where` names; the row as stored, or None
+        when there is none."""
+        assignments = ", ".join(f"{column} = ?" for column in ["updated", *changes])
+        condition = " AND ".join(f"{column} = ?" for column in where)
+        sql = f"UPDATE {table} SET {assignments} WHERE {condition} RETURNING *"
+        params = (now(), *changes.values(), *where.values())
+        stored: Row | None = self._durable(lambda db: db.execute(sql, params).one())
+        return stored
 
     # -- nodes ----------------------------------------------------------------------------
 
@@ -316,8 +328,7 @@ class Store(ControlTables, RunLocks, RunKeys):
                 value = now()
             values.append(value)
         self._node_writes += 1
-        self._upsert("nodes", _NODE_COLUMNS, values, key=("run", "node"))
-        return self.get_node(record.run, record.node)
+        return _node_record(self._upsert("nodes", _NODE_COLUMNS, values, key=("run", "node")))
 
     def update_node(self, run: str, node: str, **changes: Any) -> NodeRecord:
         """Change some fields of a stored node; unknown field names raise ValueError."""
@@ -326,17 +337,14 @@ class Store(ControlTables, RunLocks, RunKeys):
             raise ValueError(f"unknown node field(s): {', '.join(unknown)}")
         if "state" in changes and changes["state"] not in NODE_STATES:
             raise ValueError(f"unknown node state {changes['state']!r}")
-        assignments = ["updated = ?"]
-        values: list[Any] = [now()]
-        for name, value in changes.items():
-            assignments.append(f"{'idx' if name == 'index' else name} = ?")
-            values.append(encode(value, cloud=name == "cloud") if name in _NODE_JSON else value)
-        sql = f"UPDATE nodes SET {', '.join(assignments)} WHERE run = ? AND node = ?"
-        params = (*values, run, node)
+        columns = {"idx" if name == "index" else name:
+                   encode(value, cloud=name == "cloud") if name in _NODE_JSON else value
+                   for name, value in changes.items()}
         self._node_writes += 1
-        if self._durable(lambda db: db.execute(sql, params).rowcount) == 0:
+        row = self._update("nodes", columns, {"run": run, "node": node})
+        if row is None:
             raise KeyError(f"no node {node!r} in run {run!r}")
-        return self.get_node(run, node)
+        return _node_record(row)
 
     def nodes(self, run: str) -> list[NodeRecord]:
         """The run's nodes in launch order (level, service, index).
@@ -346,20 +354,21 @@ class Store(ControlTables, RunLocks, RunKeys):
         PostgreSQL cannot, so there they are always read): a controller reads them every
         tick, and decoding every row each time was most of what a tick cost.
         """
-        with self._lock:
-            self._settle()
-            changes = self._usable().data_version()
-            version = None if changes is None else (changes, self._node_writes)
+        self._settle()
+        changes = self._usable().data_version()
+        version = None if changes is None else (changes, self._node_writes)
+        with self._cache_lock:
             cached = self._nodes_cache.get(run)
-            if version is not None and cached is not None and cached[0] == version:
-                return list(cached[1])
-            rows = self._read(
-                "SELECT * FROM nodes WHERE run = ? ORDER BY level, service, idx, node", (run,)
-            )
-            records = [_node_record(row) for row in rows]
-            if version is not None:
+        if version is not None and cached is not None and cached[0] == version:
+            return list(cached[1])
+        rows = self._read(
+            "SELECT * FROM nodes WHERE run = ? ORDER BY level, service, idx, node", (run,)
+        )
+        records = [_node_record(row) for row in rows]
+        if version is not None:
+            with self._cache_lock:
                 self._nodes_cache[run] = (version, records)
-            return list(records)
+        return list(records)
 
     def get_node(self, run: str, node: str) -> NodeRecord:
         """One node of a run; KeyError when the run has no such node."""
@@ -380,14 +389,12 @@ class Store(ControlTables, RunLocks, RunKeys):
         cannot be reached, StateUnavailableError stops the create before it starts.
         """
         stamp = now()
-        with self._write() as db:
-            row = db.execute(
-                "INSERT INTO resources (run, node, driver, cloud, token, resource_id, state, "
-                "created, updated) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?) RETURNING id",
-                (run, node, provider, encode(cloud, cloud=True), token, RESOURCE_INTENT, stamp,
-                 stamp),
-            ).one()
-        assert row is not None
+        values = (run, node, provider, encode(cloud, cloud=True), token, RESOURCE_INTENT, stamp,
+                  stamp)
+        row = self._run(lambda db: db.execute(
+            "INSERT INTO resources (run, node, driver, cloud, token, resource_id, state, "
+            "created, updated) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?) RETURNING id", values
+        ).one())
         return int(row["id"])
 
     def record_resource_id(self, intent_id: int, resource_id: str) -> None:
@@ -401,19 +408,13 @@ class Store(ControlTables, RunLocks, RunKeys):
 
     def set_intent_state(self, intent_id: int, state: str) -> None:
         """Close an intent that never got an id (e.g. "not-created" after a sweep found nothing)."""
-        params = (state, now(), intent_id)
-        if self._durable(lambda db: db.execute(
-            "UPDATE resources SET state = ?, updated = ? WHERE id = ?", params
-        ).rowcount) == 0:
+        if self._update("resources", {"state": state}, {"id": intent_id}) is None:
             raise KeyError(f"no resource intent {intent_id}")
 
     def set_resource_state(self, run: str, resource_id: str, state: str) -> None:
         """Record the state of a resource the cloud reported (e.g. running, terminated)."""
-        params = (state, now(), run, resource_id)
-        if self._durable(lambda db: db.execute(
-            "UPDATE resources SET state = ?, updated = ? WHERE run = ? AND resource_id = ?",
-            params
-        ).rowcount) == 0:
+        if self._update("resources", {"state": state},
+                        {"run": run, "resource_id": resource_id}) is None:
             raise KeyError(f"no resource {resource_id!r} in run {run!r}")
 
     def resources(self, run: str) -> list[ResourceRecord]:
@@ -450,8 +451,8 @@ class Store(ControlTables, RunLocks, RunKeys):
             elif name in ("created", "updated"):
                 value = stamp
             values.append(value)
-        self._upsert("processes", _PROCESS_FIELDS, values, key=("run", "name"), keep=("created",))
-        return self.get_process(record.run, record.name)
+        return _process_record(self._upsert("processes", _PROCESS_FIELDS, values,
+                                            key=("run", "name"), keep=("created",)))
 
     def update_process(self, run: str, name: str, **changes: Any) -> ProcessRecord:
         """Change some fields of a stored process; unknown field names raise ValueError."""
@@ -460,16 +461,12 @@ class Store(ControlTables, RunLocks, RunKeys):
             raise ValueError(f"unknown process field(s): {', '.join(unknown)}")
         if "state" in changes and changes["state"] not in PROCESS_STATES:
             raise ValueError(f"unknown process state {changes['state']!r}")
-        assignments = ["updated = ?"]
-        values: list[Any] = [now()]
-        for field_name, value in changes.items():
-            assignments.append(f"{field_name} = ?")
-            values.append(encode(value) if field_name == "definition" else value)
-        sql = f"UPDATE processes SET {', '.join(assignments)} WHERE run = ? AND name = ?"
-        params = (*values, run, name)
-        if self._durable(lambda db: db.execute(sql, params).rowcount) == 0:
+        columns = {field_name: encode(value) if field_name == "definition" else value
+                   for field_name, value in changes.items()}
+        row = self._update("processes", columns, {"run": run, "name": name})
+        if row is None:
             raise KeyError(f"no process {name!r} in run {run!r}")
-        return self.get_process(run, name)
+        return _process_record(row)
 
     def find_process(self, run: str, name: str) -> ProcessRecord | None:
         """The run's process named `name`, or None."""
@@ -495,20 +492,24 @@ class Store(ControlTables, RunLocks, RunKeys):
     def append_event(
         self, run: str, kind: str, node: str | None, data: dict[str, Any]
     ) -> EventRecord:
-        """Append to the run's history with the next sequence number."""
+        """Append to the run's history with the next sequence number.
+
+        One statement takes the number and inserts; when another writer took the same number
+        first (PostgreSQL lets two such statements run at once), it takes the next."""
         encoded = encode(data)
         stamp = now()
 
-        def append(db: Database) -> int:
-            row = db.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM events WHERE run = ?", (run,)
-            ).one()
-            assert row is not None
-            db.execute(
-                "INSERT INTO events (run, seq, time, kind, node, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (run, row["seq"], stamp, kind, node, encoded),
-            )
-            return int(row["seq"])
+        def append(db: Connection) -> int:
+            for _ in range(APPEND_TRIES):
+                row = db.execute(
+                    "INSERT INTO events (run, seq, time, kind, node, data) "
+                    "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ? FROM events WHERE run = ? "
+                    "ON CONFLICT (run, seq) DO NOTHING RETURNING seq",
+                    (run, stamp, kind, node, encoded, run)).one()
+                if row is not None:
+                    return int(row["seq"])
+            raise StateUnavailableError(f"could not append to the history of run {run!r}: "
+                                        f"{APPEND_TRIES} writers took each next number first")
 
         seq = self._durable(append)
         return EventRecord(run, seq, stamp, kind, node, decode(encoded))

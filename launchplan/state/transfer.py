@@ -17,7 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from launchplan.errors import RunExistsError, RunLockedError, UsageError
 from launchplan.state.codec import encode, now
-from launchplan.state.database import Database
+from launchplan.state.database import Connection
 from launchplan.state.records import (
     ElasticRecord,
     EventRecord,
@@ -69,7 +69,7 @@ def import_run(store: Store, document: Any) -> RunRecord:
     """Add the run a document holds to `store`; RunExistsError if it has one of that name,
     UsageError naming what is wrong with a document that is not an export."""
     run, parts = _check(document)
-    with store._write() as db:
+    with store._write(run.name) as db:
         if db.execute("SELECT 1 AS found FROM runs WHERE name = ?", (run.name,)).rows:
             raise RunExistsError(f"the store already has a run named {run.name!r}; terminate "
                                  "or rename one of them first")
@@ -116,7 +116,7 @@ def copy_runs(source: Store, target: Store, names: Iterable[str] | None = None,
     return outcomes
 
 
-def _insert(db: Database, table: str, row: dict[str, Any]) -> None:
+def _insert(db: Connection, table: str, row: dict[str, Any]) -> None:
     db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                tuple(row.values()))
 

@@ -12,8 +12,8 @@ from launchplan.state.store import RUN_TABLES
 
 def execute(store: Store, sql: str, params: tuple[Any, ...] = ()) -> None:
     """Run one statement in a write transaction of `store`'s own database."""
-    with store._write() as db:
-        db.execute(sql, params)
+    with store._write("tests") as conn:
+        conn.execute(sql, params)
 
 
 def lock_rows(store: Store) -> list[dict[str, Any]]:

@@ -41,8 +41,8 @@ def test_processes_upgrading_one_database_at_once_agree(cei_home: Path, state_ur
     go.touch()
     errors = [racer.communicate(timeout=120)[1] for racer in racers]
     assert [racer.returncode for racer in racers] == [0] * 4, errors
-    with Store(cei_home, url) as store, store._write() as db:
-        assert db.schema_version() == SCHEMA_VERSION
+    with Store(cei_home, url) as store, store._write("tests") as conn:
+        assert store._db.schema_version(conn) == SCHEMA_VERSION
         seqs = [e.seq for e in store.events("r")]
     assert seqs == [1, 2, 3, 4]
 

@@ -120,9 +120,9 @@ def test_reopening_keeps_data(cei_home: Path, state_url: str) -> None:
 
 
 def test_newer_schema_is_refused(cei_home: Path, state_url: str) -> None:
-    with Store(cei_home, state_url) as store, store._write() as db:
-        assert db.schema_version() == SCHEMA_VERSION
-        db.set_schema_version(SCHEMA_VERSION + 1)
+    with Store(cei_home, state_url) as store, store._write("any") as conn:
+        assert store._db.schema_version(conn) == SCHEMA_VERSION
+        store._db.set_schema_version(conn, SCHEMA_VERSION + 1)
     with pytest.raises(CeiError, match="newer than this cei understands"):
         Store(cei_home, state_url)
 
