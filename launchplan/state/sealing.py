@@ -11,16 +11,20 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-
-from cryptography.fernet import Fernet, InvalidToken
+from typing import TYPE_CHECKING
 
 from launchplan.errors import StateKeyError
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 KEY_ENV = "CEI_STATE_KEY"
 
 
 def new_key() -> str:
     """A fresh random key for CEI_STATE_KEY."""
+    from cryptography.fernet import Fernet
+
     return Fernet.generate_key().decode("ascii")
 
 
@@ -46,6 +50,8 @@ def state_key() -> Fernet | None:
     value = os.environ.get(KEY_ENV)
     if not value:
         return None
+    from cryptography.fernet import Fernet  # only where a key is set
+
     try:
         return Fernet(_key_text(value).encode("ascii"))
     except (ValueError, UnicodeEncodeError):
@@ -66,6 +72,8 @@ def unseal(token: str, what: str) -> str:
     if key is None:
         raise StateKeyError(f"{what} is stored encrypted: set {KEY_ENV} to the key it was "
                             "stored with")
+    from cryptography.fernet import InvalidToken
+
     try:
         return key.decrypt(token.encode("ascii")).decode()
     except InvalidToken:

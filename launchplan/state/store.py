@@ -102,7 +102,7 @@ class Store(ControlTables, RunLocks, RunKeys):
         self._node_writes = 0  # node writes through this store (see nodes())
         self._nodes_cache: dict[str, tuple[tuple[int, int], list[NodeRecord]]] = {}
         self._cache_lock = threading.Lock()
-        self._pending: list[tuple[Work, str | None]] = []
+        self._pending: list[Work] = []
         self._pending_lock = threading.RLock()
         self._closed = False
         self._init_locks()
@@ -152,12 +152,8 @@ class Store(ControlTables, RunLocks, RunKeys):
             raise StateUnavailableError(f"the store of {self.location.label} is closed")
         return self._db
 
-    def _apply(self, work: Work, lock: str | None) -> Any:
-        db = self._usable()
-        if lock is None:
-            with db.connection() as conn:
-                return work(conn)
-        with db.transaction(lock) as conn:
+    def _apply(self, work: Work) -> Any:
+        with self._usable().connection() as conn:
             return work(conn)
 
     def _settle(self) -> None:
@@ -166,26 +162,25 @@ class Store(ControlTables, RunLocks, RunKeys):
             return
         with self._pending_lock:
             while self._pending:
-                work, lock = self._pending[0]
-                self._apply(work, lock)
+                self._apply(self._pending[0])
                 self._pending.pop(0)
 
-    def _run(self, work: Work, lock: str | None = None) -> Any:
-        """`work(conn)`: one statement, atomic by itself; or, given `lock` (a run's name),
-        several in one transaction that holds that lock."""
+    def _run(self, work: Work) -> Any:
+        """`work(conn)`: one statement, atomic by itself, committed at once (several that
+        must see each other go in a transaction: _write)."""
         self._settle()
-        return self._apply(work, lock)
+        return self._apply(work)
 
-    def _durable(self, work: Work, lock: str | None = None) -> Any:
+    def _durable(self, work: Work) -> Any:
         """_run for a write that records what was done: when the database cannot be reached
         it waits, in order, to be written once it is back, and StateUnavailableError is
         raised to stop the caller."""
         try:
-            return self._run(work, lock)
+            return self._run(work)
         except StateUnavailableError:
             with self._pending_lock:
                 if not self._closed:
-                    self._pending.append((work, lock))
+                    self._pending.append(work)
             raise
 
     @contextmanager

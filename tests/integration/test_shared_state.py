@@ -170,8 +170,9 @@ def test_sigkill_of_a_launch_then_terminate_from_the_other_machine_leaks_nothing
         ec2_image: str) -> None:
     a, b = machines
     plan = write_plan(tmp_path, ec2_emulator, ec2_image)
-    rng = random.Random(20261130)  # killed in start-up, then mid-create (from the record)
-    delays = (-rng.uniform(0.0, 0.5), rng.uniform(0.0, 1.0), rng.uniform(0.5, 2.0))
+    rng = random.Random(20261130)  # killed in start-up, then (from the record) mid-create,
+    # and late enough that even a loaded machine has asked the cloud for nodes
+    delays = (-rng.uniform(0.0, 0.5), rng.uniform(0.0, 1.5), rng.uniform(3.0, 4.0))
     trials = [run_trial(ec2_emulator, a, plan, f"kill{i}", delay, terminate_home=b)
               for i, delay in enumerate(delays)]
     assert all(t.ok for t in trials), [(t.run, t.delay, t.leaked, t.terminate_status,
