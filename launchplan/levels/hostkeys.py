@@ -28,9 +28,10 @@ from launchplan.remote.knownhosts import known_host_key
 CONSOLE_POLL = 1.0  # seconds between reads of a node's console
 
 
-def key_to_send(spec: NodeSpec) -> HostKey | None:
-    """The key cei makes for a cloud node under `pinned`, so nothing is trusted on first use."""
-    if spec.cloud.driver == "static" or spec.host_key_policy != "pinned":
+def key_to_send(spec: NodeSpec, provider: Provider) -> HostKey | None:
+    """The key cei makes for a node it creates under `pinned`, so nothing is trusted on first
+    use (the provider refuses the user-data that carries it if it cannot pass user-data)."""
+    if not provider.capabilities.creates_machines or spec.host_key_policy != "pinned":
         return None
     return generate_host_key()
 
@@ -41,10 +42,12 @@ def pin_before_connecting(ctx: RunContext, spec: NodeSpec, provider: Provider,
     record = ctx.store.get_node(ctx.run, spec.node)
     if record.host_key or spec.host_key_policy == "accept-new":
         return
-    if spec.cloud.driver == "static":
-        if spec.host_key_policy == "console":
-            raise CeiError("host_key_policy console needs a cloud console; an existing host "
-                           "has none (give host_key:, or use ~/.ssh/known_hosts)")
+    capabilities = provider.capabilities
+    if spec.host_key_policy == "console" and not capabilities.console:
+        known = "" if capabilities.creates_machines else ", with host_key: or known_hosts"
+        raise CeiError(f"host_key_policy console needs a cloud console; the {spec.cloud.name} "
+                       f"cloud has none (use host_key_policy: pinned{known})")
+    if not capabilities.creates_machines:
         line = spec.host_key or known_host_key(str(record.address), record.port or 22)
         if line is None:
             raise CeiError(

@@ -15,7 +15,7 @@ from launchplan.ctx.hostkeys import generate_client_key
 from launchplan.errors import RemoteError, UsageError
 from launchplan.levels.events import Emit, Event
 from launchplan.plan.render import AUTH_ENV
-from launchplan.providers import Provider, get_provider
+from launchplan.providers import Provider, driver_capabilities, get_provider
 from launchplan.remote import Session, SSHTarget
 from launchplan.remote.local import LocalSession
 from launchplan.state import EventRecord, NodeRecord, Store
@@ -103,7 +103,7 @@ class RunContext:
         if not node.address:
             raise RemoteError(f"{node.node} has no known address")
         key = node.ssh_key
-        if node.driver == "local" and key is None:
+        if key is None and driver_capabilities(node.driver).generated_login_key:
             key = str(self.client_key()[0])
         # once a key is pinned, every policy checks it (accept-new accepts only a first key)
         accept_new = not node.host_key and node.programs.get("host_key_policy") == "accept-new"

@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import meta, nodes
 
 from launchplan.errors import PlanError
+from launchplan.suggest import did_you_mean
 
 from . import compat, schema
 from .model import Plan, ServiceDecl
@@ -32,7 +33,6 @@ from .render import (
     static_count,
     template_names,
 )
-from .suggest import did_you_mean
 from .templates import TemplateProblem, is_template, shared_templates
 from .yamlsrc import read_text
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from launchplan.errors import PlanError
+from launchplan.suggest import did_you_mean
 
 from . import compat, schema
 from .elastic import ElasticSpec, parse_elastic
@@ -26,7 +27,6 @@ from .model import (
     ServiceView,
     SourceLocation,
 )
-from .suggest import did_you_mean
 from .templates import (
     CLOUD_INIT_JINJA,
     Namespace,

@@ -18,9 +18,9 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from launchplan.errors import PlanError
+from launchplan.suggest import did_you_mean
 
 from .model import SourceLocation
-from .suggest import did_you_mean
 from .templates import is_template
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")

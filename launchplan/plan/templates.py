@@ -19,7 +19,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate, native_concat
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .suggest import did_you_mean
+from launchplan.suggest import did_you_mean
 
 TEMPLATE_MARKS = ("{{", "{%")
 CLOUD_INIT_JINJA = "## template: jinja"
