@@ -23,7 +23,7 @@ from launchplan.levels.runtime import RunContext
 from launchplan.plan.model import NodeSpec
 from launchplan.providers.base import Provider
 from launchplan.remote import Session
-from launchplan.remote.knownhosts import known_host_key
+from launchplan.remote.route import known_host_key
 
 CONSOLE_POLL = 1.0  # seconds between reads of a node's console
 
@@ -48,11 +48,13 @@ def pin_before_connecting(ctx: RunContext, spec: NodeSpec, provider: Provider,
         raise CeiError(f"host_key_policy console needs a cloud console; the {spec.cloud.name} "
                        f"cloud has none (use host_key_policy: pinned{known})")
     if not capabilities.creates_machines:
-        line = spec.host_key or known_host_key(str(record.address), record.port or 22)
+        line, looked_up = spec.host_key, ""
+        if line is None:
+            line, looked_up = known_host_key(str(record.address), record.port, spec.ssh_config)
         if line is None:
             raise CeiError(
-                f"no host key is known for the existing host {record.address} port "
-                f"{record.port or 22}: set host_key: \"ssh-ed25519 AAAA...\" on service "
+                f"no host key is known for the existing host {record.address} (known_hosts "
+                f"has none for {looked_up}): set host_key: \"ssh-ed25519 AAAA...\" on service "
                 f"{spec.service} (or its cloud), add the host to ~/.ssh/known_hosts, or opt "
                 "in to trusting its first answer with host_key_policy: accept-new")
         ctx.store.update_node(ctx.run, spec.node, host_key=line,

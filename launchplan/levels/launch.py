@@ -250,6 +250,7 @@ def _pending_record(spec: NodeSpec, origin: str) -> NodeRecord:
             "stage": stage_dir(spec.run, spec.service),
             "host_key_policy": spec.host_key_policy,
             "origin": origin,
+            "ssh": spec.ssh_settings(),
             **({"local_exe": True} if spec.local_exe else {}),
         },
     )

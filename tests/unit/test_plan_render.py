@@ -148,7 +148,7 @@ def test_empty_service_uses_defaults() -> None:
     plan = load_plan(FULL)
     (probe,) = render_service(plan, "probe", "r1")
     assert probe.cloud.name == "here" and probe.count == 1
-    assert probe.ssh_port == 22 and probe.host_key_policy == "pinned"
+    assert probe.ssh_port is None and probe.host_key_policy == "pinned"  # the ssh config, else 22
 
 
 def test_implicit_local_and_static_clouds(tmp_path: Path) -> None:
