@@ -71,13 +71,12 @@ class KeyRing:
             if required:
                 raise RemoteError(f"cannot use SSH key {path}: no such file")
             return None
-        try:
-            return paramiko.PKey.from_path(file)
-        except paramiko.PasswordRequiredException:
-            pass
-        except (OSError, paramiko.SSHException, ValueError) as exc:
-            self._refuse(required, f"cannot use SSH key {path}: {exc}")
-            return None
+        if not encrypted(file):
+            try:
+                return paramiko.PKey.from_path(file)
+            except (OSError, paramiko.SSHException, ValueError, TypeError) as exc:
+                self._refuse(required, f"cannot use SSH key {path}: {exc}")
+                return None
         agent_copy = by_blob.get(public_blob(file) or b"")
         if agent_copy is not None:
             return agent_copy
@@ -91,8 +90,9 @@ class KeyRing:
                             ", or name a variable that holds it with ssh_key_passphrase_env"))
             return None
         try:
-            return paramiko.PKey.from_path(file, password=passphrase)
-        except (paramiko.SSHException, ValueError):
+            secret = passphrase.encode()  # paramiko wants bytes here, whatever its stubs say
+            return paramiko.PKey.from_path(file, password=secret)  # type: ignore[arg-type]
+        except (paramiko.SSHException, ValueError, TypeError):
             self._refuse(required, f"cannot use SSH key {path}: the passphrase in "
                          f"{passphrase_env} does not decrypt it")
             return None
@@ -106,6 +106,17 @@ class KeyRing:
         return None
 
 
+def encrypted(file: Path) -> bool:
+    """Whether a private key file needs a passphrase (OpenSSH format or legacy PEM)."""
+    header = _openssh_header(file)
+    if header is not None:
+        return header[0] != "none"
+    try:
+        return "ENCRYPTED" in file.read_text(encoding="ascii", errors="replace")[:200]
+    except OSError:
+        return False
+
+
 def public_blob(file: Path) -> bytes | None:
     """A private key's public half, from the `.pub` beside it or an OpenSSH-format key's
     unencrypted header; None when neither has it."""
@@ -114,6 +125,13 @@ def public_blob(file: Path) -> bytes | None:
         return base64.b64decode(fields[1], validate=True)
     except (OSError, IndexError, UnicodeDecodeError, binascii.Error):
         pass
+    header = _openssh_header(file)
+    return header[1] if header is not None else None
+
+
+def _openssh_header(file: Path) -> tuple[str, bytes] | None:
+    """(cipher name, public key blob) from an OpenSSH-format private key, whose header is
+    never encrypted; None for other formats and unreadable files."""
     try:
         text = file.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError):
@@ -128,11 +146,12 @@ def public_blob(file: Path) -> bytes | None:
     if not data.startswith(_OPENSSH_MAGIC):
         return None
     message = paramiko.Message(data[len(_OPENSSH_MAGIC):])
-    for _ in range(3):  # cipher name, kdf name, kdf options
-        message.get_string()
+    cipher = message.get_text()
+    message.get_string()  # kdf name
+    message.get_string()  # kdf options
     if message.get_int() < 1:
         return None
-    return bytes(message.get_binary())
+    return cipher, bytes(message.get_binary())
 
 
 def _comment(key: paramiko.AgentKey) -> str:

@@ -42,7 +42,8 @@ from launchplan.remote.target import POLICY_PINNED, SSHTarget
 
 log = logging.getLogger("launchplan.remote")
 # paramiko logs what Session handles itself (a node that resets a connection while it boots or
-# dies) from its own threads; without a handler Python prints that on stderr, with tracebacks
+# dies, a refused key exchange) from its own threads; without a handler Python prints that on
+# stderr, with tracebacks
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 TAIL_BYTES = 4096
