@@ -95,12 +95,14 @@ def _matches(patterns: list[str], names: tuple[str, ...]) -> bool:
 
 
 def _match(pattern: str, name: str) -> bool:
-    if pattern.startswith("|1|"):
+    if pattern.startswith("|1|"):  # |1|base64(salt)|base64(HMAC-SHA1(salt, name))
+        parts = pattern.split("|")
         try:
-            hashed = paramiko.HostKeys.hash_host(name, pattern)
-        except (binascii.Error, IndexError, ValueError):  # a damaged salt matches nothing
+            salt, digest = (base64.b64decode(p, validate=True) for p in parts[2:4])
+        except (binascii.Error, ValueError):  # a damaged entry matches nothing
             return False
-        return hmac.compare_digest(hashed.encode(), pattern.encode())
+        mac = hmac.new(salt, name.encode(), "sha1").digest()
+        return len(parts) == 4 and hmac.compare_digest(mac, digest)
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
                     for c in pattern.lower())
     return re.fullmatch(regex, name) is not None
