@@ -48,15 +48,7 @@ def pin_before_connecting(ctx: RunContext, spec: NodeSpec, provider: Provider,
         raise CeiError(f"host_key_policy console needs a cloud console; the {spec.cloud.name} "
                        f"cloud has none (use host_key_policy: pinned{known})")
     if not capabilities.creates_machines:
-        line, looked_up = spec.host_key, ""
-        if line is None:
-            line, looked_up = known_host_key(str(record.address), record.port, spec.ssh_config)
-        if line is None:
-            raise CeiError(
-                f"no host key is known for the existing host {record.address} (known_hosts "
-                f"has none for {looked_up}): set host_key: \"ssh-ed25519 AAAA...\" on service "
-                f"{spec.service} (or its cloud), add the host to ~/.ssh/known_hosts, or opt "
-                "in to trusting its first answer with host_key_policy: accept-new")
+        line = existing_host_key(spec, str(record.address), record.port)
         ctx.store.update_node(ctx.run, spec.node, host_key=line,
                               host_key_fingerprint=fingerprint(line))
         return
@@ -65,6 +57,21 @@ def pin_before_connecting(ctx: RunContext, spec: NodeSpec, provider: Provider,
         log.note(f"host key fingerprints from the console: {', '.join(found)}")
         ctx.store.update_node(ctx.run, spec.node,
                               programs={**record.programs, "host_key_fingerprints": found})
+
+
+def existing_host_key(spec: NodeSpec, address: str, port: int | None) -> str:
+    """The key of a host cei did not make: the plan's `host_key`, else known_hosts (looked up
+    as ssh would, through the ssh config); CeiError saying how to pin it when neither has it."""
+    if spec.host_key:
+        return spec.host_key
+    line, looked_up = known_host_key(address, port, spec.ssh_config)
+    if line is None:
+        raise CeiError(
+            f"no host key is known for the existing host {address} (known_hosts has none "
+            f"for {looked_up}): set host_key: \"ssh-ed25519 AAAA...\" on service "
+            f"{spec.service} (or its cloud), add the host to ~/.ssh/known_hosts, or opt in "
+            "to trusting its first answer with host_key_policy: accept-new")
+    return line
 
 
 def pin_after_connecting(ctx: RunContext, spec: NodeSpec, session: Session,

@@ -44,8 +44,8 @@ OWN_ARGS = frozenset({"name", "image", "size", "location", "ex_userdata", "ex_cl
 def takes_objects(function: Callable[..., Any], argument: str) -> bool:
     """Whether `function`'s docstring types `argument` as a class (":class:`...`")."""
     doc = inspect.getdoc(function) or ""
-    match = re.search(rf":type\s+{re.escape(argument)}\s*:(.*?)(?=\n\s*:|\n\s*\n|\Z)", doc,
-                      re.DOTALL)
+    field_end = r"\n\s*:(?:param|keyword|type|rtype|return)\b|\n\s*\n|\Z"
+    match = re.search(rf":type\s+{re.escape(argument)}\s*:(.*?)(?={field_end})", doc, re.DOTALL)
     return match is not None and ":class:" in match.group(1)
 
 

@@ -69,11 +69,7 @@ def node_target(host: str, *, port: int | None, user: str | None, key_path: str 
     """The target for a node at `host` (an address or an ssh config alias); what the plan
     sets (port, user, key, jumps) wins over the ssh config."""
     found = sshconfig.lookup(host, settings.ssh_config)
-    if settings.ssh_jump is not None:
-        hops = [(Hop.parse(h["host"]), h.get("host_key")) for h in settings.ssh_jump]
-    else:
-        hops = [(Hop.parse(text), None) for text in found.proxy_jump or ()]
-    jump = _chain(hops, key_path, settings, pins or {}, seen=(_endpoint(found, port),))
+    jump = jump_hosts(settings, key_path, pins, found, port)
     return SSHTarget(
         host=found.hostname,
         port=port or found.port or 22,
@@ -89,6 +85,19 @@ def node_target(host: str, *, port: int | None, user: str | None, key_path: str 
         connect_timeout=found.connect_timeout,
         keepalive=found.server_alive_interval,
     )
+
+
+def jump_hosts(settings: Settings, key_path: str | None = None, pins: Pins | None = None,
+               found: sshconfig.HostConfig | None = None,
+               port: int | None = None) -> tuple[SSHTarget, ...]:
+    """The bastions on the way to a node: the plan's `ssh_jump`, else the ProxyJump of the
+    node's ssh config entry `found` (None: the node's address is not known yet)."""
+    if settings.ssh_jump is not None:
+        hops = [(Hop.parse(h["host"]), h.get("host_key")) for h in settings.ssh_jump]
+    else:
+        hops = [(Hop.parse(text), None) for text in (found.proxy_jump if found else None) or ()]
+    seen = (_endpoint(found, port),) if found else ()
+    return _chain(hops, key_path, settings, pins or {}, seen)
 
 
 def known_host_key(host: str, port: int | None,
@@ -110,8 +119,8 @@ def _chain(hops: Sequence[tuple[Hop, str | None]], key_path: str | None, setting
     if not hops:
         return ()
     if len(seen) + len(hops) > MAX_HOPS + 1:
-        raise UsageError(f"more than {MAX_HOPS} jump hosts on the way to "
-                         f"{seen[0][0]}:{seen[0][1]}: is there a ProxyJump loop?")
+        raise UsageError(f"more than {MAX_HOPS} jump hosts on the way to a node: is there a "
+                         "ProxyJump loop?")
     targets = []
     for hop, pinned in hops:
         found = sshconfig.lookup(hop.host, settings.ssh_config)

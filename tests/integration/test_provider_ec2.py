@@ -231,3 +231,83 @@ def test_console_output_is_readable(provider: EC2Provider, options: dict) -> Non
     info = provider.create(_request(options))
     text = provider.console_output(info.resource_id)
     assert text is not None and "Kernel command line" in text
+
+
+@pytest.fixture
+def network(ec2_emulator: EC2Emulator) -> dict[str, str]:
+    """A VPC with a subnet and a security group `web` in it, and an IAM instance profile."""
+    import boto3
+
+    client = ec2_emulator.client()
+    vpc = client.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnet = client.create_subnet(VpcId=vpc, CidrBlock="10.30.1.0/24")["Subnet"]["SubnetId"]
+    group = client.create_security_group(GroupName="web", Description="cei test",
+                                         VpcId=vpc)["GroupId"]
+    iam = boto3.client("iam", endpoint_url=ec2_emulator.endpoint, region_name=ec2_emulator.region)
+    iam.create_instance_profile(InstanceProfileName="cei-node")
+    return {"vpc": vpc, "subnet": subnet, "group": group}
+
+
+def test_the_documented_run_instances_examples_reach_the_instance(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, network: dict[str, str]
+) -> None:
+    """docs/clouds.md's examples: a subnet with security groups named as in the console
+    (resolved to ids in the subnet's VPC), a key pair, an IAM instance profile, spot, and an
+    extra EBS volume, through the plan keys and `run_instances`."""
+    documented = {
+        **options,
+        "subnet": network["subnet"],
+        "security_groups": ["web"],
+        "run_instances": {
+            "IamInstanceProfile": {"Name": "cei-node"},
+            "InstanceMarketOptions": {"MarketType": "spot", "SpotOptions": {
+                "MaxPrice": "0.05", "SpotInstanceType": "one-time"}},
+            "BlockDeviceMappings": [{"DeviceName": "/dev/sdf", "Ebs": {
+                "VolumeSize": 20, "VolumeType": "gp3", "DeleteOnTermination": True}}],
+        },
+    }
+    EC2Provider(documented, tmp_path).create(_request(documented))
+    [instance] = ec2_emulator.instances()
+    assert instance["SubnetId"] == network["subnet"]
+    assert [g["GroupId"] for g in instance["SecurityGroups"]] == [network["group"]]
+    assert instance["KeyName"] == "cei-test-key"
+    assert instance["IamInstanceProfile"]["Arn"].endswith("instance-profile/cei-node")
+    assert instance["InstanceLifecycle"] == "spot"
+    [volume] = [v for v in ec2_emulator.client().describe_volumes()["Volumes"]
+                if v["Attachments"][0]["Device"] == "/dev/sdf"]
+    assert (volume["Size"], volume["VolumeType"]) == (20, "gp3")
+
+
+def test_a_security_group_name_missing_from_the_vpc_is_refused(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, network: dict[str, str]
+) -> None:
+    wrong = {**options, "subnet": network["subnet"], "security_groups": ["web", "db"]}
+    with pytest.raises(ProviderError, match=rf"no security group 'db' in the VPC {network['vpc']}"):
+        EC2Provider(wrong, tmp_path).create(_request(wrong))
+    assert ec2_emulator.instances() == []
+
+
+def test_check_describes_everything_and_reports_each_problem(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, network: dict[str, str]
+) -> None:
+    assert EC2Provider({**options, "subnet": network["subnet"]}, tmp_path).check() == []
+    wrong = {**options, "image": "ami-00000000deadbeef0", "size": "t3.mikro",
+             "key_name": "nokey", "security_groups": ["sg-0123456789abcdef0", "nogroup"],
+             "zone": "us-east-1x", "run_instances": {"SubnetId": "subnet-0123456789abcdef0"}}
+    problems = {p.option: p.message for p in EC2Provider(wrong, tmp_path).check()}
+    assert set(problems) == {("image",), ("size",), ("key_name",), ("security_groups",),
+                             ("zone",), ("run_instances", "SubnetId")}
+    assert "InvalidAMIID.NotFound" in problems[("image",)]
+    assert "InvalidInstanceType" in problems[("size",)]
+    assert "InvalidKeyPair.NotFound" in problems[("key_name",)]
+    assert "InvalidSubnetID.NotFound" in problems[("run_instances", "SubnetId")]
+    assert ec2_emulator.instances() == []
+
+
+def test_check_stops_at_credentials_the_cloud_refuses(
+    options: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    [problem] = EC2Provider(options, tmp_path).check()
+    assert problem.option == ("credentials",) and "no AWS credentials" in problem.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from launchplan.providers.libcloud import (
     name_prefix,
     node_name,
 )
+from launchplan.providers.libcloud_names import takes_objects
 from launchplan.providers.retry import Backoff
 
 if TYPE_CHECKING:
@@ -257,3 +259,88 @@ def test_console_output_through_the_ec2_driver(provider: LibcloudProvider, optio
     info = provider.create(_request(options))
     text = provider.console_output(info.resource_id)
     assert text is not None and "Kernel command line" in text
+
+
+def test_images_sizes_and_locations_by_id_or_name_with_a_hint(
+    options: dict, tmp_path: Path, ec2_image: str
+) -> None:
+    named = {**options, "image": "cei-test-image"}
+    kwargs = LibcloudProvider(named, tmp_path).create_kwargs(_request(named))
+    assert kwargs["image"].id == ec2_image  # EC2: looked up by a name filter, never listed
+    typo = {**options, "size": "t2.mikro"}
+    with pytest.raises(ProviderError, match=r"no size 't2.mikro' by id or name \(did you mean "
+                                            r"'t2.micro'\?\)"):
+        LibcloudProvider(typo, tmp_path).create_kwargs(_request(typo))
+    dummy = {"provider": "dummy", "credentials": {"key": "0"}, "image": "Slackware 4",
+             "size": "Medium", "location": "London Loft"}
+    kwargs = LibcloudProvider(dummy, tmp_path).create_kwargs(_request(dummy, userdata=None))
+    assert (kwargs["image"].id, kwargs["size"].id, kwargs["location"].id) == ("3", "2", "2")
+    with pytest.raises(ProviderError, match=r"no image 'Slackwar 4' by id or name \(did you "
+                                            r"mean 'Slackware 4'\?\)"):
+        bad = {**dummy, "image": "Slackwar 4"}
+        LibcloudProvider(bad, tmp_path).create_kwargs(_request(bad, userdata=None))
+
+
+@pytest.fixture
+def vpc(ec2_emulator: EC2Emulator) -> dict[str, str]:
+    """A VPC with a subnet named `private` and a security group `web` in it."""
+    client = ec2_emulator.client()
+    vpc_id = client.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnet = client.create_subnet(VpcId=vpc_id, CidrBlock="10.20.1.0/24")["Subnet"]["SubnetId"]
+    client.create_tags(Resources=[subnet], Tags=[{"Key": "Name", "Value": "private"}])
+    group = client.create_security_group(GroupName="web", Description="cei test",
+                                         VpcId=vpc_id)["GroupId"]
+    return {"vpc": vpc_id, "subnet": subnet, "group": group}
+
+
+def test_create_args_names_are_resolved_the_way_the_driver_expects(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, ec2_key_pair: str,
+    vpc: dict[str, str]
+) -> None:
+    """EC2's create_node wants ex_subnet as a subnet object, ex_security_group_ids as ids and
+    ex_keyname as a name: the plan names all three by name."""
+    with_args = {**options, "create_args": {
+        "ex_subnet": "private", "ex_security_group_ids": ["web"], "ex_keyname": ec2_key_pair,
+        "ex_metadata": {"owner": "ops"}}}
+    provider = LibcloudProvider(with_args, tmp_path)
+    kwargs = provider.create_kwargs(_request(with_args))
+    assert kwargs["ex_subnet"].id == vpc["subnet"]
+    assert kwargs["ex_security_group_ids"] == [vpc["group"]]
+    assert kwargs["ex_keyname"] == ec2_key_pair
+    provider.create(_request(with_args))
+    [instance] = ec2_emulator.instances()
+    assert instance["SubnetId"] == vpc["subnet"]
+    assert [g["GroupId"] for g in instance["SecurityGroups"]] == [vpc["group"]]
+    assert instance["KeyName"] == ec2_key_pair
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags["owner"] == "ops" and tags["cei:run"] == "r1"  # metadata merged with cei's
+
+
+@pytest.mark.parametrize(("create_args", "message"), [
+    ({"ex_subnet": "privte"}, "create_args.ex_subnet: no subnet 'privte' by id or name "
+                              "(did you mean 'private'?)"),
+    ({"ex_keyname": "nokey"}, "create_args.ex_keyname: no key pair 'nokey'"),
+    ({"networks": ["private"]}, "create_node takes no argument 'networks'"),
+    ({"image": "ami-1"}, "create_args.image is set by cei"),
+])
+def test_create_args_mistakes_are_refused_before_creating(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, vpc: dict[str, str],
+    create_args: dict, message: str
+) -> None:
+    bad = {**options, "create_args": create_args}
+    with pytest.raises(ProviderError, match=re.escape(message)) as caught:
+        LibcloudProvider(bad, tmp_path).create(_request(bad))
+    assert not caught.value.transient
+    assert ec2_emulator.instances() == []
+
+
+def test_which_arguments_take_objects_comes_from_the_drivers_docs() -> None:
+    from libcloud.compute.drivers.ec2 import EC2NodeDriver
+    from libcloud.compute.drivers.openstack import OpenStack_2_NodeDriver
+
+    assert takes_objects(OpenStack_2_NodeDriver.create_node, "networks")
+    assert takes_objects(OpenStack_2_NodeDriver.create_node, "ex_security_groups")
+    assert not takes_objects(OpenStack_2_NodeDriver.create_node, "ex_keyname")
+    assert takes_objects(EC2NodeDriver.create_node, "ex_subnet")
+    assert not takes_objects(EC2NodeDriver.create_node, "ex_security_groups")
+    assert not takes_objects(EC2NodeDriver.create_node, "no_such_argument")
