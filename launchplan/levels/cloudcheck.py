@@ -86,7 +86,8 @@ class _Checker:
             specs = render_service(self.plan, decl.name, self.plan.name)
         except PlanError as exc:
             location = SourceLocation(exc.file or str(self.plan.path), exc.line, exc.column)
-            self.report.add(CheckProblem(exc.message, location, decl.name))
+            message = exc.message.removeprefix(f"service '{decl.name}': ")
+            self.report.add(CheckProblem(message, location, decl.name))
             return
         for spec in specs:
             problems = list(self._node(spec))
@@ -145,15 +146,14 @@ class _Checker:
         try:
             if capabilities.creates_machines:  # its address (and so its ssh config) comes later
                 jump_hosts(settings, spec.ssh_key)
-                return
-            assert spec.host is not None
-            node_target(spec.host, port=spec.ssh_port, user=spec.ssh_user,
-                        key_path=spec.ssh_key, host_key=None, policy="accept-new",
-                        settings=settings)
+            else:
+                assert spec.host is not None
+                node_target(spec.host, port=spec.ssh_port, user=spec.ssh_user,
+                            key_path=spec.ssh_key, host_key=None, policy="accept-new",
+                            settings=settings)
         except CeiError as exc:
             yield where, str(exc)
-            return
-        if spec.host_key_policy == "pinned":
+        if not capabilities.creates_machines and spec.host and spec.host_key_policy == "pinned":
             try:
                 existing_host_key(spec, spec.host, spec.ssh_port)
             except CeiError as exc:

@@ -431,7 +431,8 @@ class EC2Provider(Provider):
                 code = error_code(exc)
                 if code in _UNSUPPORTED_CODES:
                     continue
-                error = to_provider_error(exc, f"ec2: {name} {', '.join(map(str, values))}")
+                error = to_provider_error(
+                    exc, f"ec2: looking up {name} {', '.join(map(str, values))}")
                 if code in _AUTH_CODES or code is None:
                     return [*problems, Problem(("credentials",), str(error))]
                 problems.append(Problem(option(key, name), str(error)))
