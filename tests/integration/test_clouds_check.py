@@ -34,7 +34,9 @@ def write_plan(tmp_path: Path, emulator: EC2Emulator, image: str, body: str) -> 
             provider: ec2
             options: {{host: {emulator.host}, port: {emulator.port}, secure: false,
                       signature_version: "4", region: {emulator.region}}}
-            credentials: {{key: "{{{{ env('CEI_T_KEY') }}}}", secret: "{{{{ env('CEI_T_SECRET') }}}}"}}
+            credentials:
+              key: "{{{{ env('CEI_T_KEY') }}}}"
+              secret: "{{{{ env('CEI_T_SECRET') }}}}"
             image: {image}
             size: t2.micro
           dummy:

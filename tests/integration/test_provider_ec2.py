@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,8 +10,9 @@ import pytest
 
 from launchplan.errors import ProviderError, UsageError
 from launchplan.providers import get_provider
-from launchplan.providers.base import PENDING, RUNNING, TERMINATED, NodeRequest
-from launchplan.providers.ec2 import EC2Provider, client_token
+from launchplan.providers.base import PENDING, RUNNING, NodeRequest
+from launchplan.providers.ec2 import EC2Provider
+from launchplan.providers.tags import client_token
 
 if TYPE_CHECKING:
     from tests.integration.cloud_emulator import EC2Emulator
@@ -87,31 +87,7 @@ def test_name_tag_defaults_to_run_and_node(
     assert {"Key": "Name", "Value": "r1/web/2"} in instance["Tags"]
 
 
-def test_same_token_twice_makes_one_instance(
-    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator
-) -> None:
-    first = provider.create(_request(options))
-    second = provider.create(_request(options))
-    assert first.resource_id == second.resource_id
-    assert len(ec2_emulator.instances()) == 1
-    third = provider.create(_request(options, token="tok-db-0-2"))
-    assert third.resource_id != first.resource_id
-    assert len(ec2_emulator.instances()) == 2
-
-
-def test_find_by_tag_without_the_id(
-    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator, tmp_path: Path
-) -> None:
-    provider.create(_request(options, node="db/0", token="a"))
-    provider.create(_request(options, node="db/1", token="b"))
-    provider.create(_request(options, node="db/0", token="c", run="other"))
-    # A fresh provider (as after a crash) knows no ids, only the run's name.
-    found = EC2Provider(options, tmp_path).find("r1")
-    assert sorted(n.tags["cei:node"] for n in found) == ["db/0", "db/1"]
-    assert all(n.tags["cei:run"] == "r1" for n in found)
-
-
-def test_wait_running_describe_and_addresses(
+def test_public_and_private_addresses(
     provider: EC2Provider, options: dict, tmp_path: Path
 ) -> None:
     info = provider.create(_request(options))
@@ -122,37 +98,6 @@ def test_wait_running_describe_and_addresses(
     assert running.address != running.private_address
     private = EC2Provider({**options, "address": "private"}, tmp_path)
     assert private.describe(info.resource_id).address == running.private_address
-
-
-def test_wait_running_honours_cancel(provider: EC2Provider, options: dict) -> None:
-    info = provider.create(_request(options))
-    cancel = threading.Event()
-    cancel.set()
-    result = provider.wait_running(info.resource_id, timeout=30, cancel=cancel, interval=5)
-    assert result.resource_id == info.resource_id
-
-
-def test_destroy_terminates_and_is_idempotent(
-    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator
-) -> None:
-    info = provider.create(_request(options))
-    provider.destroy(info.resource_id)
-    assert provider.describe(info.resource_id).state == TERMINATED
-    [instance] = ec2_emulator.instances()
-    assert instance["State"]["Name"] == "terminated"
-    assert provider.find("r1") == []
-    provider.destroy(info.resource_id)
-    provider.destroy("i-0123456789abcdef0")  # never existed
-    assert provider.describe("i-0123456789abcdef0").state == TERMINATED
-
-
-def test_throttling_is_retried(
-    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator
-) -> None:
-    ec2_emulator.throttle(3)
-    info = provider.create(_request(options))
-    assert ec2_emulator.throttled == 3
-    assert [i["InstanceId"] for i in ec2_emulator.instances()] == [info.resource_id]
 
 
 def test_bad_image_is_a_fatal_error_with_the_api_message(

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from libcloud.compute.base import Node, NodeImage, NodeLocation, NodeSize
-from libcloud.compute.drivers.dummy import DummyNodeDriver
 
 from launchplan.errors import ProviderError, UsageError
 from launchplan.providers import get_provider
-from launchplan.providers.base import PENDING, RUNNING, TERMINATED, NodeRequest
+from launchplan.providers.base import PENDING, RUNNING, NodeRequest
 from launchplan.providers.libcloud import (
     LibcloudProvider,
     is_transient,
@@ -94,28 +92,7 @@ def test_binary_userdata_passes_unchanged(
     assert base64.b64decode(attribute["UserData"]["Value"]) == gzipped
 
 
-def test_same_token_twice_makes_one_instance(
-    provider: LibcloudProvider, options: dict, ec2_emulator: EC2Emulator
-) -> None:
-    first = provider.create(_request(options))
-    second = provider.create(_request(options))
-    assert first.resource_id == second.resource_id
-    assert len(ec2_emulator.instances()) == 1
-    provider.create(_request(options, token="tok-db-0-2"))
-    assert len(ec2_emulator.instances()) == 2
-
-
-def test_find_by_tag_without_the_id(
-    provider: LibcloudProvider, options: dict, tmp_path: Path
-) -> None:
-    provider.create(_request(options, node="db/0", token="a"))
-    provider.create(_request(options, node="web/0", token="b"))
-    provider.create(_request(options, node="db/0", token="c", run="r1-b"))
-    found = LibcloudProvider(options, tmp_path).find("r1")
-    assert sorted(n.tags["cei:node"] for n in found) == ["db/0", "web/0"]
-
-
-def test_describe_addresses_and_wait_running(
+def test_public_and_private_addresses(
     provider: LibcloudProvider, options: dict, tmp_path: Path
 ) -> None:
     info = provider.create(_request(options))
@@ -125,31 +102,6 @@ def test_describe_addresses_and_wait_running(
     assert running.private_address and running.private_address != running.address
     private = LibcloudProvider({**options, "address": "private"}, tmp_path)
     assert private.describe(info.resource_id).address == running.private_address
-
-
-def test_destroy_terminates_and_is_idempotent(
-    provider: LibcloudProvider, options: dict, ec2_emulator: EC2Emulator
-) -> None:
-    info = provider.create(_request(options))
-    provider.destroy(info.resource_id)
-    [instance] = ec2_emulator.instances()
-    assert instance["State"]["Name"] == "terminated"
-    assert provider.describe(info.resource_id).state == TERMINATED
-    assert provider.find("r1") == []
-    provider.destroy(info.resource_id)
-    provider.destroy("i-0123456789abcdef0")
-    assert provider.describe("i-0123456789abcdef0").state == TERMINATED
-
-
-def test_throttling_is_retried(
-    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(LibcloudProvider, "backoff", Backoff(attempts=6, base=0.05, cap=0.2))
-    provider = LibcloudProvider(options, tmp_path)
-    ec2_emulator.throttle(3)
-    info = provider.create(_request(options))
-    assert ec2_emulator.throttled == 3
-    assert [i["InstanceId"] for i in ec2_emulator.instances()] == [info.resource_id]
 
 
 def test_throttling_past_the_attempts_is_a_transient_error(
@@ -184,63 +136,6 @@ def test_unknown_provider_and_missing_key_are_usage_errors(tmp_path: Path) -> No
         LibcloudProvider({}, tmp_path)
     with pytest.raises(UsageError, match="empty"):
         LibcloudProvider({"provider": "ec2", "credentials": {"key": ""}}, tmp_path).find("r1")
-
-
-def test_driver_without_userdata_is_refused(tmp_path: Path) -> None:
-    """libcloud's dummy driver has no ex_userdata: a plan with user-data must not boot bare."""
-    provider = LibcloudProvider(
-        {"provider": "dummy", "credentials": {"key": "0"}, "image": "1", "size": "1"}, tmp_path
-    )
-    with pytest.raises(ProviderError) as caught:
-        provider.create(_request(provider.options))
-    assert str(caught.value) == "the libcloud dummy driver cannot pass user-data"
-    assert not caught.value.transient
-
-
-class NamedDummyDriver(DummyNodeDriver):
-    """libcloud's dummy driver, but keeping the node's name: a driver with neither
-    user-data, metadata nor client tokens, like several small clouds."""
-
-    name = "cei-test-named"
-
-    def create_node(
-        self,
-        name: str,
-        size: NodeSize,
-        image: NodeImage,
-        location: NodeLocation | None = None,
-        auth: Any = None,
-    ) -> Node:
-        node = super().create_node(name, size, image)
-        node.name = name
-        return node
-
-
-@pytest.fixture
-def named_dummy() -> Iterator[str]:
-    from libcloud.compute import providers
-
-    registry: Any = providers  # its stubs want Provider enums; a new name is a plain string
-    registry.set_driver(NamedDummyDriver.name, __name__, NamedDummyDriver.__name__)
-    try:
-        yield NamedDummyDriver.name
-    finally:
-        registry.DRIVERS.pop(NamedDummyDriver.name, None)
-
-
-def test_driver_without_metadata_finds_by_name_prefix(named_dummy: str, tmp_path: Path) -> None:
-    """Without tags, find() and the idempotency check fall back to the node name."""
-    options = {"provider": named_dummy, "credentials": {"key": "0"}, "image": "1", "size": "1"}
-    provider = LibcloudProvider(options, tmp_path)
-    made = provider.create(_request(options, userdata=None))
-    again = provider.create(_request(options, userdata=None))
-    assert again.resource_id == made.resource_id  # found by name before creating a second
-    other = provider.create(_request(options, run="r1-b", userdata=None))
-    assert [n.resource_id for n in provider.find("r1")] == [made.resource_id]
-    assert [n.resource_id for n in provider.find("r1-b")] == [other.resource_id]
-    provider.destroy(made.resource_id)
-    assert provider.find("r1") == []
-    provider.destroy(made.resource_id)
 
 
 def test_names_and_classification() -> None:
