@@ -270,11 +270,11 @@ class Session:
         """
         if target.policy == POLICY_PINNED and not (target.host_key or target.fingerprints):
             raise RemoteError(f"no host key pinned for {target.address}")
-        for endpoint in (*target.jump, target):
+        chain = (*target.jump, target)
+        for endpoint in chain:  # a malformed pinned key is the plan's fault: say so at once
             if endpoint.host_key:
                 parse_public_line(endpoint.host_key)
-        chain = (*target.jump, target)
-        rings = []
+        rings: list[KeyRing] = []
         try:
             for endpoint in chain:
                 rings.append(_key_ring(endpoint))
