@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from launchplan.errors import RemoteError, SSHUnavailable
 from launchplan.remote import Session, SSHTarget
 from launchplan.remote.route import Settings, node_target
+from launchplan.state import Store
+from tests.integration.cli_helpers import cei, cei_json
 from tests.integration.conftest import SSHAgent, SSHDFactory, SSHDServer, free_port, keygen
 
 pytestmark = pytest.mark.integration
@@ -220,3 +223,30 @@ def test_plan_keys_win_over_the_ssh_config(
                          settings=Settings(ssh_config=str(config), ssh_jump=()))
     assert target.jump == ()
     assert logs_in(target)
+
+
+def test_a_launch_keeps_the_passphrase_variables_name_only(
+    home: Path, sshd_factory: SSHDFactory, locked_key: tuple[Path, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real command: the node's record names the variable, and no file under
+    $CEI_HOME holds the passphrase; a later shell with the variable set reaches the node."""
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    path, public = locked_key
+    server = sshd_factory.start(authorized=(public,))
+    plan = tmp_path / "locked.yml"
+    plan.write_text(yaml.safe_dump({"plan": "locked", "levels": [{"services": {"app": {
+        "host": server.host, "ssh_port": server.port, "ssh_user": server.user,
+        "ssh_key": str(path), "host_key": server.host_key,
+        "ssh_key_passphrase_env": "CEI_TEST_KEY_PASSPHRASE",
+        "ready": {"command": "true"}}}}]}))
+    env = {"CEI_TEST_KEY_PASSPHRASE": PASSPHRASE}
+    cei(home, "launch", str(plan), "--name", "locked", check=0, env=env)
+    [record] = Store(home).nodes("locked")
+    assert record.programs["ssh"] == {"ssh_key_passphrase_env": "CEI_TEST_KEY_PASSPHRASE"}
+    stored = b"".join(f.read_bytes() for f in home.rglob("*") if f.is_file())
+    assert PASSPHRASE.encode() not in stored
+    cei(home, "status", "locked", check=0, env=env)
+    [refused] = cei_json(home, "status", "locked", check=1)["nodes"]
+    assert "set CEI_TEST_KEY_PASSPHRASE" in refused["message"]
+    cei(home, "terminate", "locked", check=0, env=env)
