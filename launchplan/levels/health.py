@@ -14,6 +14,7 @@ from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import PASSED, Stage
 from launchplan.levels.runtime import RunContext
 from launchplan.plan.model import ProgramSpec
+from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING
 from launchplan.state import NodeRecord
 
@@ -86,7 +87,7 @@ def _live(ctx: RunContext, node: NodeRecord) -> NodeHealth:
     if node.state != states.READY:
         return _cached(node)
     checks: list[Check] = []
-    if node.driver != "static" and node.resource_id:
+    if driver_capabilities(node.driver).creates_machines and node.resource_id:
         started = time.monotonic()
         options = dict(node.cloud)
         try:

@@ -39,6 +39,7 @@ from launchplan.levels.runtime import RunContext
 from launchplan.plan import render_service
 from launchplan.plan.model import NodeSpec, NodeView, Plan, ServiceView
 from launchplan.providers.base import RUNNING, NodeRequest, Provider
+from launchplan.providers.tags import node_tags
 from launchplan.remote import Session
 from launchplan.remote.local import LocalSession
 from launchplan.state import ElasticRecord, NodeRecord, Store
@@ -249,6 +250,7 @@ def _pending_record(spec: NodeSpec, origin: str) -> NodeRecord:
             "stage": stage_dir(spec.run, spec.service),
             "host_key_policy": spec.host_key_policy,
             "origin": origin,
+            "ssh": spec.ssh_settings(),
             **({"local_exe": True} if spec.local_exe else {}),
         },
     )
@@ -319,7 +321,7 @@ class _NodeLauncher:
         provider = ctx.provider(spec.cloud.driver, options)
 
         self._step(states.CREATING)
-        host_key = hostkeys.key_to_send(spec)
+        host_key = hostkeys.key_to_send(spec, provider)
         resource_id = self._create(provider, host_key, log)
 
         self._step(states.BOOTING)
@@ -331,7 +333,7 @@ class _NodeLauncher:
             raise CeiError(f"the {spec.cloud.driver} cloud reports the node {info.state}"
                            + (f": {info.error}" if info.error else ""))
         # a local node picks its own port; on a cloud or an existing host it is the plan's
-        port = info.port if spec.cloud.driver == "local" else spec.ssh_port
+        port = info.port if provider.capabilities.port_per_node else spec.ssh_port
         ctx.store.update_node(ctx.run, spec.node, address=info.address, port=port,
                               hostname=info.hostname)
         if spec.local_exe:  # its programs run here, as cloudinit.d's local_exe did
@@ -348,7 +350,7 @@ class _NodeLauncher:
         session = ctx.open_session(self._record(), retry_for=_left(deadline, "SSH to answer"))
         try:
             hostkeys.pin_after_connecting(ctx, spec, session, log)
-            if provider.runs_cloud_init:
+            if provider.capabilities.runs_cloud_init:
                 result = session.run(CLOUD_INIT_WAIT, timeout=_left(deadline, "cloud-init"))
                 if result.status not in (0, 2):  # 2: finished with recoverable errors
                     raise CeiError("cloud-init reported an error on the node: "
@@ -363,21 +365,21 @@ class _NodeLauncher:
     def _create(self, provider: Provider, host_key: HostKey | None, log: NodeLog) -> str:
         spec, ctx = self.spec, self.ctx
         authorized = []
-        if spec.cloud.driver == "local" and spec.ssh_key is None:
+        if provider.capabilities.generated_login_key and spec.ssh_key is None:
             authorized.append(ctx.client_key()[1])
         elif spec.ssh_key and Path(spec.ssh_key + ".pub").is_file():
             authorized.append(Path(spec.ssh_key + ".pub").read_text().strip())
         userdata = None
-        if spec.cloud.driver != "static":
+        creates = provider.capabilities.creates_machines  # existing hosts are never created
+        if creates:
             userdata = build_userdata(spec.userdata, host_key=host_key,
                                       authorized_keys=authorized,
-                                      limit=provider.userdata_limit) or None
+                                      limit=provider.capabilities.userdata_limit) or None
         token = creation_token(ctx.run, spec.node)
-        creates = spec.cloud.driver != "static"  # existing hosts are never created
         if creates:  # the intent is durable before the cloud is asked
             intent = ctx.store.record_intent(ctx.run, spec.node, spec.cloud.driver,
                                              spec.cloud.public_options(), token)
-        tags = {"cei:run": ctx.run, "cei:service": spec.service, "cei:node": spec.node}
+        tags = node_tags(ctx.run, spec.service, spec.node)
         info = provider.create(NodeRequest(
             run=ctx.run, service=spec.service, node=spec.node, token=token,
             options=provider.options, userdata=userdata, tags=tags))
