@@ -23,6 +23,8 @@ _COMMANDS = {
     "validate": ("launchplan.cli.validate", "validate", "Check a plan without launching anything."),
     "render": ("launchplan.cli.validate", "render",
                "Print the user-data and config a plan's nodes would receive."),
+    "clouds": ("launchplan.cli.clouds", "clouds",
+               "Check what a plan needs from its clouds (cei clouds check PLAN), read-only."),
     "watch": ("launchplan.cli.watch", "watch",
               "Keep a run's elastic services alive: replace lost nodes, scale by policy."),
     "scale": ("launchplan.cli.control", "scale", "Set a service's desired node count."),

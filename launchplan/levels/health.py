@@ -15,6 +15,7 @@ from launchplan.levels.programs import PASSED, Stage
 from launchplan.levels.runtime import RunContext
 from launchplan.levels.sites import Elsewhere
 from launchplan.plan.model import ProgramSpec
+from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING
 from launchplan.state import NodeRecord
 
@@ -87,7 +88,7 @@ def _live(ctx: RunContext, node: NodeRecord) -> NodeHealth:
     if node.state != states.READY:
         return _cached(node)
     checks: list[Check] = []
-    if node.driver != "static" and node.resource_id:
+    if driver_capabilities(node.driver).creates_machines and node.resource_id:
         started = time.monotonic()
         options = dict(node.cloud)
         try:

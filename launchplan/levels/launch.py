@@ -40,7 +40,9 @@ from launchplan.levels.programs import Stage
 from launchplan.levels.runtime import RUN_KEY_MARK, RunContext
 from launchplan.plan import render_service
 from launchplan.plan.model import NodeSpec, NodeView, Plan, ServiceView
+from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING, NodeRequest, Provider
+from launchplan.providers.tags import node_tags
 from launchplan.remote import Session
 from launchplan.remote.local import LocalSession
 from launchplan.state import ElasticRecord, NodeRecord, Store
@@ -250,9 +252,11 @@ def known_nodes(store: Store, run: str) -> list[dict[str, Any]]:
 
 
 def uses_run_key(spec: NodeSpec) -> bool:
-    """Whether cei logs in to the node with the run's own key: it is made by a cloud (not an
-    existing host) and the plan names no key for it."""
-    return spec.ssh_key is None and spec.cloud.driver != "static"
+    """Whether cei logs in to the node with the run's own key: the plan names no key for it, and
+    its cloud makes it and can hand it the key in its user-data (not an existing host)."""
+    capabilities = driver_capabilities(spec.cloud.driver)
+    return (spec.ssh_key is None and capabilities.creates_machines
+            and capabilities.takes_userdata)
 
 
 def _pending_record(ctx: RunContext, spec: NodeSpec, origin: str) -> NodeRecord:
@@ -269,6 +273,7 @@ def _pending_record(ctx: RunContext, spec: NodeSpec, origin: str) -> NodeRecord:
             "stage": stage_dir(spec.run, spec.service),
             "host_key_policy": spec.host_key_policy,
             "origin": origin,
+            "ssh": spec.ssh_settings(),
             **({"local_exe": True} if spec.local_exe else {}),
             **({RUN_KEY_MARK: True} if uses_run_key(spec) else {}),
         },
@@ -340,7 +345,7 @@ class _NodeLauncher:
         provider = ctx.provider(spec.cloud.driver, options)
 
         self._step(states.CREATING)
-        host_key = hostkeys.key_to_send(spec)
+        host_key = hostkeys.key_to_send(spec, provider)
         resource_id = self._create(provider, host_key, log)
 
         self._step(states.BOOTING)
@@ -352,7 +357,7 @@ class _NodeLauncher:
             raise CeiError(f"the {spec.cloud.driver} cloud reports the node {info.state}"
                            + (f": {info.error}" if info.error else ""))
         # a local node picks its own port; on a cloud or an existing host it is the plan's
-        port = info.port if spec.cloud.driver == "local" else spec.ssh_port
+        port = info.port if provider.capabilities.port_per_node else spec.ssh_port
         ctx.store.update_node(ctx.run, spec.node, address=info.address, port=port,
                               hostname=info.hostname)
         if spec.local_exe:  # its programs run here, as cloudinit.d's local_exe did
@@ -369,7 +374,7 @@ class _NodeLauncher:
         session = ctx.open_session(self._record(), retry_for=_left(deadline, "SSH to answer"))
         try:
             hostkeys.pin_after_connecting(ctx, spec, session, log)
-            if provider.runs_cloud_init:
+            if provider.capabilities.runs_cloud_init:
                 result = session.run(CLOUD_INIT_WAIT, timeout=_left(deadline, "cloud-init"))
                 if result.status not in (0, 2):  # 2: finished with recoverable errors
                     raise CeiError("cloud-init reported an error on the node: "
@@ -389,16 +394,16 @@ class _NodeLauncher:
         elif spec.ssh_key and Path(spec.ssh_key + ".pub").is_file():
             authorized.append(Path(spec.ssh_key + ".pub").read_text().strip())
         userdata = None
-        if spec.cloud.driver != "static":
+        creates = provider.capabilities.creates_machines  # existing hosts are never created
+        if creates:
             userdata = build_userdata(spec.userdata, host_key=host_key,
                                       authorized_keys=authorized,
-                                      limit=provider.userdata_limit) or None
+                                      limit=provider.capabilities.userdata_limit) or None
         token = creation_token(ctx.run, spec.node)
-        creates = spec.cloud.driver != "static"  # existing hosts are never created
         if creates:  # the intent is durable before the cloud is asked
             intent = ctx.store.record_intent(ctx.run, spec.node, spec.cloud.driver,
                                              ctx.cloud_record(spec.cloud), token)
-        tags = {"cei:run": ctx.run, "cei:service": spec.service, "cei:node": spec.node}
+        tags = node_tags(ctx.run, spec.service, spec.node)
         info = provider.create(NodeRequest(
             run=ctx.run, service=spec.service, node=spec.node, token=token,
             options=provider.options, userdata=userdata, tags=tags))

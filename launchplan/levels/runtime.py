@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import threading
@@ -14,12 +13,13 @@ from typing import Any
 from launchplan.ctx.hostkeys import new_client_key, write_client_key
 from launchplan.errors import RemoteError, UsageError
 from launchplan.levels.events import Emit, Event
-from launchplan.levels.sites import MACHINE_LOCAL, SITE_KEY, Elsewhere, this_site, unreachable
+from launchplan.levels.sites import SITE_KEY, Elsewhere, this_site, unreachable
 from launchplan.plan.model import CloudSpec
 from launchplan.plan.render import AUTH_ENV
-from launchplan.providers import Provider, get_provider
+from launchplan.providers import Provider, driver_capabilities, get_provider
 from launchplan.remote import Session, SSHTarget
 from launchplan.remote.local import LocalSession
+from launchplan.remote.route import Settings, node_target
 from launchplan.state import EventRecord, NodeRecord, Store
 from launchplan.state.runkeys import private_key
 
@@ -78,7 +78,7 @@ class RunContext:
         """A cloud profile as a node or resource records it: no credentials, and for a cloud
         whose nodes live on one machine, which machine (sites.py)."""
         record = cloud.public_options()
-        if cloud.driver in MACHINE_LOCAL:
+        if driver_capabilities(cloud.driver).on_this_machine:
             record[SITE_KEY] = self.site
         return record
 
@@ -140,7 +140,8 @@ class RunContext:
         if not node.address:
             raise RemoteError(f"{node.node} has no known address")
         key = node.ssh_key
-        if key is None and (node.driver == "local" or node.programs.get(RUN_KEY_MARK)):
+        if key is None and (driver_capabilities(node.driver).generated_login_key
+                            or node.programs.get(RUN_KEY_MARK)):
             key = str(self.client_key()[0])
         # once a key is pinned, every policy checks it (accept-new accepts only a first key)
         accept_new = not node.host_key and node.programs.get("host_key_policy") == "accept-new"
@@ -150,15 +151,23 @@ class RunContext:
                 f"{node.node}: no pinned host key is known for {node.address}; add it to "
                 "~/.ssh/known_hosts, or opt in with host_key_policy: accept-new"
             )
-        return SSHTarget(
-            host=node.address,
-            port=node.port or 22,
-            user=node.ssh_user or getpass.getuser(),
+        return node_target(
+            node.address,
+            port=node.port,
+            user=node.ssh_user,
             key_path=key,
             host_key=node.host_key,
             policy="accept-new" if accept_new else "pinned",
             fingerprints=fingerprints,
+            settings=Settings.from_record(node.programs.get("ssh") or {}),
+            pins=self._pinned_hosts(),
         )
+
+    def _pinned_hosts(self) -> dict[tuple[str, int], str]:
+        """The host keys this run pinned, by address and port: a bastion that is one of the
+        run's own nodes is verified by the key cei made for it."""
+        return {(n.address, n.port or 22): n.host_key for n in self.store.nodes(self.run)
+                if n.address and n.host_key}
 
     def open_session(self, node: NodeRecord, retry_for: float) -> Session:
         return Session.open(self.target(node), retry_for=retry_for, cancel=self.cancel)

@@ -14,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from launchplan.errors import CeiError
+from launchplan.providers import DRIVERS, driver_capabilities
 
 SITE_KEY = "site"
-MACHINE_LOCAL = frozenset({"local"})  # drivers whose nodes exist on one machine only
+
+
+def _on_one_machine(driver: object) -> bool:
+    """Whether nodes of `driver` exist on the machine that made them only."""
+    return driver in DRIVERS and driver_capabilities(str(driver)).on_this_machine
 
 
 class Elsewhere(CeiError):
@@ -34,7 +39,7 @@ def unreachable(driver: str, cloud: Mapping[str, Any], site: str) -> str | None:
     Records made before sites were kept name none: they count as this machine's.
     """
     other = cloud.get(SITE_KEY)
-    if driver not in MACHINE_LOCAL or not other or other == site:
+    if not _on_one_machine(driver) or not other or other == site:
         return None
     host, _, home = str(other).partition(":")
     where = host if host != site.partition(":")[0] else f"{host}, CEI_HOME {home}"
@@ -48,5 +53,5 @@ def claim_local_nodes(document: dict[str, Any], home: Path) -> None:
     for part in ("nodes", "resources"):
         for record in document.get(part) or []:
             cloud = record.get("cloud")
-            if record.get("driver") in MACHINE_LOCAL and isinstance(cloud, dict):
+            if _on_one_machine(record.get("driver")) and isinstance(cloud, dict):
                 cloud.setdefault(SITE_KEY, site)

@@ -31,6 +31,7 @@ from launchplan.levels.programs import Stage
 from launchplan.levels.runtime import RunContext
 from launchplan.levels.sites import Elsewhere, unreachable
 from launchplan.plan.model import ProgramSpec
+from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING, TERMINATED
 from launchplan.remote import Session
 from launchplan.state import NodeRecord, ResourceRecord
@@ -306,7 +307,7 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
 
 def _running(ctx: RunContext, node: NodeRecord) -> bool:
     """Whether the cloud still runs the node (existing hosts always do)."""
-    if node.driver == "static" or node.resource_id is None:
+    if not driver_capabilities(node.driver).creates_machines or node.resource_id is None:
         return True
     try:
         return ctx.provider(node.driver, node.cloud).describe(node.resource_id).state == RUNNING

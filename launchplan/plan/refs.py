@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from jinja2 import meta, nodes
 
 from launchplan.errors import PlanError
+from launchplan.suggest import did_you_mean
 
 from . import compat, schema
 from .model import Plan, ServiceDecl
 from .render import (
+    NO_SSH_CONFIG,
     PROGRAMS,
     Site,
     cloud_site,
@@ -32,11 +34,11 @@ from .render import (
     static_count,
     template_names,
 )
-from .suggest import did_you_mean
 from .templates import TemplateProblem, is_template, shared_templates
 from .yamlsrc import read_text
 
 NAMES = ("vars", "run", "service", "services")
+SSH_FILES = ("ssh_key", "ssh_config")
 SERVICE_KEYS = ("name", "index", "count")
 
 Fail = Callable[[str, int | None], PlanError]
@@ -69,9 +71,10 @@ def _check_service(plan: Plan, decl: ServiceDecl) -> None:
     profile = plan.clouds[cloud]
     csite = cloud_site(plan, cloud)
     _walk(profile, (), csite, refs)
-    key = profile.get("ssh_key")
-    if isinstance(key, str) and not is_template(key) and "ssh_key" not in decl.raw:
-        _need_file(plan, csite, ("ssh_key",), key)
+    for key in SSH_FILES:
+        value = profile.get(key)
+        if _ssh_file(value) and key not in decl.raw:
+            _need_file(plan, csite, (key,), value)
     driver = profile.get("driver")
     if isinstance(driver, str) and not is_template(driver):
         _check_driver(decl, site, str(cloud), driver)
@@ -169,8 +172,9 @@ def _check_files(plan: Plan, decl: ServiceDecl, site: Site, refs: _Refs) -> None
         body = raw.get(kind)
         if isinstance(body, Mapping) and _literal(body.get("run")):
             _need_file(plan, site, (kind, "run"), body["run"])
-    if _literal(raw.get("ssh_key")):
-        _need_file(plan, site, ("ssh_key",), raw["ssh_key"])
+    for key in SSH_FILES:
+        if _ssh_file(raw.get(key)):
+            _need_file(plan, site, (key,), raw[key])
     userdata = raw.get("userdata")
     items = [(("userdata",), userdata)] if isinstance(userdata, str) else [
         (("userdata", i), item) for i, item in enumerate(userdata or [])
@@ -197,6 +201,11 @@ def _check_userdata(file: Path, refs: _Refs) -> None:
 
 def _literal(value: object) -> bool:
     return isinstance(value, str) and not is_template(value)
+
+
+def _ssh_file(value: object) -> TypeGuard[str]:
+    """Whether an `ssh_key` / `ssh_config` value names a file that must exist now."""
+    return _literal(value) and value != NO_SSH_CONFIG
 
 
 def _need_file(plan: Plan, site: Site, path: tuple[Any, ...], value: str) -> str:

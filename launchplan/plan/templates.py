@@ -8,6 +8,7 @@ to a string. Every failure becomes TemplateProblem, which callers locate in the 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
@@ -19,7 +20,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate, native_concat
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .suggest import did_you_mean
+from launchplan.suggest import did_you_mean
 
 TEMPLATE_MARKS = ("{{", "{%")
 CLOUD_INIT_JINJA = "## template: jinja"
@@ -77,6 +78,22 @@ class Namespace:
 
     def __repr__(self) -> str:
         return f"<{self._label}>"
+
+
+# How a placeholder reads once rendered: "<db.outputs.token>", "<db/0.address>", ...
+_PLACEHOLDER = re.compile(r"<[A-Za-z0-9_][A-Za-z0-9_.-]*(/[0-9]+)?\.(outputs|address|hostname)"
+                          r"(\.[^<>]*)?>")
+
+
+def mentions_placeholder(value: Any) -> bool:
+    """Whether a value rendered before launch holds something only the launch will know."""
+    if isinstance(value, str):
+        return _PLACEHOLDER.search(value) is not None
+    if isinstance(value, Mapping):
+        return any(mentions_placeholder(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(mentions_placeholder(v) for v in value)
+    return False
 
 
 class Placeholders(Namespace):

@@ -21,9 +21,12 @@ both_stores = pytest.mark.parametrize("store_backend", ["sqlite", "postgresql"],
 
 
 def cei(home: Path, *args: str, timeout: float = 180, check: int | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env: dict[str, str] | None = None,
+        netns: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `cei ARGS` (inside network namespace `netns` when given) with $CEI_HOME at home."""
     env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO), **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "launchplan", *args], env=env,
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    proc = subprocess.run([*prefix, sys.executable, "-m", "launchplan", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check is not None:
         assert proc.returncode == check, (
