@@ -92,6 +92,14 @@ class UnknownRunError(UsageError):
     """No run of that name in the store."""
 
 
+class StateUnavailableError(CeiError):
+    """The state database cannot be reached (a PostgreSQL server that is down or cut off)."""
+
+
+class StateKeyError(UsageError):
+    """CEI_STATE_KEY is missing, malformed, or not the key a stored secret was sealed with."""
+
+
 class StepTimeout(CeiError):
     """A step (create, SSH, boot, ready, ...) ran past its timeout."""
 

@@ -64,10 +64,66 @@ class Tee:
             reporter(event)
 
 
-def open_store() -> Store:
+# Stores this command opened: what they could not write yet is written before it exits.
+_opened: list[Store] = []
+STATE_WAIT_ENV = "CEI_STATE_WAIT"
+DEFAULT_STATE_WAIT = 120.0  # seconds a command waits for the database to record what it did
+
+
+def open_store(url: str | None = None) -> Store:
+    """The store `url` names, by default that of `--state` / $CEI_STATE (else SQLite in
+    $CEI_HOME)."""
     from launchplan.state import Store, default_home
 
-    return Store(default_home())
+    if url is None:
+        context = click.get_current_context(silent=True)
+        url = context.find_root().params.get("state_url") if context is not None else None
+    store = Store(default_home(), url or "")
+    _opened.append(store)
+    return store
+
+
+def settle_stores(exit_code: int) -> int:
+    """Before exiting, write what the state database missed while it was unreachable (the
+    ids of nodes created meanwhile), waiting up to $CEI_STATE_WAIT seconds for it to be back.
+    Returns the exit status: a failure if anything stayed unwritten."""
+    from launchplan.cli.output import error, warn
+    from launchplan.errors import EXIT_FAILED
+
+    for store in _opened:
+        waiting = store.pending_writes
+        if not waiting:
+            continue
+        wait = _state_wait()
+        warn(f"the state database {store.location.label} is unreachable: waiting up to "
+             f"{wait:g}s (${STATE_WAIT_ENV}) to record {waiting} change(s) made so far "
+             "(Ctrl-C gives up)")
+        try:
+            left = store.flush_pending(wait)
+        except KeyboardInterrupt:
+            left = store.pending_writes
+            exit_code = EXIT_INTERRUPTED
+        if left:
+            error(f"{left} change(s) could not be recorded in {store.location.label}; "
+                  "`cei terminate RUN` still finds every node the run made by its tag")
+            exit_code = exit_code or EXIT_FAILED
+        else:
+            click.echo(f"the state database is back: recorded {waiting} change(s)", err=True)
+    return exit_code
+
+
+def _state_wait() -> float:
+    from launchplan.cli.output import warn
+
+    text = os.environ.get(STATE_WAIT_ENV)
+    if not text:
+        return DEFAULT_STATE_WAIT
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        warn(f"${STATE_WAIT_ENV}={text!r} is not a number of seconds; waiting "
+             f"{DEFAULT_STATE_WAIT:g}s")
+        return DEFAULT_STATE_WAIT
 
 
 def free_run_name(store: Store, base: str) -> str:

@@ -175,6 +175,7 @@ def _transport(store: Store, name: str, given: str | None, dispatcher: Dispatche
         with_password,
     )
     from launchplan.demo.stream import definition_option
+    from launchplan.providers import driver_capabilities
 
     used = definition_option(worker.definition, "--transport") if worker else None
     try:
@@ -194,8 +195,8 @@ def _transport(store: Store, name: str, given: str | None, dispatcher: Dispatche
         if isinstance(broker, str) and broker:
             return broker
     service = dispatcher.engine_service()
-    drivers = {n.driver for n in dispatcher.engine_nodes(service)}
-    if drivers - {"local"}:
+    if not all(driver_capabilities(n.driver).on_this_machine
+               for n in dispatcher.engine_nodes(service)):
         raise UsageError("the embedded transport reaches only local-cloud engines (they share "
                          "this machine's files): use --var broker=rabbitmq or --transport URL")
     return filesystem_url(store.home / "bus")
@@ -210,6 +211,7 @@ def _serve(store: Store, name: str, transport: str | None, window: float,
     from launchplan.dispatch.dispatcher import Dispatcher
     from launchplan.levels.events import discard
     from launchplan.levels.runtime import RunContext
+    from launchplan.providers import driver_capabilities
     from launchplan.state.records import PROCESS_ACTIVE_STATES
 
     with Dispatcher(RunContext(store, name, discard)) as dispatcher:
@@ -224,7 +226,8 @@ def _serve(store: Store, name: str, transport: str | None, window: float,
         url = _transport(store, name, transport, dispatcher, worker)
         if worker is None:
             service = dispatcher.engine_service()
-            local = all(n.driver == "local" for n in dispatcher.engine_nodes(service))
+            local = all(driver_capabilities(n.driver).on_this_machine
+                        for n in dispatcher.engine_nodes(service))
             # a password the user typed goes to the process through the environment only
             password = split_password(url)[1] if transport else None
             if password is not None:

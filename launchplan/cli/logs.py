@@ -32,7 +32,7 @@ def logs(run_name: str, node: str | None, follow: bool, as_json: bool) -> int:
     """
     from launchplan.levels.nodelog import node_log_path
     from launchplan.levels.states import RUN_TERMINATED
-    from launchplan.plan.suggest import did_you_mean
+    from launchplan.suggest import did_you_mean
 
     store = open_store()
     run = store.get_run(run_name)

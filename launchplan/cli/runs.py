@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -26,11 +25,11 @@ def list_runs(every: bool, as_json: bool) -> int:
     store = open_store()
     runs = sorted((r for r in store.list_runs() if every or ARCHIVE_MARK not in r.name),
                   key=lambda r: r.created)
-    rows: list[dict[str, Any]] = []
-    for run in runs:
-        states = Counter(n.state for n in store.nodes(run.name))
-        rows.append({"run": run.name, "plan": run.plan, "status": run.status,
-                     "created": run.created, "nodes": dict(states)})
+    states = store.node_states()
+    rows: list[dict[str, Any]] = [
+        {"run": run.name, "plan": run.plan, "status": run.status, "created": run.created,
+         "nodes": states.get(run.name, {})}
+        for run in runs]
     if as_json:
         emit_json({"runs": rows})
         return 0

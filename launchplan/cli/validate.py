@@ -58,6 +58,7 @@ def render(plan_path: Path, service: str | None, variables: tuple[str, ...],
     from launchplan.ctx.hostkeys import generate_host_key
     from launchplan.ctx.userdata import build_userdata, redact_userdata
     from launchplan.plan import render_service
+    from launchplan.providers import driver_capabilities
 
     plan = load(plan_path, variables, vars_files)
     names = [d.name for d in plan.services()]
@@ -67,10 +68,10 @@ def render(plan_path: Path, service: str | None, variables: tuple[str, ...],
     docs = []
     for name in [service] if service else names:
         for spec in render_service(plan, name, plan.name):
-            host_key = (generate_host_key() if spec.cloud.driver != "static"
-                        and spec.host_key_policy == "pinned" else None)
-            userdata = build_userdata(spec.userdata, host_key=host_key) if spec.cloud.driver \
-                != "static" else b""
+            creates = driver_capabilities(spec.cloud.driver).creates_machines
+            host_key = (generate_host_key() if creates and spec.host_key_policy == "pinned"
+                        else None)
+            userdata = build_userdata(spec.userdata, host_key=host_key) if creates else b""
             docs.append({"node": spec.node, "cloud": spec.cloud.name,
                          "driver": spec.cloud.driver,
                          "userdata": redact_userdata(userdata) if userdata else "",

@@ -42,6 +42,7 @@ from launchplan.levels import agents, states
 from launchplan.levels import events as ev
 from launchplan.levels.runtime import RunContext
 from launchplan.levels.sessions import SessionPool
+from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING
 from launchplan.state import NodeRecord, ProcessRecord
 from launchplan.state.records import (
@@ -157,7 +158,7 @@ class Dispatcher:
 
     def _check_cloud(self, node: NodeRecord) -> None:
         """NodeLost when the node's cloud reports it anything but running."""
-        if node.driver == "static" or not node.resource_id:
+        if not driver_capabilities(node.driver).creates_machines or not node.resource_id:
             return
         try:
             info = self.ctx.provider(node.driver, dict(node.cloud)).describe(node.resource_id)

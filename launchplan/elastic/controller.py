@@ -34,6 +34,7 @@ from launchplan.levels.teardown import STOP_REQUEST as STOP
 from launchplan.plan import render_node
 from launchplan.plan.elastic import NEED, ElasticSpec
 from launchplan.plan.model import NodeSpec, Plan
+from launchplan.providers import driver_capabilities
 from launchplan.state import ElasticRecord, NodeRecord, RequestRecord
 from launchplan.state.records import (
     NODE_LAUNCHING_STATES,
@@ -526,7 +527,8 @@ class Controller:
         why = f"replaced by cei repair: {reason.splitlines()[0] if reason else node.state}"
         if node.programs.get("agent") and node.state == states.READY:
             self.dispatcher.lose(node, why)
-        if node.driver == "static":  # the same machine: boot it again under its own name
+        if not driver_capabilities(node.driver).creates_machines:
+            # an existing host: the same machine, booted again under its own name
             spec = render_node(self.plan, node.service, self.run, views, node.index, count)
             reserve_nodes(self.ctx, [spec], origin=CONTROLLER)
         else:

@@ -12,6 +12,7 @@ from typing import Any
 from launchplan.errors import UsageError
 from launchplan.levels import states
 from launchplan.plan.elastic import NPRESERVING, ElasticSpec
+from launchplan.providers import driver_capabilities
 from launchplan.state import ElasticRecord, NodeRecord, Store
 from launchplan.state.records import NODE_LAUNCHING_STATES
 
@@ -64,7 +65,7 @@ def _fixed_nodes(store: Store, run: str, service: str, force: bool) -> list[Node
     if not force:
         raise UsageError(f"service {service!r} is not elastic (no `elastic` block): its "
                          "count is fixed; --force scales it anyway")
-    if live[0].driver == "static":
+    if not driver_capabilities(live[0].driver).creates_machines:
         raise UsageError(f"service {service!r} runs on existing hosts: cei cannot add "
                          "machines to it")
     return live

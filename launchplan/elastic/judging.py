@@ -17,6 +17,7 @@ from launchplan.errors import CeiError
 from launchplan.levels import states
 from launchplan.levels.runtime import RunContext
 from launchplan.plan.elastic import ElasticSpec
+from launchplan.providers import driver_capabilities
 from launchplan.providers.base import ERROR, STOPPED, TERMINATED
 from launchplan.state import NodeRecord
 
@@ -58,7 +59,7 @@ class Judge:
         return verdicts
 
     def _due(self, node: NodeRecord, spec: ElasticSpec, now: float) -> bool:
-        if not node.resource_id or node.driver == "static":
+        if not node.resource_id or not driver_capabilities(node.driver).creates_machines:
             return False
         asked = self._asked.get(node.node)
         return asked is None or now - asked[0] >= spec.health.missing_timeout / 3

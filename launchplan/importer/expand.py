@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from launchplan.plan.suggest import did_you_mean
 from launchplan.plan.variables import VAR_NAME
+from launchplan.suggest import did_you_mean
 
 from .ini import Entry
 from .problems import Report

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launchplan.plan.suggest import did_you_mean
+from launchplan.suggest import did_you_mean
 
 from .ini import Entry, IniFile, Section, read_ini
 from .problems import Report, shown

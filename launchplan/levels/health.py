@@ -13,7 +13,9 @@ from launchplan.levels.launch import DEFAULT_PARALLEL
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import PASSED, Stage
 from launchplan.levels.runtime import RunContext
+from launchplan.levels.sites import Elsewhere
 from launchplan.plan.model import ProgramSpec
+from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING
 from launchplan.state import NodeRecord
 
@@ -86,12 +88,14 @@ def _live(ctx: RunContext, node: NodeRecord) -> NodeHealth:
     if node.state != states.READY:
         return _cached(node)
     checks: list[Check] = []
-    if node.driver != "static" and node.resource_id:
+    if driver_capabilities(node.driver).creates_machines and node.resource_id:
         started = time.monotonic()
         options = dict(node.cloud)
         try:
             state = ctx.provider(node.driver, options).describe(node.resource_id).state
             problem = "" if state == RUNNING else f"the cloud reports it {state}"
+        except Elsewhere as exc:
+            problem = str(exc)
         except CeiError as exc:
             problem = f"cannot describe the node: {exc}"
         checks.append(Check("cloud", not problem, time.monotonic() - started, problem))

@@ -23,14 +23,15 @@ from launchplan.levels.runtime import RunContext
 from launchplan.plan.model import NodeSpec
 from launchplan.providers.base import Provider
 from launchplan.remote import Session
-from launchplan.remote.knownhosts import known_host_key
+from launchplan.remote.route import known_host_key
 
 CONSOLE_POLL = 1.0  # seconds between reads of a node's console
 
 
-def key_to_send(spec: NodeSpec) -> HostKey | None:
-    """The key cei makes for a cloud node under `pinned`, so nothing is trusted on first use."""
-    if spec.cloud.driver == "static" or spec.host_key_policy != "pinned":
+def key_to_send(spec: NodeSpec, provider: Provider) -> HostKey | None:
+    """The key cei makes for a node it creates under `pinned`, so nothing is trusted on first
+    use (the provider refuses the user-data that carries it if it cannot pass user-data)."""
+    if not provider.capabilities.creates_machines or spec.host_key_policy != "pinned":
         return None
     return generate_host_key()
 
@@ -41,17 +42,13 @@ def pin_before_connecting(ctx: RunContext, spec: NodeSpec, provider: Provider,
     record = ctx.store.get_node(ctx.run, spec.node)
     if record.host_key or spec.host_key_policy == "accept-new":
         return
-    if spec.cloud.driver == "static":
-        if spec.host_key_policy == "console":
-            raise CeiError("host_key_policy console needs a cloud console; an existing host "
-                           "has none (give host_key:, or use ~/.ssh/known_hosts)")
-        line = spec.host_key or known_host_key(str(record.address), record.port or 22)
-        if line is None:
-            raise CeiError(
-                f"no host key is known for the existing host {record.address} port "
-                f"{record.port or 22}: set host_key: \"ssh-ed25519 AAAA...\" on service "
-                f"{spec.service} (or its cloud), add the host to ~/.ssh/known_hosts, or opt "
-                "in to trusting its first answer with host_key_policy: accept-new")
+    capabilities = provider.capabilities
+    if spec.host_key_policy == "console" and not capabilities.console:
+        known = "" if capabilities.creates_machines else ", with host_key: or known_hosts"
+        raise CeiError(f"host_key_policy console needs a cloud console; the {spec.cloud.name} "
+                       f"cloud has none (use host_key_policy: pinned{known})")
+    if not capabilities.creates_machines:
+        line = existing_host_key(spec, str(record.address), record.port)
         ctx.store.update_node(ctx.run, spec.node, host_key=line,
                               host_key_fingerprint=fingerprint(line))
         return
@@ -60,6 +57,21 @@ def pin_before_connecting(ctx: RunContext, spec: NodeSpec, provider: Provider,
         log.note(f"host key fingerprints from the console: {', '.join(found)}")
         ctx.store.update_node(ctx.run, spec.node,
                               programs={**record.programs, "host_key_fingerprints": found})
+
+
+def existing_host_key(spec: NodeSpec, address: str, port: int | None) -> str:
+    """The key of a host cei did not make: the plan's `host_key`, else known_hosts (looked up
+    as ssh would, through the ssh config); CeiError saying how to pin it when neither has it."""
+    if spec.host_key:
+        return spec.host_key
+    line, looked_up = known_host_key(address, port, spec.ssh_config)
+    if line is None:
+        raise CeiError(
+            f"no host key is known for the existing host {address} (known_hosts has none "
+            f"for {looked_up}): set host_key: \"ssh-ed25519 AAAA...\" on service "
+            f"{spec.service} (or its cloud), add the host to ~/.ssh/known_hosts, or opt in "
+            "to trusting its first answer with host_key_policy: accept-new")
+    return line
 
 
 def pin_after_connecting(ctx: RunContext, spec: NodeSpec, session: Session,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import threading
@@ -28,6 +29,7 @@ from launchplan.errors import (
     EXIT_OK,
     EXIT_TIMEOUT,
     CeiError,
+    StateUnavailableError,
     StepTimeout,
 )
 from launchplan.levels import events as ev
@@ -36,10 +38,12 @@ from launchplan.levels.agents import install_agent
 from launchplan.levels.masking import Masker
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import Stage
-from launchplan.levels.runtime import RunContext
+from launchplan.levels.runtime import RUN_KEY_MARK, RunContext
 from launchplan.plan import render_service
 from launchplan.plan.model import NodeSpec, NodeView, Plan, ServiceView
+from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING, NodeRequest, Provider
+from launchplan.providers.tags import node_tags
 from launchplan.remote import Session
 from launchplan.remote.local import LocalSession
 from launchplan.state import ElasticRecord, NodeRecord, Store
@@ -102,13 +106,12 @@ class Launcher:
         with ctx.store.locked(ctx.run):
             ctx.emit(ev.RUN_STARTED, plan=self.plan.name, path=str(self.plan.path),
                      levels=len(self.plan.levels))
-            for level in self.plan.levels:
-                if ctx.cancel.is_set():
-                    break
-                failures = self._launch_level(level.index, level.name)
-                result.failures.extend(failures)
-                if failures:
-                    break
+            try:
+                self._launch_levels(result)
+            except StateUnavailableError:
+                with contextlib.suppress(StateUnavailableError):  # recorded once it is back
+                    ctx.store.set_run_status(ctx.run, states.RUN_FAILED)
+                raise
             cancelled = ctx.cancel.is_set()
             out_of_time = self._out_of_time if cancelled else None
             if out_of_time is not None:
@@ -127,6 +130,15 @@ class Launcher:
                                for f in result.failures],
                      **({"deadline": out_of_time} if out_of_time else {}))
         return result
+
+    def _launch_levels(self, result: LaunchResult) -> None:
+        for level in self.plan.levels:
+            if self.ctx.cancel.is_set():
+                return
+            failures = self._launch_level(level.index, level.name)
+            result.failures.extend(failures)
+            if failures:
+                return
 
     def _timed_out(self, failures: list[Failure], why: str) -> list[Failure]:
         """What the deadline cut short fails as timed out; failures of their own stay."""
@@ -178,7 +190,7 @@ def reserve_nodes(ctx: RunContext, specs: Sequence[NodeSpec], origin: str = "lau
     left by one of its kind and are its to roll back.
     """
     for spec in specs:
-        ctx.store.save_node(_pending_record(spec, origin))
+        ctx.store.save_node(_pending_record(ctx, spec, origin))
         ctx.emit(ev.NODE_STATE, node=spec.node, state=states.PENDING, service=spec.service,
                  level=spec.level_name)
 
@@ -191,7 +203,11 @@ def run_launches(ctx: RunContext, specs: Sequence[NodeSpec], parallel: int,
     level_failed = threading.Event()
 
     def one(spec: NodeSpec) -> Failure | None:
-        return _NodeLauncher(ctx, spec, level_failed if stop_together else None).run()
+        try:
+            return _NodeLauncher(ctx, spec, level_failed if stop_together else None).run()
+        except StateUnavailableError:
+            ctx.interrupt()  # nothing more can be recorded: stop every node's work now
+            raise
 
     with ThreadPoolExecutor(max_workers=min(max(1, parallel), len(specs)),
                             thread_name_prefix="launch") as pool:
@@ -236,11 +252,19 @@ def known_nodes(store: Store, run: str) -> list[dict[str, Any]]:
     ]
 
 
-def _pending_record(spec: NodeSpec, origin: str) -> NodeRecord:
+def uses_run_key(spec: NodeSpec) -> bool:
+    """Whether cei logs in to the node with the run's own key: the plan names no key for it, and
+    its cloud makes it and can hand it the key in its user-data (not an existing host)."""
+    capabilities = driver_capabilities(spec.cloud.driver)
+    return (spec.ssh_key is None and capabilities.creates_machines
+            and capabilities.takes_userdata)
+
+
+def _pending_record(ctx: RunContext, spec: NodeSpec, origin: str) -> NodeRecord:
     return NodeRecord(
         run=spec.run, node=spec.node, service=spec.service, index=spec.index,
         level=spec.level, level_name=spec.level_name, driver=spec.cloud.driver,
-        cloud=spec.cloud.public_options(), state=states.PENDING,
+        cloud=ctx.cloud_record(spec.cloud), state=states.PENDING,
         ssh_user=spec.ssh_user, ssh_key=spec.ssh_key,
         programs={
             kind: _masked(program.to_dict(), Masker(spec.secrets)) if program else None
@@ -250,7 +274,9 @@ def _pending_record(spec: NodeSpec, origin: str) -> NodeRecord:
             "stage": stage_dir(spec.run, spec.service, spec.index),
             "host_key_policy": spec.host_key_policy,
             "origin": origin,
+            "ssh": spec.ssh_settings(),
             **({"local_exe": True} if spec.local_exe else {}),
+            **({RUN_KEY_MARK: True} if uses_run_key(spec) else {}),
         },
     )
 
@@ -331,7 +357,7 @@ class _NodeLauncher:
         provider = ctx.provider(spec.cloud.driver, options)
 
         self._step(states.CREATING)
-        host_key = hostkeys.key_to_send(spec)
+        host_key = hostkeys.key_to_send(spec, provider)
         resource_id = self._create(provider, host_key, log)
 
         self._step(states.BOOTING)
@@ -343,7 +369,7 @@ class _NodeLauncher:
             raise CeiError(f"the {spec.cloud.driver} cloud reports the node {info.state}"
                            + (f": {info.error}" if info.error else ""))
         # a local node picks its own port; on a cloud or an existing host it is the plan's
-        port = info.port if spec.cloud.driver == "local" else spec.ssh_port
+        port = info.port if provider.capabilities.port_per_node else spec.ssh_port
         ctx.store.update_node(ctx.run, spec.node, address=info.address, port=port,
                               hostname=info.hostname)
         if spec.local_exe:  # its programs run here, as cloudinit.d's local_exe did
@@ -360,7 +386,7 @@ class _NodeLauncher:
         session = ctx.open_session(self._record(), retry_for=_left(deadline, "SSH to answer"))
         try:
             hostkeys.pin_after_connecting(ctx, spec, session, log)
-            if provider.runs_cloud_init:
+            if provider.capabilities.runs_cloud_init:
                 result = session.run(CLOUD_INIT_WAIT, timeout=_left(deadline, "cloud-init"))
                 if result.status not in (0, 2):  # 2: finished with recoverable errors
                     raise CeiError("cloud-init reported an error on the node: "
@@ -376,30 +402,32 @@ class _NodeLauncher:
     def _create(self, provider: Provider, host_key: HostKey | None, log: NodeLog) -> str:
         spec, ctx = self.spec, self.ctx
         authorized = []
-        if spec.cloud.driver == "local" and spec.ssh_key is None:
-            authorized.append(ctx.client_key()[1])
+        if uses_run_key(spec):
+            authorized.append(ctx.client_key(create=True)[1])
         elif spec.ssh_key and Path(spec.ssh_key + ".pub").is_file():
             authorized.append(Path(spec.ssh_key + ".pub").read_text().strip())
         userdata = None
-        if spec.cloud.driver != "static":
+        creates = provider.capabilities.creates_machines  # existing hosts are never created
+        if creates:
             userdata = build_userdata(spec.userdata, host_key=host_key,
                                       authorized_keys=authorized,
-                                      limit=provider.userdata_limit) or None
+                                      limit=provider.capabilities.userdata_limit) or None
         token = creation_token(ctx.run, spec.node)
-        creates = spec.cloud.driver != "static"  # existing hosts are never created
         if creates:  # the intent is durable before the cloud is asked
             intent = ctx.store.record_intent(ctx.run, spec.node, spec.cloud.driver,
-                                             spec.cloud.public_options(), token)
-        tags = {"cei:run": ctx.run, "cei:service": spec.service, "cei:node": spec.node}
+                                             ctx.cloud_record(spec.cloud), token)
+        tags = node_tags(ctx.run, spec.service, spec.node)
         info = provider.create(NodeRequest(
             run=ctx.run, service=spec.service, node=spec.node, token=token,
             options=provider.options, userdata=userdata, tags=tags))
-        if creates:
-            ctx.store.record_resource_id(intent, info.resource_id)
-        ctx.store.update_node(
-            ctx.run, spec.node, resource_id=info.resource_id, token=token,
-            host_key=host_key.public if host_key else None,
-            host_key_fingerprint=host_key.fingerprint if host_key else None)
+        try:
+            if creates:
+                ctx.store.record_resource_id(intent, info.resource_id)
+        finally:  # the node learns its id too, even if the database is away (then later)
+            ctx.store.update_node(
+                ctx.run, spec.node, resource_id=info.resource_id, token=token,
+                host_key=host_key.public if host_key else None,
+                host_key_fingerprint=host_key.fingerprint if host_key else None)
         log.note(f"created {spec.cloud.driver} node {info.resource_id}")
         ctx.emit(ev.RESOURCE, node=spec.node, state="created", driver=spec.cloud.driver,
                  resource_id=info.resource_id)

@@ -30,11 +30,18 @@ from launchplan.levels.launch import DEFAULT_PARALLEL
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import Stage
 from launchplan.levels.runtime import RunContext
+from launchplan.levels.sites import Elsewhere, unreachable
 from launchplan.plan.model import ProgramSpec
+from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING, TERMINATED
 from launchplan.remote import Session
 from launchplan.state import NodeRecord, ResourceRecord
-from launchplan.state.records import REQUEST_FAILED, RESOURCE_INTENT, RESOURCE_NOT_CREATED
+from launchplan.state.records import (
+    REQUEST_FAILED,
+    RESOURCE_GONE_STATES,
+    RESOURCE_INTENT,
+    RESOURCE_NOT_CREATED,
+)
 
 TERMINATE_SSH_WAIT = 15.0  # a node that does not answer SSH soon is destroyed without it
 CONTROLLER_STOP_WAIT = 120.0  # how long a running `cei watch` may take to stop for terminate
@@ -156,6 +163,8 @@ class Terminator:
                             and r.driver + json.dumps(r.cloud, sort_keys=True) == key}
             try:
                 found = ctx.provider(driver, cloud).find(ctx.run)
+            except Elsewhere:
+                continue  # its machine's to sweep; _verify reports what may remain
             except CeiError as exc:
                 self._warn(None, f"could not search the {driver} cloud for the run's nodes: {exc}")
                 continue
@@ -185,10 +194,15 @@ Warn = Callable[[str | None, str], None]
 def take_down(ctx: RunContext, node: NodeRecord, resources: list[ResourceRecord],
               programs: bool, warn: Warn) -> int:
     """Stop one node: its agent and terminate program (best effort, when `programs`), then
-    destroy every resource it has by id. Returns how many were destroyed."""
+    destroy every resource it has by id. Returns how many were destroyed.
+
+    A node on another machine (a local node made elsewhere) is left as it is: verify()
+    reports it as what may remain."""
     if node.state == states.TERMINATED and all(r.state == TERMINATED for r in resources):
         return 0
     if ctx.cancel.is_set():  # interrupted: the node stays as it is for the next teardown
+        return 0
+    if unreachable(node.driver, node.cloud, ctx.site) is not None:
         return 0
     ctx.store.update_node(ctx.run, node.node, state=states.TERMINATING)
     ctx.emit(ev.NODE_STATE, node=node.node, state=states.TERMINATING)
@@ -240,6 +254,11 @@ def retire_node(ctx: RunContext, node: NodeRecord, warn: Warn, programs: bool = 
 
 def verify(ctx: RunContext, res: ResourceRecord) -> Remaining | None:
     """What the cloud says of a resource cei destroyed: None when it is gone."""
+    elsewhere = (unreachable(res.driver, res.cloud, ctx.site)
+                 if res.state not in RESOURCE_GONE_STATES else None)
+    if elsewhere is not None:
+        return Remaining(res.node, res.driver, res.resource_id or f"(intent of {res.node})",
+                         elsewhere)
     if res.resource_id is None:
         return None
     try:
@@ -312,7 +331,7 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
 
 def _running(ctx: RunContext, node: NodeRecord) -> bool:
     """Whether the cloud still runs the node (existing hosts always do)."""
-    if node.driver == "static" or node.resource_id is None:
+    if not driver_capabilities(node.driver).creates_machines or node.resource_id is None:
         return True
     try:
         return ctx.provider(node.driver, node.cloud).describe(node.resource_id).state == RUNNING

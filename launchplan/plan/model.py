@@ -100,7 +100,13 @@ class NodeSpec:
     timeout: float = 600.0  # bound on the whole create-to-ready path of this node
     ssh_user: str | None = None
     ssh_key: str | None = None  # absolute path of the private key file, `~` expanded
-    ssh_port: int = 22
+    ssh_port: int | None = None  # None: the ssh config's Port, else 22
+    # the OpenSSH client config to read (absolute path), "none", or None for ~/.ssh/config
+    ssh_config: str | None = None
+    # bastions in order ({"host": "[user@]host[:port]", "host_key": ...}); None: the ssh
+    # config's ProxyJump decides, (): none at all
+    ssh_jump: tuple[Mapping[str, str], ...] | None = None
+    ssh_key_passphrase_env: str | None = None  # the variable's name, never its value
     host_key_policy: str = "pinned"  # pinned | console | accept-new
     host_key: str | None = None  # an existing host's public key line, pinned (driver static)
     # the execution-engine agent to start on the node ({"slots": N}), or None for no agent
@@ -115,6 +121,16 @@ class NodeSpec:
     @property
     def node(self) -> str:
         return f"{self.service}/{self.index}"
+
+    def ssh_settings(self) -> dict[str, Any]:
+        """The SSH keys beyond user, key and port, as the node's record keeps them (plan names;
+        only what the plan set, so the ssh config decides the rest)."""
+        settings = {
+            "ssh_config": self.ssh_config,
+            "ssh_jump": None if self.ssh_jump is None else [dict(h) for h in self.ssh_jump],
+            "ssh_key_passphrase_env": self.ssh_key_passphrase_env,
+        }
+        return {k: v for k, v in settings.items() if v is not None}
 
     @property
     def needs_ssh(self) -> bool:

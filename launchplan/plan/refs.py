@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from jinja2 import nodes
 
 from launchplan.errors import PlanError
+from launchplan.suggest import did_you_mean
 
 from . import budgets, compat, schema
 from .model import Plan, ServiceDecl
 from .problems import Problems
 from .render import (
+    NO_SSH_CONFIG,
     PROGRAMS,
     Site,
     cloud_site,
@@ -33,7 +35,6 @@ from .render import (
     static_count,
     template_names,
 )
-from .suggest import did_you_mean
 from .templates import TemplateProblem, is_template, shared_templates
 from .yamlsrc import read_text
 
@@ -83,6 +84,9 @@ def _check_service(plan: Plan, decl: ServiceDecl, problems: Problems) -> None:
     profile = plan.clouds[cloud]
     csite = cloud_site(plan, cloud)
     _walk(profile, (), csite, refs, problems)
+    config = profile.get("ssh_config")
+    if _ssh_config_file(config) and "ssh_config" not in decl.raw:
+        _need_file(plan, csite, ("ssh_config",), config)
     driver = profile.get("driver")
     if isinstance(driver, str) and not is_template(driver):
         _check_driver(decl, site, str(cloud), driver)
@@ -184,6 +188,8 @@ def _check_files(plan: Plan, decl: ServiceDecl, site: Site, refs: _Refs) -> None
         body = raw.get(kind)
         if isinstance(body, Mapping) and _literal(body.get("run")):
             _need_file(plan, site, (kind, "run"), body["run"])
+    if _ssh_config_file(raw.get("ssh_config")):
+        _need_file(plan, site, ("ssh_config",), raw["ssh_config"])
     userdata = raw.get("userdata")
     items = [(("userdata",), userdata)] if isinstance(userdata, str) else [
         (("userdata", i), item) for i, item in enumerate(userdata or [])
@@ -210,6 +216,12 @@ def _check_userdata(file: Path, refs: _Refs) -> None:
 
 def _literal(value: object) -> bool:
     return isinstance(value, str) and not is_template(value)
+
+
+def _ssh_config_file(value: object) -> TypeGuard[str]:
+    """Whether an `ssh_config` value names a file that must exist now. (An `ssh_key` is this
+    machine's file: see machine_problems.)"""
+    return _literal(value) and value != NO_SSH_CONFIG
 
 
 def _need_file(plan: Plan, site: Site, path: tuple[Any, ...], value: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from launchplan.ctx.userdata import check_cloud_config, detect_content_type
 from launchplan.errors import PlanError
+from launchplan.suggest import did_you_mean
 
 from . import budgets, compat, schema
 from .elastic import ElasticSpec, parse_elastic
@@ -29,7 +30,6 @@ from .model import (
     SourceLocation,
 )
 from .problems import Problems
-from .suggest import did_you_mean
 from .templates import (
     CLOUD_INIT_JINJA,
     Namespace,
@@ -58,9 +58,12 @@ DEFAULT_AGENT_SLOTS = 4  # `agent: true`
 _TEXT_KEYS = frozenset({
     "cloud", "driver", "ssh_user", "ssh_key", "image", "size", "key_name", "subnet", "region",
     "location", "zone", "endpoint_url", "provider", "address", "host_key_policy", "compat",
-    "bootconf",
+    "bootconf", "ssh_config", "ssh_key_passphrase_env",
 })  # fmt: skip
-_TEXT_LISTS = frozenset({"tags", "credentials", "security_groups", "host", "userdata"})
+_TEXT_LISTS = frozenset({
+    "tags", "credentials", "security_groups", "host", "userdata", "ssh_jump",
+})  # fmt: skip
+NO_SSH_CONFIG = "none"  # ssh_config: none reads no OpenSSH client config at all
 
 
 def wants_text(path: tuple[Any, ...]) -> bool:
@@ -71,6 +74,8 @@ def wants_text(path: tuple[Any, ...]) -> bool:
         return path[1] in ("run", "command")
     if len(path) == 2:
         return path[0] in _TEXT_LISTS
+    if len(path) == 3 and path[0] == "ssh_jump":
+        return True
     return len(path) == 3 and path[0] in PROGRAMS and path[1] in ("args", "env")
 
 
@@ -385,11 +390,10 @@ class _ServiceRenderer:
         cloud = self._cloud(cloud_name, profile, svc)
         host = self._host(svc, index, cloud)
         timeout = float(svc.get("timeout", DEFAULT_TIMEOUT))
-        ssh_key = None  # this machine's key: whether it exists is checked at launch
-        if svc.get("ssh_key") is not None:
-            ssh_key = resolve_path(self.plan.base_dir, svc["ssh_key"])
-        elif profile.get("ssh_key") is not None:
-            ssh_key = resolve_path(self.plan.base_dir, profile["ssh_key"])
+        ssh_key = self._ssh_file(svc, profile, csite, "ssh_key")
+        ssh_config = self._ssh_file(svc, profile, csite, "ssh_config")
+        ssh_port = svc.get("ssh_port", profile.get("ssh_port"))
+        jump = svc.get("ssh_jump", profile.get("ssh_jump"))
         return NodeSpec(
             run=self.run,
             service=self.decl.name,
@@ -410,7 +414,12 @@ class _ServiceRenderer:
             timeout=timeout,
             ssh_user=svc.get("ssh_user") or profile.get("ssh_user"),
             ssh_key=ssh_key,
-            ssh_port=int(svc.get("ssh_port", profile.get("ssh_port", 22))),
+            ssh_port=None if ssh_port is None else int(ssh_port),
+            ssh_config=ssh_config,
+            ssh_jump=None if jump is None else tuple(
+                {"host": hop} if isinstance(hop, str) else dict(hop) for hop in jump),
+            ssh_key_passphrase_env=(svc.get("ssh_key_passphrase_env")
+                                    or profile.get("ssh_key_passphrase_env")),
             host_key_policy=svc.get("host_key_policy", "pinned"),
             host_key=svc.get("host_key") or profile.get("host_key"),
             agent=agent_settings(svc.get("agent")),
@@ -440,7 +449,8 @@ class _ServiceRenderer:
                 raise self.site.fail(
                     (key,), f"{key} is not an option of cloud '{name}' (driver {driver})"
                 )
-            if key in ("tags", "run_instances") and isinstance(options.get(key), Mapping):
+            if key in ("tags", "run_instances", "create_args") and isinstance(
+                    options.get(key), Mapping):
                 value = {**options[key], **value}
             options[key] = value
         if "tags" in options:
@@ -470,6 +480,22 @@ class _ServiceRenderer:
                 ("userdata",), f"userdata is for machines cei creates; cloud '{cloud.name}' "
                 "(driver static) is an existing host, which never receives user-data")
         return host
+
+    def _ssh_file(self, svc: Mapping[str, Any], profile: Mapping[str, Any], csite: Site,
+                  key: str) -> str | None:
+        """The service's or else the profile's `ssh_key` / `ssh_config` file, made absolute.
+
+        The key is this machine's: whether it exists is checked at launch (machine_problems),
+        not here. An ssh_config the plan names is one of its files and must exist."""
+        for site, values in ((self.site, svc), (csite, profile)):
+            value = values.get(key)
+            if value == NO_SSH_CONFIG and key == "ssh_config":
+                return NO_SSH_CONFIG
+            if value is not None and key == "ssh_key":
+                return resolve_path(self.plan.base_dir, value)
+            if value is not None:
+                return self._file(site, (key,), value)
+        return None
 
     def _file(self, site: Site, path: tuple[Any, ...], value: str) -> str:
         resolved = resolve_path(self.plan.base_dir, value)

@@ -18,10 +18,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from launchplan.errors import PlanError
+from launchplan.suggest import did_you_mean
 
 from .model import SourceLocation
 from .problems import Problems
-from .suggest import did_you_mean
 from .templates import is_template
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -29,9 +29,12 @@ SCHEMA_PATH = Path(__file__).with_name("schema.json")
 # Service keys that override the chosen cloud profile's keys of the same name.
 OVERRIDE_KEYS = (
     "image", "size", "key_name", "security_groups", "subnet", "region", "location", "tags",
-    "run_instances", "address", "zone",
+    "run_instances", "address", "zone", "create_args",
 )  # fmt: skip
-SSH_KEYS = frozenset({"ssh_user", "ssh_key", "ssh_port", "host_key"})
+SSH_KEYS = frozenset({
+    "ssh_user", "ssh_key", "ssh_port", "host_key", "ssh_config", "ssh_jump",
+    "ssh_key_passphrase_env",
+})  # fmt: skip
 
 Locate = Callable[[tuple[Any, ...], bool], SourceLocation]
 
@@ -79,7 +82,8 @@ def _validator_class(raw: bool) -> Any:
     checker = Draft202012Validator.TYPE_CHECKER.redefine_many(
         {t: _raw_type(t) for t in ("integer", "number", "boolean", "null")}
     )
-    keywords = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "enum")
+    keywords = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "enum",
+                "pattern")
     return jsonschema.validators.extend(
         Draft202012Validator,
         validators={k: _skip_templates(Draft202012Validator.VALIDATORS[k]) for k in keywords},
@@ -244,6 +248,8 @@ def _explain(err: ValidationError, prefix: tuple[Any, ...]) -> tuple[tuple[Any, 
         return path, f"{subject(path)} must not be an empty string", False
     if kind == "oneOf" and "x-message" in schema:
         return path, f"{subject(path)} {schema['x-message']}", True
+    if kind == "pattern" and "x-message" in schema:
+        return path, f"{subject(path)} {schema['x-message']}, got {show(instance)}", False
     if kind in ("type", "minimum", "maximum", "exclusiveMinimum", "enum", "pattern"):
         hint = did_you_mean(instance, schema["enum"]) if kind == "enum" else ""
         message = f"{subject(path)} must be {describe(schema)}, got {show(instance)}{hint}"

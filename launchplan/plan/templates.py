@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast as pyast
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -22,9 +23,10 @@ import jinja2
 from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
 
+from launchplan.suggest import did_you_mean
+
 from . import budgets
 from .sandbox import BudgetExceeded, MeteredNativeSandbox, MeteredSandbox, metered, size
-from .suggest import did_you_mean
 
 TEMPLATE_MARKS = ("{{", "{%")
 CLOUD_INIT_JINJA = "## template: jinja"
@@ -97,6 +99,22 @@ class Placeholder(str):
 
     def __getitem__(self, key: Any) -> Placeholder:
         return Placeholder(f"{str(self)[:-1]}.{key}>")
+
+
+# How a placeholder reads once rendered: "<db.outputs.token>", "<db/0.address>", ...
+_PLACEHOLDER = re.compile(r"<[A-Za-z0-9_][A-Za-z0-9_.-]*(/[0-9]+)?\.(outputs|address|hostname)"
+                          r"(\.[^<>]*)?>")
+
+
+def mentions_placeholder(value: Any) -> bool:
+    """Whether a value rendered before launch holds something only the launch will know."""
+    if isinstance(value, str):
+        return _PLACEHOLDER.search(value) is not None
+    if isinstance(value, Mapping):
+        return any(mentions_placeholder(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(mentions_placeholder(v) for v in value)
+    return False
 
 
 class Placeholders(Namespace):

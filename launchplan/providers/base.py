@@ -1,6 +1,8 @@
-"""The provider interface: create, describe, destroy, find. Nothing else.
+"""The provider interface: create, describe, destroy, find, and what a provider can do.
 
-Providers know no plan and no SSH. Each cloud's quirks stay inside its own module.
+Providers know no plan and no SSH. Each cloud's quirks stay inside its own module; what the
+engine, the dispatcher and the CLI must know about a cloud they learn from its Capabilities,
+never from its driver's name, so that a new cloud is one new module.
 """
 
 from __future__ import annotations
@@ -49,19 +51,64 @@ class NodeInfo:
     error: str | None = None  # provider's message when state is ERROR
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider does, so that callers ask instead of comparing driver names."""
+
+    # It creates (and destroys) machines; False for hosts that already exist, which cei never
+    # creates, describes, destroys or sweeps, and whose host key must already be known.
+    creates_machines: bool = True
+    # cei waits for cloud-init once SSH answers (the local cloud applies user-data first).
+    runs_cloud_init: bool = True
+    # The provider picks each node's SSH port (NodeInfo.port); otherwise the plan's applies.
+    port_per_node: bool = False
+    # It can hand a node user-data at creation (cei's pinned host key travels in it).
+    takes_userdata: bool = True
+    # Largest user-data the cloud accepts, in bytes (None: no limit); cei gzips past it.
+    userdata_limit: int | None = None
+    # Nodes carry cei's tags, so find() works by tag (otherwise by cei's node-name prefix).
+    tags: bool = True
+    # The cloud itself makes a create with a known token idempotent (otherwise the provider
+    # looks for the token's node before creating).
+    client_token: bool = True
+    # console_output() can read the node's console (host_key_policy: console).
+    console: bool = True
+    # Nodes know no key of the user: when the plan names no ssh_key, cei makes one per run.
+    generated_login_key: bool = False
+    # Nodes run on this machine and share its files and its Python.
+    on_this_machine: bool = False
+    # Seconds between describe() calls while waiting for a node to run.
+    poll_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing `check()` found wrong, by the option it concerns ("image",
+    ("create_args", "networks"), ...) so the caller can point at the plan line."""
+
+    option: tuple[str, ...]
+    message: str
+
+
 class Provider(ABC):
     """One cloud (or the local cloud, or existing hosts) behind a uniform verb set."""
 
     driver: ClassVar[str]
-    # Largest user-data the cloud accepts, in bytes (None: no limit). cei gzips past it.
-    userdata_limit: ClassVar[int | None] = None
-    # Whether cei should wait for cloud-init on the node (the local cloud applies user-data
-    # before its SSH server answers, so waiting there is pointless).
-    runs_cloud_init: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
         self.options = options
         self.run_dir = run_dir  # $CEI_HOME/runs/RUN: where a provider may keep local files
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this provider can do; a driver family whose members differ refines it."""
+        return self.CAPABILITIES
+
+    def check(self) -> list[Problem]:
+        """Read-only: what the cloud profile names (image, size, networks, key pairs,
+        credentials) that the cloud does not have or refuses. Nothing is created."""
+        return []
 
     @abstractmethod
     def create(self, request: NodeRequest) -> NodeInfo:
@@ -94,9 +141,11 @@ class Provider(ABC):
         resource_id: str,
         timeout: float,
         cancel: threading.Event | None = None,
-        interval: float = 1.0,
+        interval: float | None = None,
     ) -> NodeInfo:
-        """Wait until the node runs. Drivers with native waiters override this."""
+        """Wait until the node runs, describing it every `interval` seconds (default: the
+        provider's poll interval). Drivers with native waiters override this."""
+        interval = interval or self.capabilities.poll_interval
         deadline = time.monotonic() + timeout
         while True:
             info = self.describe(resource_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import math
 import re
 import threading
@@ -27,11 +26,14 @@ from launchplan.providers.base import (
     STOPPED,
     TERMINATED,
     UNKNOWN,
+    Capabilities,
     NodeInfo,
     NodeRequest,
+    Problem,
     Provider,
 )
 from launchplan.providers.retry import is_transient_message
+from launchplan.providers.tags import PREFIX, RUN, TOKEN, client_token, merged_tags
 
 # EC2 instance states -> cei's normalised states.
 _STATES = {
@@ -50,10 +52,29 @@ MAX_ATTEMPTS = 8
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
 
-TOKEN_TAG = "cei:token"
 _NOT_FOUND = frozenset({"InvalidInstanceID.NotFound"})
 _STATUS_IDS = 100  # instance ids per DescribeInstanceStatus call
 _INSTANCE_ID = re.compile(r"\bi-[0-9a-f]+\b")
+# Answers that mean the credentials (or the endpoint) are wrong: every other check would fail
+# the same way, so `check` reports once and stops.
+_AUTH_CODES = frozenset({
+    "AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "InvalidAccessKeyId",
+    "UnrecognizedClientException", "ExpiredToken", "RequestExpired",
+})  # fmt: skip
+# Answers of an EC2-compatible API that lacks a call: that check is skipped, not failed.
+_UNSUPPORTED_CODES = frozenset(
+    {"InvalidAction", "UnsupportedOperation", "NotImplemented", "UnknownOperation"}
+)
+# What `check` describes: RunInstances key, the plan option that sets it, the describe call,
+# its parameters for the value, and the answer's list that must not come back empty.
+_CHECKS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("ImageId", "image", "describe_images", "ImageIds", "Images"),
+    ("InstanceType", "size", "describe_instance_types", "InstanceTypes", "InstanceTypes"),
+    ("KeyName", "key_name", "describe_key_pairs", "KeyNames", "KeyPairs"),
+    ("SubnetId", "subnet", "describe_subnets", "SubnetIds", "Subnets"),
+    ("SecurityGroupIds", "security_groups", "describe_security_groups", "GroupIds",
+     "SecurityGroups"),
+)
 _TRANSIENT_NETWORK = (
     "EndpointConnectionError",
     "ConnectionClosedError",
@@ -61,13 +82,6 @@ _TRANSIENT_NETWORK = (
     "ConnectTimeoutError",
     "ProxyConnectionError",
 )
-
-
-def client_token(token: str) -> str:
-    """EC2's ClientToken: at most 64 ASCII characters; longer or non-ASCII tokens are hashed."""
-    if 0 < len(token) <= 64 and token.isascii() and token.isprintable():
-        return token
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -116,7 +130,7 @@ class EC2Provider(Provider):
 
     driver: ClassVar[str] = "ec2"
     # EC2 refuses user-data over 16 KiB (counted before base64).
-    userdata_limit: ClassVar[int | None] = 16384
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(userdata_limit=16384)
 
     def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
         super().__init__(options, run_dir)
@@ -234,13 +248,10 @@ class EC2Provider(Provider):
     # -- the verbs ---------------------------------------------------------------------------
 
     def _tags(self, request: NodeRequest) -> dict[str, str]:
-        tags = {"Name": f"{request.run}/{request.node}"}
         options = request.options or self.options
-        tags.update({str(k): str(v) for k, v in (options.get("tags") or {}).items()})
-        tags.update({str(k): str(v) for k, v in request.tags.items()})
-        tags.update({"cei:run": request.run, "cei:service": request.service})
-        tags.update({"cei:node": request.node, TOKEN_TAG: client_token(request.token)})
-        return tags
+        user = {"Name": f"{request.run}/{request.node}", **(options.get("tags") or {})}
+        return merged_tags(user, request.tags, request.run, request.service, request.node,
+                           request.token)
 
     def run_instances_kwargs(self, request: NodeRequest) -> dict[str, Any]:
         """The RunInstances parameters for a request (public so tests and `render` can show it)."""
@@ -279,7 +290,7 @@ class EC2Provider(Provider):
         for spec in extra.pop("TagSpecifications", None) or []:
             if spec.get("ResourceType") == "instance":
                 user = _tags_dict(spec.get("Tags"))
-                tags.update({k: v for k, v in user.items() if not k.startswith("cei:")})
+                tags.update({k: v for k, v in user.items() if not k.startswith(PREFIX)})
             else:
                 specs.append(spec)
         instance_spec = {
@@ -295,16 +306,40 @@ class EC2Provider(Provider):
         instances = self._instances(
             f"ec2: looking for node {request.node}",
             Filters=[
-                {"Name": f"tag:{TOKEN_TAG}", "Values": [client_token(request.token)]},
-                {"Name": "tag:cei:run", "Values": [request.run]},
+                {"Name": f"tag:{TOKEN}", "Values": [client_token(request.token)]},
+                {"Name": f"tag:{RUN}", "Values": [request.run]},
                 {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
             ],
         )
         return self._info(instances[0]) if instances else None
 
+    def _vpc_group_ids(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """In a VPC (a subnet is given) EC2 takes security groups by id only: look the names
+        up among the subnet's VPC's groups, so a plan may name them as in the default VPC."""
+        names = kwargs.get("SecurityGroups")
+        subnet = kwargs.get("SubnetId")
+        if not names or not subnet:
+            return kwargs
+        what = f"ec2: looking up security groups {', '.join(names)}"
+        subnets = self._call(what, "describe_subnets", SubnetIds=[subnet])["Subnets"]
+        found = self._call(what, "describe_security_groups", Filters=[
+            {"Name": "vpc-id", "Values": [subnets[0]["VpcId"]]},
+            {"Name": "group-name", "Values": list(names)},
+        ])["SecurityGroups"]
+        ids = {g["GroupName"]: g["GroupId"] for g in found}
+        missing = [n for n in names if n not in ids]
+        if missing:
+            raise ProviderError(
+                f"ec2: no security group {', '.join(map(repr, missing))} in the VPC "
+                f"{subnets[0]['VpcId']} of subnet {subnet}", transient=False)
+        resolved = {k: v for k, v in kwargs.items() if k != "SecurityGroups"}
+        resolved["SecurityGroupIds"] = [*kwargs.get("SecurityGroupIds", []),
+                                        *(ids[n] for n in names)]
+        return resolved
+
     def create(self, request: NodeRequest) -> NodeInfo:
         """RunInstances with ClientToken and tags; a retry with the same token finds the first."""
-        kwargs = self.run_instances_kwargs(request)
+        kwargs = self._vpc_group_ids(self.run_instances_kwargs(request))
         existing = self._by_token(request)
         if existing is not None:
             return existing
@@ -364,6 +399,63 @@ class EC2Provider(Provider):
                 return
             raise to_provider_error(exc, f"ec2: terminating {resource_id}") from exc
 
+    def check(self) -> list[Problem]:
+        """One read-only describe call per thing RunInstances would use (image, instance type,
+        key pair, subnet, security groups, zone), from the plan keys or `run_instances`."""
+        probe = NodeRequest(run="cei-check", service="check", node="check/0", token="check",
+                            options=self.options)
+        try:
+            kwargs = self.run_instances_kwargs(probe)
+        except UsageError as exc:
+            return [Problem(("image",), str(exc))]
+        passthrough = self.options.get("run_instances") or {}
+
+        def option(key: str, name: str) -> tuple[str, ...]:
+            return ("run_instances", key) if key in passthrough else (name,)
+
+        problems: list[Problem] = []
+        wanted = [(key, name, method, param, answer) for key, name, method, param, answer in _CHECKS
+                  if kwargs.get(key) and not str(kwargs[key]).startswith("resolve:ssm:")]
+        zone = (kwargs.get("Placement") or {}).get("AvailabilityZone")
+        if zone:
+            wanted.append(("Placement", "zone", "describe_availability_zones", "ZoneNames",
+                           "AvailabilityZones"))
+        for key, name, method, param, answer in wanted:
+            value = zone if key == "Placement" else kwargs[key]
+            values = value if isinstance(value, list) else [value]
+            try:
+                found = getattr(self.client, method)(**{param: values})[answer]
+            except CeiError as exc:
+                return [*problems, Problem(("credentials",), str(exc))]
+            except Exception as exc:
+                code = error_code(exc)
+                if code in _UNSUPPORTED_CODES:
+                    continue
+                error = to_provider_error(
+                    exc, f"ec2: looking up {name} {', '.join(map(str, values))}")
+                if code in _AUTH_CODES or code is None:
+                    return [*problems, Problem(("credentials",), str(error))]
+                problems.append(Problem(option(key, name), str(error)))
+                continue
+            if not found:
+                problems.append(Problem(option(key, name), f"ec2: no {name} "
+                                        f"{', '.join(map(str, values))} in this account"))
+        if kwargs.get("SecurityGroups"):
+            problems.extend(self._check_group_names(kwargs))
+        return problems
+
+    def _check_group_names(self, kwargs: dict[str, Any]) -> list[Problem]:
+        names = kwargs["SecurityGroups"]
+        try:
+            if kwargs.get("SubnetId"):
+                self._vpc_group_ids(kwargs)
+            else:
+                self._call(f"ec2: security groups {', '.join(names)}",
+                           "describe_security_groups", GroupNames=list(names))
+        except ProviderError as exc:
+            return [Problem(("security_groups",), str(exc))]
+        return []
+
     def console_output(self, resource_id: str) -> str | None:
         """The instance's console text (for host_key_policy: console), None while empty."""
         response = self._call(
@@ -384,7 +476,7 @@ class EC2Provider(Provider):
         instances = self._instances(
             f"ec2: finding the nodes of run {run}",
             Filters=[
-                {"Name": "tag:cei:run", "Values": [run]},
+                {"Name": f"tag:{RUN}", "Values": [run]},
                 {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
             ],
         )
@@ -395,12 +487,12 @@ class EC2Provider(Provider):
         resource_id: str,
         timeout: float,
         cancel: threading.Event | None = None,
-        interval: float = 1.0,
+        interval: float | None = None,
     ) -> NodeInfo:
         """boto3's `instance_running` waiter, one attempt at a time so `cancel` is honoured."""
         from botocore.exceptions import WaiterError
 
-        delay = max(interval, 0.05)
+        delay = max(interval or self.capabilities.poll_interval, 0.05)
         attempts = max(1, math.ceil(timeout / delay) + 1)
         deadline = time.monotonic() + timeout
         waiter = self.client.get_waiter("instance_running")

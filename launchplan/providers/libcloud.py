@@ -1,13 +1,15 @@
 """Any apache-libcloud compute driver, by its provider name ("ec2", "openstack", ...).
 
 libcloud serves create, describe, destroy and list only: SSH stays in cei's own layer with pinned
-host keys (libcloud's deploy_node would accept any host key). Driver capabilities differ, so each
-optional feature is used only where the driver's create_node takes it:
+host keys (libcloud's deploy_node would accept any host key). Drivers differ, so the provider's
+capabilities come from what the driver class's create_node takes, and each optional feature is
+used only where it exists:
 - user-data through `ex_userdata` (a plan with user-data on a driver without it is refused);
 - tags through `ex_metadata` (EC2 turns them into instance tags, OpenStack into metadata);
   without it, nodes are found by their name prefix `cei-<run>-<hash>-`;
 - the idempotency token through `ex_clienttoken`; without it, an existing node of the same name
   is looked up before creating.
+Images, sizes, locations and the names inside `create_args` are resolved by libcloud_names.
 Transient failures (rate limits, 5xx, dropped connections) are retried with capped backoff.
 """
 
@@ -18,6 +20,8 @@ import inspect
 import re
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -29,12 +33,15 @@ from launchplan.providers.base import (
     STOPPED,
     TERMINATED,
     UNKNOWN,
+    Capabilities,
     NodeInfo,
     NodeRequest,
+    Problem,
     Provider,
 )
-from launchplan.providers.ec2 import client_token
+from launchplan.providers.libcloud_names import Names
 from launchplan.providers.retry import Backoff, is_transient_message, retry_call
+from launchplan.providers.tags import RUN, TOKEN, client_token, merged_tags
 
 T = TypeVar("T")
 
@@ -56,8 +63,6 @@ _STATES = {
 # Raw cloud states that libcloud reports as "unknown" but that mean the node is going away.
 _GOING = frozenset({"shutting-down", "terminated", "deleted", "deleting"})
 _NOT_FOUND = ("InvalidInstanceID.NotFound", "NotFound", "not found", "does not exist")
-
-TOKEN_TAG = "cei:token"
 
 
 def node_name(run: str, node: str) -> str:
@@ -128,8 +133,9 @@ class LibcloudProvider(Provider):
 
     driver: ClassVar[str] = "libcloud"
     backoff: ClassVar[Backoff] = Backoff()
-    # The smallest limit among common drivers (EC2: 16 KiB; OpenStack: 64 KiB): always safe.
-    userdata_limit: ClassVar[int | None] = 16384
+    # The user-data limit is the smallest among common drivers (EC2: 16 KiB; OpenStack:
+    # 64 KiB): always safe. The rest depends on the driver (see `capabilities`).
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(userdata_limit=16384)
 
     def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
         super().__init__(options, run_dir)
@@ -148,6 +154,31 @@ class LibcloudProvider(Provider):
 
     # -- the driver ----------------------------------------------------------------------------
 
+    @cached_property
+    def driver_class(self) -> Any:
+        """The libcloud driver class: known without credentials, so capabilities are too."""
+        from libcloud.compute.providers import get_driver
+
+        try:
+            return get_driver(self.provider_name)
+        except AttributeError:
+            raise UsageError(
+                f"libcloud: unknown compute provider {self.provider_name!r} "
+                "(see libcloud.compute.types.Provider)"
+            ) from None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this driver's create_node takes, and whether it can read a console."""
+        create = self.driver_class.create_node
+        return replace(
+            self.CAPABILITIES,
+            takes_userdata=_accepts(create, "ex_userdata"),
+            tags=_accepts(create, "ex_metadata"),
+            client_token=_accepts(create, "ex_clienttoken"),
+            console=hasattr(self.driver_class, "ex_get_console_output"),
+        )
+
     @property
     def compute(self) -> Any:
         """The libcloud driver instance; credentials go in as its positional key and secret."""
@@ -157,15 +188,7 @@ class LibcloudProvider(Provider):
             return self._driver
 
     def _make_driver(self) -> Any:
-        from libcloud.compute.providers import get_driver
-
-        try:
-            cls = get_driver(self.provider_name)
-        except AttributeError:
-            raise UsageError(
-                f"libcloud: unknown compute provider {self.provider_name!r} "
-                "(see libcloud.compute.types.Provider)"
-            ) from None
+        cls = self.driver_class
         credentials = dict(self.options.get("credentials") or {})
         key = credentials.pop("key", None)
         secret = credentials.pop("secret", None)
@@ -185,6 +208,10 @@ class LibcloudProvider(Provider):
             raise ProviderError(
                 f"libcloud {self.provider_name}: cannot build the driver: {_message(exc)}"
             ) from exc
+
+    @property
+    def names(self) -> Names:
+        return Names(self.compute, self._call, f"libcloud {self.provider_name}")
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
         return retry_call(
@@ -237,72 +264,33 @@ class LibcloudProvider(Provider):
 
     def _belongs(self, node: Any, run: str) -> bool:
         tags = self._tags(node)
-        if "cei:run" in tags:
-            return tags["cei:run"] == run
+        if RUN in tags:
+            return tags[RUN] == run
         return str(node.name or "").startswith(name_prefix(run))
 
     def _list(self, what: str, run: str | None = None) -> list[Any]:
         compute = self.compute
         if run is not None and self._is_ec2():
-            return self._call(what, lambda: compute.list_nodes(ex_filters={"tag:cei:run": run}))
+            return self._call(what, lambda: compute.list_nodes(ex_filters={f"tag:{RUN}": run}))
         return self._call(what, compute.list_nodes)
 
     # -- the verbs -----------------------------------------------------------------------------
 
-    def _tags_for(self, request: NodeRequest) -> dict[str, str]:
-        options = request.options or self.options
-        tags = {str(k): str(v) for k, v in (options.get("tags") or {}).items()}
-        tags.update({str(k): str(v) for k, v in request.tags.items()})
-        tags.update({"cei:run": request.run, "cei:service": request.service})
-        tags.update({"cei:node": request.node, TOKEN_TAG: client_token(request.token)})
-        return tags
-
-    def _image(self, image: str) -> Any:
-        from libcloud.compute.base import NodeImage
-
-        return NodeImage(id=image, name=image, driver=self.compute)
-
-    def _size(self, size: str) -> Any:
-        """The driver's size (flavor) with this id or name; an id it does not list goes as is."""
-        from libcloud.compute.base import NodeSize
-
-        compute = self.compute
-        sizes = self._call(f"libcloud {self.provider_name}: listing sizes", compute.list_sizes)
-        for candidate in sizes:
-            if str(candidate.id) == size:
-                return candidate
-        for candidate in sizes:
-            if str(candidate.name) == size:
-                return candidate
-        return NodeSize(id=size, name=size, ram=0, disk=0, bandwidth=None, price=0, driver=compute)
-
-    def _location(self, wanted: str) -> Any:
-        compute = self.compute
-        locations = self._call("libcloud: listing locations", compute.list_locations)
-        for location in locations:
-            if wanted in (str(location.id), str(location.name)):
-                return location
-        known = ", ".join(sorted(str(loc.name) for loc in locations)) or "none"
-        raise ProviderError(
-            f"libcloud {self.provider_name}: unknown location {wanted!r} (known: {known})"
-        )
-
     def create_kwargs(self, request: NodeRequest) -> dict[str, Any]:
-        """The create_node keyword arguments for a request, shaped by what the driver accepts."""
+        """The create_node keyword arguments for a request, shaped by what the driver takes:
+        the plan's `create_args` (names resolved), then cei's own arguments."""
         options = request.options or self.options
         image, size = options.get("image"), options.get("size")
         if not image or not size:
             raise UsageError(f"libcloud: node {request.node} needs both image and size")
-        create = self.compute.create_node
-        kwargs: dict[str, Any] = {
-            "name": node_name(request.run, request.node),
-            "image": self._image(str(image)),
-            "size": self._size(str(size)),
-        }
+        capabilities, names = self.capabilities, self.names
+        kwargs: dict[str, Any] = names.create_args(options.get("create_args") or {})
+        kwargs.update(name=node_name(request.run, request.node), image=names.image(str(image)),
+                      size=names.size(str(size)))
         if options.get("location"):
-            kwargs["location"] = self._location(str(options["location"]))
+            kwargs["location"] = names.location(str(options["location"]))
         if request.userdata:
-            if not _accepts(create, "ex_userdata"):
+            if not capabilities.takes_userdata:
                 raise ProviderError(
                     f"the libcloud {self.provider_name} driver cannot pass user-data",
                     transient=False,
@@ -311,11 +299,37 @@ class LibcloudProvider(Provider):
                 kwargs["ex_userdata"] = request.userdata.decode("utf-8")
             except UnicodeDecodeError:  # gzipped user-data stays bytes
                 kwargs["ex_userdata"] = request.userdata
-        if _accepts(create, "ex_metadata"):
-            kwargs["ex_metadata"] = self._tags_for(request)
-        if _accepts(create, "ex_clienttoken"):
+        if capabilities.tags:
+            user = {**(kwargs.get("ex_metadata") or {}), **(options.get("tags") or {})}
+            kwargs["ex_metadata"] = merged_tags(user, request.tags, request.run,
+                                                request.service, request.node, request.token)
+        if capabilities.client_token:
             kwargs["ex_clienttoken"] = client_token(request.token)
         return kwargs
+
+    def check(self) -> list[Problem]:
+        """Read-only: the credentials (by listing sizes), then the image, size, location and
+        every name in `create_args`, each looked up the way create would."""
+        try:
+            self._call(f"libcloud {self.provider_name}: listing sizes", self.compute.list_sizes)
+        except CeiError as exc:
+            return [Problem(("credentials",), str(exc))]
+        names, options = self.names, self.options
+        lookups: list[tuple[tuple[str, ...], Callable[[], Any]]] = []
+        for key, resolve in (("image", names.image), ("size", names.size),
+                             ("location", names.location)):
+            if options.get(key):
+                lookups.append(((key,), partial(resolve, str(options[key]))))
+        for argument, value in (options.get("create_args") or {}).items():
+            lookups.append((("create_args", argument), partial(names.create_args,
+                                                               {argument: value})))
+        problems = []
+        for option, lookup in lookups:
+            try:
+                lookup()
+            except CeiError as exc:
+                problems.append(Problem(option, str(exc)))
+        return problems
 
     def _existing(self, request: NodeRequest, kwargs: Mapping[str, Any]) -> NodeInfo | None:
         """A live node already created for this token (or, without tags, with this name)."""
@@ -323,9 +337,9 @@ class LibcloudProvider(Provider):
             info = self._info(node)
             if info.state == TERMINATED or not self._belongs(node, request.run):
                 continue
-            if info.tags.get(TOKEN_TAG) == client_token(request.token):
+            if info.tags.get(TOKEN) == client_token(request.token):
                 return info
-            if "ex_metadata" not in kwargs and node.name == kwargs["name"]:
+            if not self.capabilities.tags and node.name == kwargs["name"]:
                 return info
         return None
 
@@ -336,7 +350,7 @@ class LibcloudProvider(Provider):
         existing = self._existing(request, kwargs)
         if existing is not None:
             return existing
-        if "ex_clienttoken" in kwargs:
+        if self.capabilities.client_token:
             node = self._call(what, lambda: self.compute.create_node(**kwargs))
         else:
             # Without a client token a retried call could make a second node: look first.

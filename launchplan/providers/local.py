@@ -40,6 +40,7 @@ from launchplan.providers.base import (
     PENDING,
     RUNNING,
     TERMINATED,
+    Capabilities,
     NodeInfo,
     NodeRequest,
     Provider,
@@ -70,8 +71,9 @@ def node_hostname(run: str, service: str, node: str) -> str:
     return f"{service}-{index}.{run}.cei.local"
 
 
-# What node processes take from cei's environment: never the rest (cloud credentials,
-# tokens, the user's secrets); their commands get a login-like environment of their own.
+# What node processes take from cei's environment: never the rest (cloud credentials, tokens,
+# the user's secrets, cei's own: the state database's password, the key that seals run keys);
+# their commands get a login-like environment of their own.
 _INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "PYTHONPATH"})
 
 
@@ -144,7 +146,13 @@ class LocalProvider(Provider):
     """Nodes as local processes; create/describe/destroy/find work from any later process."""
 
     driver = "local"
-    runs_cloud_init = False  # a node applies its user-data before its SSH server answers
+    CAPABILITIES = Capabilities(
+        runs_cloud_init=False,  # a node applies its user-data before its SSH server answers
+        port_per_node=True,  # each node's SSH server binds a port of its own choosing
+        generated_login_key=True,  # a node knows no key of the user's
+        on_this_machine=True,
+        poll_interval=POLL,
+    )
 
     def __init__(self, options: Any, run_dir: Path) -> None:
         super().__init__(options, run_dir)
@@ -353,12 +361,3 @@ class LocalProvider(Provider):
             if info.state != TERMINATED:
                 found.append(info)
         return found
-
-    def wait_running(
-        self,
-        resource_id: str,
-        timeout: float,
-        cancel: threading.Event | None = None,
-        interval: float = POLL,
-    ) -> NodeInfo:
-        return super().wait_running(resource_id, timeout, cancel, interval)

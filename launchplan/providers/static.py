@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from launchplan.errors import UsageError
-from launchplan.providers.base import RUNNING, NodeInfo, NodeRequest, Provider
+from launchplan.providers.base import RUNNING, Capabilities, NodeInfo, NodeRequest, Provider
 
 HOST_OPTION = "host"
 
@@ -20,8 +20,16 @@ class StaticProvider(Provider):
     """Existing hosts: create reports the host as running, destroy leaves it alone."""
 
     driver: ClassVar[str] = "static"
-    # An existing host was booted long ago: its user-data (if any) is not cei's to wait for.
-    runs_cloud_init: ClassVar[bool] = False
+    # An existing host was booted long ago: it takes no user-data, has no console cei can
+    # read, and its cloud-init (if any) is not cei's to wait for.
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        creates_machines=False,
+        runs_cloud_init=False,
+        takes_userdata=False,
+        tags=False,
+        client_token=False,
+        console=False,
+    )
 
     def create(self, request: NodeRequest) -> NodeInfo:
         """The node is the host named in options["host"]; nothing happens to it."""

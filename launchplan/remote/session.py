@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import paramiko
+from paramiko.ssh_exception import IncompatiblePeer
 
 from launchplan.errors import (
     CommandTimeout,
@@ -36,12 +37,14 @@ from launchplan.errors import (
     RemoteError,
     SSHUnavailable,
 )
+from launchplan.remote.keys import KeyRing
 from launchplan.remote.quoting import env_script, shell_command
 from launchplan.remote.target import POLICY_PINNED, SSHTarget
 
 log = logging.getLogger("launchplan.remote")
 # paramiko logs what Session handles itself (a node that resets a connection while it boots or
-# dies) from its own threads; without a handler Python prints that on stderr, with tracebacks
+# dies, a refused key exchange) from its own threads; without a handler Python prints that on
+# stderr, with tracebacks
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 TAIL_BYTES = 4096
@@ -51,6 +54,8 @@ _BACKOFF_FIRST = 0.25
 _BACKOFF_CAP = 5.0
 _KEEPALIVE = 30
 _KILL_TIMEOUT = 15.0
+# SHA-1 signatures (ssh-rsa) and DSA are never negotiated, whatever paramiko's own defaults.
+_NO_SHA1 = {"keys": ["ssh-rsa", "ssh-dss"], "pubkeys": ["ssh-rsa", "ssh-dss"]}
 
 OutputCallback = Callable[[str, bytes], None]
 
@@ -113,35 +118,6 @@ def parse_public_line(line: str) -> paramiko.PKey:
         raise RemoteError(f"not a usable OpenSSH public key line ({exc}): {line[:60]!r}") from exc
 
 
-class _KeyCheck(paramiko.MissingHostKeyPolicy):
-    """Called for a key paramiko does not know: the pinned key is preloaded, so under policy
-    "pinned" this means the node presented some other key (of another type)."""
-
-    def __init__(self, target: SSHTarget, expected: paramiko.PKey | None) -> None:
-        self.target = target
-        self.expected = expected
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey):
-        if self.target.policy == POLICY_PINNED:
-            if self.target.fingerprints:
-                if _fingerprint_listed(key, self.target.fingerprints):
-                    return
-                raise HostKeyMismatch(
-                    f"host key mismatch for {self.target.address}: the server presented "
-                    f"{fingerprint_of(key)} ({key.get_name()}), which is not among the "
-                    f"fingerprints pinned for it ({', '.join(self.target.fingerprints)}); "
-                    "refusing to connect"
-                )
-            if self.expected is None:
-                raise RemoteError(f"no host key pinned for {self.target.address}")
-            raise _mismatch(self.target, self.expected, key)
-        log.warning(
-            "accepting unverified host key %s for %s (host_key_policy accept-new)",
-            fingerprint_of(key),
-            self.target.address,
-        )
-
-
 def _fingerprint_listed(key: paramiko.PKey, fingerprints: tuple[str, ...]) -> bool:
     """Whether the key's SHA256 (or, from old images, MD5) fingerprint is listed."""
     md5 = "MD5:" + ":".join(f"{b:02x}" for b in hashlib.md5(key.asbytes()).digest())
@@ -151,17 +127,96 @@ def _fingerprint_listed(key: paramiko.PKey, fingerprints: tuple[str, ...]) -> bo
 
 def _mismatch(target: SSHTarget, expected: paramiko.PKey, got: paramiko.PKey) -> HostKeyMismatch:
     return HostKeyMismatch(
-        f"host key mismatch for {target.address}: expected {fingerprint_of(expected)} "
+        f"host key mismatch for {target.label}: expected {fingerprint_of(expected)} "
         f"({expected.get_name()}), the server presented {fingerprint_of(got)} "
         f"({got.get_name()}); refusing to connect"
     )
 
 
-def _load_client_key(path: str) -> paramiko.PKey:
-    try:
-        return paramiko.PKey.from_path(Path(path).expanduser())
-    except (OSError, paramiko.SSHException, ValueError) as exc:
-        raise RemoteError(f"cannot use SSH key {path}: {exc}") from exc
+def _verify(target: SSHTarget, key: paramiko.PKey) -> None:
+    """Accept the presented host key only as the target's policy allows."""
+    if target.host_key:
+        expected = parse_public_line(target.host_key)
+        if key.asbytes() != expected.asbytes():
+            raise _mismatch(target, expected, key)
+    elif target.fingerprints:
+        if not _fingerprint_listed(key, target.fingerprints):
+            raise HostKeyMismatch(
+                f"host key mismatch for {target.label}: the server presented "
+                f"{fingerprint_of(key)} ({key.get_name()}), which is not among the "
+                f"fingerprints pinned for it ({', '.join(target.fingerprints)}); "
+                "refusing to connect"
+            )
+    elif target.policy == POLICY_PINNED:
+        raise RemoteError(f"no host key pinned for {target.label}")
+    else:
+        log.warning(
+            "accepting unverified host key %s for %s (host_key_policy accept-new)",
+            fingerprint_of(key),
+            target.label,
+        )
+
+
+def _prefer_pinned_type(transport: paramiko.Transport, target: SSHTarget) -> None:
+    """Negotiate the pinned key's type first, so a server with several keys shows that one."""
+    if not target.host_key:
+        return
+    kind = target.host_key.split()[0]
+    wanted = ("rsa-sha2-512", "rsa-sha2-256") if kind == "ssh-rsa" else (kind,)
+    options = transport.get_security_options()
+    types = list(options.key_types)
+    options.key_types = [t for t in wanted if t in types] + [t for t in types if t not in wanted]
+
+
+def _sha1_host_key(target: SSHTarget) -> RemoteError:
+    return RemoteError(
+        f"{target.label} offers no host key algorithm cei accepts: cei refuses SHA-1 RSA "
+        "signatures (ssh-rsa) and DSA, because SHA-1 is broken (chosen-prefix collisions) and "
+        "a forged signature would let a man in the middle pass as the host; give the server "
+        "an ed25519 or ECDSA host key, or let it sign with rsa-sha2-256/512 (OpenSSH 7.2 or "
+        "later: remove ssh-rsa-only HostKeyAlgorithms)"
+    )
+
+
+def _sha1_login(target: SSHTarget, keys: list[str]) -> RemoteError:
+    return RemoteError(
+        f"{target.label} accepts the RSA key(s) {', '.join(keys)} only with SHA-1 signatures "
+        "(ssh-rsa), which cei refuses because SHA-1 is broken (chosen-prefix collisions); use "
+        "an ed25519 or ECDSA key, or let the server accept rsa-sha2-256/512 "
+        "(PubkeyAcceptedAlgorithms, OpenSSH 7.2 or later)"
+    )
+
+
+def _authenticate(transport: paramiko.Transport, target: SSHTarget, ring: KeyRing) -> None:
+    """Offer each key in turn; AuthenticationException (retried: a booting node may not
+    have its authorized_keys yet) when none is accepted."""
+    sha1_only = []
+    for login in ring.keys:
+        try:
+            transport.auth_publickey(target.user, login.key)
+        except paramiko.AuthenticationException as exc:
+            if "pubkey algorithm" in str(exc):  # the server wants ssh-rsa, paramiko won't
+                sha1_only.append(login.label)
+            continue
+        if transport.is_authenticated():
+            return
+    if sha1_only and len(sha1_only) == len(ring.keys):
+        raise _sha1_login(target, sha1_only)
+    offered = ", ".join(k.label for k in ring.keys)
+    raise paramiko.AuthenticationException(
+        f"{target.label}: {target.user} was refused with every key offered ({offered})")
+
+
+def _key_ring(target: SSHTarget) -> KeyRing:
+    ring = KeyRing(target.key_path, target.identity_files, target.identities_only,
+                   target.passphrase_env)
+    if not ring.keys:
+        ring.close()
+        why = "".join(f"; {reason}" for reason in ring.skipped)
+        raise RemoteError(
+            f"no SSH key to log in to {target.label} with: set ssh_key in the plan, an "
+            f"IdentityFile in the ssh config, or add a key to ssh-agent{why}")
+    return ring
 
 
 def _describe(exc: BaseException) -> str:
@@ -187,9 +242,10 @@ class Tail:
 class Session:
     """An open SSH connection to one node; use Session.open()."""
 
-    def __init__(self, target: SSHTarget, client: paramiko.SSHClient, host_key: str) -> None:
+    def __init__(self, target: SSHTarget, transports: list[paramiko.Transport],
+                 host_key: str) -> None:
         self.target = target
-        self._client = client
+        self._transports = transports  # one per bastion, then the node's own
         self._host_key = host_key
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()  # guards the SFTP client (see _sftp_client)
@@ -205,15 +261,33 @@ class Session:
         retry_for: float = 60.0,
         cancel: threading.Event | None = None,
     ) -> Session:
-        """Connect and authenticate, retrying with capped, jittered backoff for `retry_for`s.
+        """Connect through the target's bastions and log in, retrying with capped, jittered
+        backoff for `retry_for` seconds (each attempt bounded by the ssh config's
+        ConnectTimeout, else `connect_timeout`).
 
-        HostKeyMismatch is raised at once; SSHUnavailable names the last error when time runs
-        out or `cancel` is set.
+        A host key mismatch at any hop, and every refusal that waiting cannot cure (no key to
+        offer, SHA-1 only), is raised at once; SSHUnavailable names the last error when time
+        runs out or `cancel` is set.
         """
-        expected = parse_public_line(target.host_key) if target.host_key else None
-        if target.policy == POLICY_PINNED and expected is None and not target.fingerprints:
+        if target.policy == POLICY_PINNED and not (target.host_key or target.fingerprints):
             raise RemoteError(f"no host key pinned for {target.address}")
-        pkey = _load_client_key(target.key_path) if target.key_path else None
+        chain = (*target.jump, target)
+        for endpoint in chain:  # a malformed pinned key is the plan's fault: say so at once
+            if endpoint.host_key:
+                parse_public_line(endpoint.host_key)
+        rings: list[KeyRing] = []
+        try:
+            for endpoint in chain:
+                rings.append(_key_ring(endpoint))
+            return cls._open(target, rings, target.connect_timeout or connect_timeout,
+                             retry_for, cancel)
+        finally:
+            for ring in rings:
+                ring.close()
+
+    @classmethod
+    def _open(cls, target: SSHTarget, rings: list[KeyRing], connect_timeout: float,
+              retry_for: float, cancel: threading.Event | None) -> Session:
         deadline = time.monotonic() + max(0.0, retry_for)
         delay = _BACKOFF_FIRST
         attempt = 0
@@ -225,9 +299,7 @@ class Session:
             remaining = deadline - time.monotonic()
             timeout = max(0.5, min(connect_timeout, remaining))
             try:
-                return cls._connect_once(target, expected, pkey, timeout)
-            except HostKeyMismatch:
-                raise
+                return cls._connect_once(target, rings, timeout)
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 last = exc
             remaining = deadline - time.monotonic()
@@ -253,58 +325,61 @@ class Session:
         target: SSHTarget, attempts: int, last: BaseException | None, why: str
     ) -> SSHUnavailable:
         error = _describe(last) if last is not None else "no attempt made"
+        via = "".join(f" via {hop.label}" for hop in target.jump)
         return SSHUnavailable(
-            f"SSH to {target.user}@{target.address} unavailable ({why}, {attempts} attempt(s));"
-            f" last error: {error}"
+            f"SSH to {target.user}@{target.address}{via} unavailable ({why}, {attempts} "
+            f"attempt(s)); last error: {error}"
         )
 
     @classmethod
-    def _connect_once(
-        cls,
-        target: SSHTarget,
-        expected: paramiko.PKey | None,
-        pkey: paramiko.PKey | None,
-        timeout: float,
-    ) -> Session:
-        sock = socket.create_connection((target.host, target.port), timeout=timeout)
-        client = paramiko.SSHClient()
+    def _connect_once(cls, target: SSHTarget, rings: list[KeyRing], timeout: float) -> Session:
+        """One attempt: TCP to the first hop, then each next hop through a direct-tcpip
+        channel of the one before, every host key checked before logging in."""
+        chain = (*target.jump, target)
+        transports: list[paramiko.Transport] = []
+        first = socket.create_connection((chain[0].host, chain[0].port), timeout=timeout)
+        sock: socket.socket | paramiko.Channel = first
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if target.policy == POLICY_PINNED and expected is not None:
-                name = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
-                client.get_host_keys().add(name, expected.get_name(), expected)
-            client.set_missing_host_key_policy(_KeyCheck(target, expected))
-            try:
-                client.connect(
-                    target.host,
-                    port=target.port,
-                    username=target.user,
-                    pkey=pkey,
-                    allow_agent=pkey is None,
-                    look_for_keys=pkey is None,
-                    sock=sock,
-                    timeout=timeout,
-                    banner_timeout=timeout,
-                    auth_timeout=timeout,
-                )
-            except paramiko.BadHostKeyException as exc:
-                raise _mismatch(target, exc.expected_key, exc.key) from None
-            transport = client.get_transport()
-            if transport is None:
-                raise paramiko.SSHException("transport closed after connecting")
-            server_key = transport.get_remote_server_key()
-            transport.set_keepalive(_KEEPALIVE)
+            first.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for endpoint, ring in zip(chain, rings, strict=True):
+                if transports:
+                    sock = transports[-1].open_channel(
+                        "direct-tcpip", (endpoint.host, endpoint.port), ("127.0.0.1", 0),
+                        timeout=timeout)
+                transports.append(cls._login(endpoint, sock, ring, timeout))
         except BaseException:
-            client.close()
+            for transport in reversed(transports):
+                transport.close()
             sock.close()
             raise
-        log.debug(
-            "ssh %s@%s connected, host key %s",
-            target.user,
-            target.address,
-            fingerprint_of(server_key),
-        )
-        return cls(target, client, public_line(server_key))
+        server_key = transports[-1].get_remote_server_key()
+        log.debug("ssh %s@%s connected, host key %s", target.user, target.address,
+                  fingerprint_of(server_key))
+        return cls(target, transports, public_line(server_key))
+
+    @staticmethod
+    def _login(endpoint: SSHTarget, sock: socket.socket | paramiko.Channel, ring: KeyRing,
+               timeout: float) -> paramiko.Transport:
+        transport = paramiko.Transport(sock, disabled_algorithms=_NO_SHA1)
+        try:
+            transport.banner_timeout = timeout
+            transport.handshake_timeout = timeout
+            transport.auth_timeout = timeout
+            _prefer_pinned_type(transport, endpoint)
+            try:
+                transport.start_client(timeout=timeout)
+            except IncompatiblePeer as exc:
+                if "host key" in str(exc):
+                    raise _sha1_host_key(endpoint) from None
+                raise
+            _verify(endpoint, transport.get_remote_server_key())
+            _authenticate(transport, endpoint, ring)
+            keepalive = _KEEPALIVE if endpoint.keepalive is None else endpoint.keepalive
+            transport.set_keepalive(int(keepalive))
+        except BaseException:
+            transport.close()
+            raise
+        return transport
 
     # ----------------------------------------------------------------- basics
 
@@ -320,9 +395,9 @@ class Session:
 
     @property
     def alive(self) -> bool:
-        """Whether the connection is still up (a node that rebooted or died drops it)."""
-        transport = self._client.get_transport()
-        return transport is not None and transport.is_active()
+        """Whether the connection is still up (a node that rebooted or died drops it, and so
+        does a bastion on the way)."""
+        return all(transport.is_active() for transport in self._transports)
 
     @property
     def home(self) -> str:
@@ -339,7 +414,8 @@ class Session:
             except (OSError, EOFError, paramiko.SSHException):
                 log.debug("closing sftp to %s failed", self.target.address, exc_info=True)
             self._sftp = None
-        self._client.close()
+        for transport in reversed(self._transports):
+            transport.close()
 
     def __enter__(self) -> Session:
         return self
@@ -356,8 +432,8 @@ class Session:
             raise RemoteError(f"{self.target.address}: {what} failed: {_describe(exc)}") from exc
 
     def _transport(self) -> paramiko.Transport:
-        transport = self._client.get_transport()
-        if transport is None or not transport.is_active():
+        transport = self._transports[-1]
+        if not transport.is_active():
             raise RemoteError(f"{self.target.address}: the SSH connection is closed")
         return transport
 
@@ -511,7 +587,10 @@ class Session:
         answers the other one read."""
         with self._lock:
             if self._sftp is None:
-                self._sftp = self._client.open_sftp()
+                sftp = paramiko.SFTPClient.from_transport(self._transport())
+                if sftp is None:
+                    raise paramiko.SSHException("the SFTP subsystem did not start")
+                self._sftp = sftp
             yield self._sftp
 
     def makedirs(self, path: str, mode: int = 0o700) -> None:

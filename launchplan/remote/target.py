@@ -1,4 +1,4 @@
-"""Where a node's SSH server is and how cei decides to trust it."""
+"""Where a node's SSH server is, how to get there, and how cei decides to trust it."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ POLICIES = (POLICY_PINNED, POLICY_ACCEPT_NEW)
 
 @dataclass(frozen=True)
 class SSHTarget:
-    """One node's SSH endpoint.
+    """One SSH endpoint: a node, or a bastion on the way to one.
 
     `host_key` is the OpenSSH public-key line ("ssh-ed25519 AAAA... [comment]") cei pinned for
-    the node. Policy "pinned" accepts only that key; "accept-new" is the explicit, logged
-    opt-in to trust whatever key the node presents. `key_path` None means the ssh-agent and
-    the default keys in ~/.ssh.
+    it. Policy "pinned" accepts only that key (or a key whose fingerprint is listed); a node
+    may instead use "accept-new", the explicit, logged opt-in to trust whatever key it
+    presents first. `key_path` is the plan's key file; `identity_files` come from the ssh
+    config; the ssh-agent's keys are offered too unless `identities_only`. Without any, ssh's
+    default key files are tried. `jump` lists the bastions in order, each an SSHTarget whose
+    `name` says how the plan or the ssh config wrote it.
     """
 
     host: str
@@ -28,6 +31,13 @@ class SSHTarget:
     host_key: str | None
     policy: str = POLICY_PINNED
     fingerprints: tuple[str, ...] = ()
+    identity_files: tuple[str, ...] = ()
+    identities_only: bool = False
+    passphrase_env: str | None = None
+    jump: tuple[SSHTarget, ...] = ()
+    connect_timeout: float | None = None
+    keepalive: float | None = None  # ServerAliveInterval; 0 turns keepalives off
+    name: str | None = None  # a bastion as written ("bastion", "admin@192.0.2.1:2222")
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -44,3 +54,8 @@ class SSHTarget:
         """host:port as messages name it ([v6]:port for IPv6 literals)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """How messages name this endpoint: its address, or the bastion it is."""
+        return f"jump host {self.name} ({self.address})" if self.name else self.address

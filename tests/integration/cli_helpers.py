@@ -16,11 +16,17 @@ import pytest
 PLANS = Path(__file__).parent / "plans"
 REPO = Path(__file__).resolve().parents[2]
 
+# Runs the test twice: runs recorded in SQLite, then in PostgreSQL (fixture store_backend).
+both_stores = pytest.mark.parametrize("store_backend", ["sqlite", "postgresql"], indirect=True)
+
 
 def cei(home: Path, *args: str, timeout: float = 180, check: int | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env: dict[str, str] | None = None,
+        netns: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `cei ARGS` (inside network namespace `netns` when given) with $CEI_HOME at home."""
     env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO), **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "launchplan", *args], env=env,
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    proc = subprocess.run([*prefix, sys.executable, "-m", "launchplan", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check is not None:
         assert proc.returncode == check, (

@@ -44,7 +44,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass(frozen=True)
 class SSHDServer:
-    """A running OpenSSH sshd on loopback that accepts `key_path` for `user`."""
+    """A running OpenSSH sshd that accepts `key_path` for `user`."""
 
     host: str
     port: int
@@ -66,24 +66,17 @@ class SSHDServer:
         fields.update(changes)
         return SSHTarget(**fields)  # type: ignore[arg-type]
 
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
-def _keygen(path: Path) -> str:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cei-test", "-f", str(path)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+
+def keygen(path: Path, kind: str = "ed25519", passphrase: str = "") -> str:
+    """A new key pair made by ssh-keygen at `path`; returns the public line."""
+    args = ["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-C", "cei-test", "-f", str(path)]
+    if kind == "rsa":
+        args += ["-b", "2048"]
+    subprocess.run(args, check=True, capture_output=True, timeout=60)
     return path.with_name(path.name + ".pub").read_text().strip()
-
-
-def _answers_ssh(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0) as sock:
-            sock.settimeout(1.0)
-            return sock.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -96,89 +89,167 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def _start_sshd(config: Path, log_path: Path, host: str, port: int) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(config), "-p", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
+def _listening(log_path: Path, proc: subprocess.Popen[bytes]) -> bool:
+    """Wait (bounded) until sshd logs that it listens; False if it exits or never does."""
     deadline = time.monotonic() + SSHD_START_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return proc
-        if _answers_ssh(host, port):
-            return proc
-        time.sleep(0.1)
-    return proc
+    while time.monotonic() < deadline and proc.poll() is None:
+        if "Server listening on" in log_path.read_text(errors="replace"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class SSHDFactory:
+    """Starts OpenSSH sshds (on loopback, or inside a network namespace) and stops every one
+    of them, by PID, in `close()`."""
+
+    def __init__(self, base: Path) -> None:
+        require(shutil.which("sshd") or os.path.exists(SSHD), "OpenSSH sshd is not installed")
+        require(shutil.which("ssh-keygen"), "ssh-keygen is not installed")
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        self.base = base
+        self.client_key = base / "client_ed25519"
+        self.client_public = keygen(self.client_key)
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._count = 0
+
+    def start(self, *, host: str = "127.0.0.1", port: int | None = None,
+              host_key_kind: str = "ed25519", authorized: tuple[str, ...] = (),
+              extra: tuple[str, ...] = (), netns: str | None = None) -> SSHDServer:
+        """An sshd with a new host key, accepting the client key (and `authorized` lines);
+        `extra` are more sshd_config lines. A free port is picked unless given."""
+        self._count += 1
+        base = self.base / f"sshd{self._count}"
+        base.mkdir()
+        host_key_path = base / f"ssh_host_{host_key_kind}_key"
+        host_key = keygen(host_key_path, host_key_kind)
+        keys = base / "authorized_keys"
+        keys.write_text("\n".join((self.client_public, *authorized)) + "\n")
+        keys.chmod(0o600)
+        config = base / "sshd_config"
+        config.write_text("\n".join([
+            f"ListenAddress {host}",
+            f"HostKey {host_key_path}",
+            f"PidFile {base / 'sshd.pid'}",
+            f"AuthorizedKeysFile {keys}",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            "AllowTcpForwarding yes",
+            "AllowAgentForwarding no",
+            "Subsystem sftp internal-sftp",
+            *extra,
+            "",
+        ]))
+        log_path = base / "sshd.log"
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        for _ in range(SSHD_START_TRIES):
+            chosen = port or free_port(host)
+            with log_path.open("ab") as log:
+                proc = subprocess.Popen(
+                    [*prefix, SSHD, "-D", "-e", "-f", str(config), "-p", str(chosen)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self._procs.append(proc)
+            if _listening(log_path, proc):
+                return SSHDServer(host=host, port=chosen, user=getpass.getuser(),
+                                  key_path=str(self.client_key), host_key=host_key,
+                                  pid=proc.pid, log_path=log_path)
+            _stop(proc)
+        pytest.fail(f"sshd did not start; its log:\n{log_path.read_text(errors='replace')}")
+
+    def close(self) -> None:
+        for proc in self._procs:
+            _stop(proc)
 
 
 @pytest.fixture(scope="session")
-def sshd() -> Iterator[SSHDServer]:
-    """Real OpenSSH sshd on 127.0.0.1 with its own host key and a generated client key."""
-    require(shutil.which("sshd") or os.path.exists(SSHD), "OpenSSH sshd is not installed")
-    require(shutil.which("ssh-keygen"), "ssh-keygen is not installed")
+def _sshd_factory() -> Iterator[SSHDFactory]:
     base = Path(tempfile.mkdtemp(prefix="cei-sshd-"))
+    factory = SSHDFactory(base)
     try:
-        host_key_path = base / "ssh_host_ed25519_key"
-        host_key = _keygen(host_key_path)
-        client_key_path = base / "client_ed25519"
-        authorized = base / "authorized_keys"
-        authorized.write_text(_keygen(client_key_path) + "\n")
-        authorized.chmod(0o600)
-        config = base / "sshd_config"
-        config.write_text(
-            "\n".join(
-                [
-                    "ListenAddress 127.0.0.1",
-                    f"HostKey {host_key_path}",
-                    f"PidFile {base / 'sshd.pid'}",
-                    f"AuthorizedKeysFile {authorized}",
-                    "PermitRootLogin prohibit-password",
-                    "PubkeyAuthentication yes",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "UsePAM no",
-                    "StrictModes no",
-                    "AllowTcpForwarding yes",
-                    "AllowAgentForwarding no",
-                    "Subsystem sftp internal-sftp",
-                    "",
-                ]
-            )
-        )
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        log_path = base / "sshd.log"
-        host = "127.0.0.1"
-        proc: subprocess.Popen[bytes] | None = None
-        for _ in range(SSHD_START_TRIES):
-            port = free_port(host)
-            proc = _start_sshd(config, log_path, host, port)
-            if proc.poll() is None and _answers_ssh(host, port):
-                break
-            _stop(proc)
-            proc = None
-        if proc is None:
-            pytest.fail(f"sshd did not start; its log:\n{log_path.read_text(errors='replace')}")
-        try:
-            yield SSHDServer(
-                host=host,
-                port=port,
-                user=getpass.getuser(),
-                key_path=str(client_key_path),
-                host_key=host_key,
-                pid=proc.pid,
-                log_path=log_path,
-            )
-        finally:
-            _stop(proc)
+        yield factory
     finally:
+        factory.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sshd(_sshd_factory: SSHDFactory) -> SSHDServer:
+    """Real OpenSSH sshd on 127.0.0.1 with its own host key and a generated client key."""
+    return _sshd_factory.start()
+
+
+@pytest.fixture
+def sshd_factory(tmp_path: Path) -> Iterator[SSHDFactory]:
+    """For tests that need sshds of their own (other keys, algorithms, namespaces): each is
+    stopped when the test ends."""
+    base = tmp_path / "sshds"
+    base.mkdir()
+    factory = SSHDFactory(base)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@dataclass(frozen=True)
+class SSHAgent:
+    """A real ssh-agent started by a test; SSH_AUTH_SOCK points at it while the test runs."""
+
+    socket: Path
+    pid: int
+
+    def add(self, key: Path, passphrase: str = "") -> None:
+        """ssh-add the key, answering its passphrase prompt through SSH_ASKPASS."""
+        askpass = self.socket.parent / "askpass"
+        askpass.write_text('#!/bin/sh\nprintf "%s\\n" "$CEI_TEST_PASSPHRASE"\n')
+        askpass.chmod(0o700)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(self.socket), "SSH_ASKPASS": str(askpass),
+               "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0",
+               "CEI_TEST_PASSPHRASE": passphrase}
+        subprocess.run(["ssh-add", str(key)], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, check=True, timeout=30)
+
+
+@pytest.fixture
+def ssh_agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[SSHAgent]:
+    """A fresh ssh-agent on a private socket, killed by PID when the test ends."""
+    require(shutil.which("ssh-agent") and shutil.which("ssh-add"), "ssh-agent is not installed")
+    base = Path(tempfile.mkdtemp(prefix="cei-agent-"))  # short: a socket path has a limit
+    sock = base / "agent.sock"
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        if not sock.exists():
+            pytest.fail("ssh-agent did not create its socket")
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        yield SSHAgent(sock, proc.pid)
+    finally:
+        _stop(proc)
         shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
-def home(cei_home: Path) -> Iterator[Path]:
+def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where a test's `cei` commands record runs: SQLite in $CEI_HOME, or, for a test marked
+    `@both_stores` (cli_helpers), once more in a fresh PostgreSQL database that CEI_STATE
+    names (its password in PGPASSWORD)."""
+    backend: str = getattr(request, "param", "sqlite")
+    if backend == "postgresql":
+        monkeypatch.setenv("CEI_STATE", request.getfixturevalue("pg_url"))
+    else:
+        monkeypatch.delenv("CEI_STATE", raising=False)
+    return backend
+
+
+@pytest.fixture
+def home(cei_home: Path, store_backend: str) -> Iterator[Path]:
     """A private $CEI_HOME for tests that run the real `cei`. Whatever a test leaves running is
     terminated afterwards, and any process still working in it is killed by pid."""
     try:

@@ -196,15 +196,22 @@ def test_one_watch_per_run_scale_bounds_and_terminate_stops_it(home: Path) -> No
 
 def test_scale_down_drains_the_retired_engine(home: Path, tmp_path: Path) -> None:
     cei(home, "launch", str(PLANS / "elastic-heal.yml"), "--name", "drain", check=0)
-    for name, restart in (("stays", "never"), ("moves", "always")):  # one on each engine
-        cei(home, "process", "run", "drain", str(definition(tmp_path, name, restart=restart)),
-            check=0)
+    # Placement between two idle engines follows their CPU, so make it certain by slot use:
+    # one process on each engine, free engine/1 again, and the next one must land there.
+    for name in ("stays", "other"):
+        cei(home, "process", "run", "drain", str(definition(tmp_path, name)), check=0)
+    placed = {node: name for name, (_, node, _) in process_states(home, "drain").items()}
+    assert sorted(placed) == ["engine/0", "engine/1"]
+    cei(home, "process", "kill", "drain", placed["engine/1"], check=0)
+    stays = placed["engine/0"]
+    cei(home, "process", "run", "drain", str(definition(tmp_path, "moves", restart="always")),
+        check=0)
     assert process_states(home, "drain")["moves"][1] == "engine/1"
     cei(home, "scale", "drain", "engine", "1", check=0)  # a tie: the newest goes
     assert ready(home, "drain", "engine") == ["engine/0"]
     states = process_states(home, "drain")
     assert states["moves"] == ("running", "engine/0", 1)
-    assert states["stays"] == ("running", "engine/0", 0)
+    assert states[stays] == ("running", "engine/0", 0)
 
 
 def test_scale_repair_and_once_without_a_watch(home: Path) -> None:

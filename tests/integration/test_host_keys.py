@@ -153,6 +153,17 @@ def test_static_host_with_another_key_is_refused(
     cei(home, "terminate", "wr", check=0)
 
 
+def test_console_policy_needs_a_cloud_with_a_console(
+    home: Path, tmp_path: Path, sshd: SSHDServer
+) -> None:
+    plan = static_plan(tmp_path, sshd, "noconsole", host_key_policy="console")
+    proc = cei(home, "launch", str(plan), "--name", "nc", check=1)
+    assert "host_key_policy console needs a cloud console; the static cloud has none" in (
+        proc.stderr)
+    assert "with host_key: or known_hosts" in proc.stderr
+    cei(home, "terminate", "nc", check=0)
+
+
 def test_session_accepts_only_a_listed_fingerprint(sshd: SSHDServer) -> None:
     listed = sshd.target(host_key=None, fingerprints=(fingerprint(sshd.host_key),))
     session = Session.open(listed, retry_for=10)

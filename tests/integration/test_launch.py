@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli_helpers import PLANS, REPO, cei, cei_json, ndjson, node_processes
+from tests.integration.cli_helpers import (
+    PLANS,
+    REPO,
+    both_stores,
+    cei,
+    cei_json,
+    ndjson,
+    node_processes,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +31,7 @@ def nodes_by_name(status: dict) -> dict[str, dict]:
     return {n["node"]: n for n in status["nodes"]}
 
 
+@both_stores
 def test_three_levels_pass_outputs_through_args_and_config(home: Path) -> None:
     launch = cei(home, "launch", str(PLANS / "chain.yml"), "--name", "c1", "--json", check=0)
     summary = ndjson(launch.stdout)[-1]
@@ -66,6 +75,7 @@ def test_node_environment(home: Path) -> None:
         assert env[name] == f"{stage}/{file}"
 
 
+@both_stores
 def test_terminate_leaves_no_node_process(home: Path) -> None:
     cei(home, "launch", str(PLANS / "counted.yml"), "--name", "t1", "--var", "n=3", check=0)
     status = cei_json(home, "status", "t1")
@@ -82,6 +92,7 @@ def test_terminate_leaves_no_node_process(home: Path) -> None:
     assert cei_json(home, "status", "t1", "--cached", check=1)["status"] == "terminated"
 
 
+@both_stores
 def test_failing_boot_stops_later_levels_and_terminate_cleans_up(home: Path) -> None:
     proc = cei(home, "launch", str(PLANS / "failing.yml"), "--name", "f1", check=1)
     assert "bad/1" in proc.stderr
@@ -248,6 +259,7 @@ def test_a_reused_run_name_keeps_the_finished_run(home: Path) -> None:
     cei(home, "terminate", "again", check=0)
 
 
+@both_stores
 def test_second_launch_of_a_live_run_is_refused(home: Path) -> None:
     cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=0)
     proc = cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=2)
@@ -283,6 +295,7 @@ def _interrupted_launch(home: Path, name: str, presses: int) -> tuple[int, str]:
     return proc.returncode, err
 
 
+@both_stores
 def test_ctrl_c_records_what_was_made_and_terminate_finds_it(home: Path) -> None:
     code, err = _interrupted_launch(home, "int1", presses=1)
     assert code == 130, err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,8 +10,9 @@ import pytest
 
 from launchplan.errors import ProviderError, UsageError
 from launchplan.providers import get_provider
-from launchplan.providers.base import PENDING, RUNNING, TERMINATED, NodeRequest
-from launchplan.providers.ec2 import EC2Provider, client_token
+from launchplan.providers.base import PENDING, RUNNING, NodeRequest
+from launchplan.providers.ec2 import EC2Provider
+from launchplan.providers.tags import client_token
 
 if TYPE_CHECKING:
     from tests.integration.cloud_emulator import EC2Emulator
@@ -87,31 +87,7 @@ def test_name_tag_defaults_to_run_and_node(
     assert {"Key": "Name", "Value": "r1/web/2"} in instance["Tags"]
 
 
-def test_same_token_twice_makes_one_instance(
-    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator
-) -> None:
-    first = provider.create(_request(options))
-    second = provider.create(_request(options))
-    assert first.resource_id == second.resource_id
-    assert len(ec2_emulator.instances()) == 1
-    third = provider.create(_request(options, token="tok-db-0-2"))
-    assert third.resource_id != first.resource_id
-    assert len(ec2_emulator.instances()) == 2
-
-
-def test_find_by_tag_without_the_id(
-    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator, tmp_path: Path
-) -> None:
-    provider.create(_request(options, node="db/0", token="a"))
-    provider.create(_request(options, node="db/1", token="b"))
-    provider.create(_request(options, node="db/0", token="c", run="other"))
-    # A fresh provider (as after a crash) knows no ids, only the run's name.
-    found = EC2Provider(options, tmp_path).find("r1")
-    assert sorted(n.tags["cei:node"] for n in found) == ["db/0", "db/1"]
-    assert all(n.tags["cei:run"] == "r1" for n in found)
-
-
-def test_wait_running_describe_and_addresses(
+def test_public_and_private_addresses(
     provider: EC2Provider, options: dict, tmp_path: Path
 ) -> None:
     info = provider.create(_request(options))
@@ -122,37 +98,6 @@ def test_wait_running_describe_and_addresses(
     assert running.address != running.private_address
     private = EC2Provider({**options, "address": "private"}, tmp_path)
     assert private.describe(info.resource_id).address == running.private_address
-
-
-def test_wait_running_honours_cancel(provider: EC2Provider, options: dict) -> None:
-    info = provider.create(_request(options))
-    cancel = threading.Event()
-    cancel.set()
-    result = provider.wait_running(info.resource_id, timeout=30, cancel=cancel, interval=5)
-    assert result.resource_id == info.resource_id
-
-
-def test_destroy_terminates_and_is_idempotent(
-    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator
-) -> None:
-    info = provider.create(_request(options))
-    provider.destroy(info.resource_id)
-    assert provider.describe(info.resource_id).state == TERMINATED
-    [instance] = ec2_emulator.instances()
-    assert instance["State"]["Name"] == "terminated"
-    assert provider.find("r1") == []
-    provider.destroy(info.resource_id)
-    provider.destroy("i-0123456789abcdef0")  # never existed
-    assert provider.describe("i-0123456789abcdef0").state == TERMINATED
-
-
-def test_throttling_is_retried(
-    provider: EC2Provider, options: dict, ec2_emulator: EC2Emulator
-) -> None:
-    ec2_emulator.throttle(3)
-    info = provider.create(_request(options))
-    assert ec2_emulator.throttled == 3
-    assert [i["InstanceId"] for i in ec2_emulator.instances()] == [info.resource_id]
 
 
 def test_bad_image_is_a_fatal_error_with_the_api_message(
@@ -231,3 +176,83 @@ def test_console_output_is_readable(provider: EC2Provider, options: dict) -> Non
     info = provider.create(_request(options))
     text = provider.console_output(info.resource_id)
     assert text is not None and "Kernel command line" in text
+
+
+@pytest.fixture
+def network(ec2_emulator: EC2Emulator) -> dict[str, str]:
+    """A VPC with a subnet and a security group `web` in it, and an IAM instance profile."""
+    import boto3
+
+    client = ec2_emulator.client()
+    vpc = client.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnet = client.create_subnet(VpcId=vpc, CidrBlock="10.30.1.0/24")["Subnet"]["SubnetId"]
+    group = client.create_security_group(GroupName="web", Description="cei test",
+                                         VpcId=vpc)["GroupId"]
+    iam = boto3.client("iam", endpoint_url=ec2_emulator.endpoint, region_name=ec2_emulator.region)
+    iam.create_instance_profile(InstanceProfileName="cei-node")
+    return {"vpc": vpc, "subnet": subnet, "group": group}
+
+
+def test_the_documented_run_instances_examples_reach_the_instance(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, network: dict[str, str]
+) -> None:
+    """docs/clouds.md's examples: a subnet with security groups named as in the console
+    (resolved to ids in the subnet's VPC), a key pair, an IAM instance profile, spot, and an
+    extra EBS volume, through the plan keys and `run_instances`."""
+    documented = {
+        **options,
+        "subnet": network["subnet"],
+        "security_groups": ["web"],
+        "run_instances": {
+            "IamInstanceProfile": {"Name": "cei-node"},
+            "InstanceMarketOptions": {"MarketType": "spot", "SpotOptions": {
+                "MaxPrice": "0.05", "SpotInstanceType": "one-time"}},
+            "BlockDeviceMappings": [{"DeviceName": "/dev/sdf", "Ebs": {
+                "VolumeSize": 20, "VolumeType": "gp3", "DeleteOnTermination": True}}],
+        },
+    }
+    EC2Provider(documented, tmp_path).create(_request(documented))
+    [instance] = ec2_emulator.instances()
+    assert instance["SubnetId"] == network["subnet"]
+    assert [g["GroupId"] for g in instance["SecurityGroups"]] == [network["group"]]
+    assert instance["KeyName"] == "cei-test-key"
+    assert instance["IamInstanceProfile"]["Arn"].endswith("instance-profile/cei-node")
+    assert instance["InstanceLifecycle"] == "spot"
+    [volume] = [v for v in ec2_emulator.client().describe_volumes()["Volumes"]
+                if v["Attachments"][0]["Device"] == "/dev/sdf"]
+    assert (volume["Size"], volume["VolumeType"]) == (20, "gp3")
+
+
+def test_a_security_group_name_missing_from_the_vpc_is_refused(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, network: dict[str, str]
+) -> None:
+    wrong = {**options, "subnet": network["subnet"], "security_groups": ["web", "db"]}
+    with pytest.raises(ProviderError, match=rf"no security group 'db' in the VPC {network['vpc']}"):
+        EC2Provider(wrong, tmp_path).create(_request(wrong))
+    assert ec2_emulator.instances() == []
+
+
+def test_check_describes_everything_and_reports_each_problem(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, network: dict[str, str]
+) -> None:
+    assert EC2Provider({**options, "subnet": network["subnet"]}, tmp_path).check() == []
+    wrong = {**options, "image": "ami-00000000deadbeef0", "size": "t3.mikro",
+             "key_name": "nokey", "security_groups": ["sg-0123456789abcdef0", "nogroup"],
+             "zone": "us-east-1x", "run_instances": {"SubnetId": "subnet-0123456789abcdef0"}}
+    problems = {p.option: p.message for p in EC2Provider(wrong, tmp_path).check()}
+    assert set(problems) == {("image",), ("size",), ("key_name",), ("security_groups",),
+                             ("zone",), ("run_instances", "SubnetId")}
+    assert "InvalidAMIID.NotFound" in problems[("image",)]
+    assert "InvalidInstanceType" in problems[("size",)]
+    assert "InvalidKeyPair.NotFound" in problems[("key_name",)]
+    assert "InvalidSubnetID.NotFound" in problems[("run_instances", "SubnetId")]
+    assert ec2_emulator.instances() == []
+
+
+def test_check_stops_at_credentials_the_cloud_refuses(
+    options: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    [problem] = EC2Provider(options, tmp_path).check()
+    assert problem.option == ("credentials",) and "no AWS credentials" in problem.message

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from libcloud.compute.base import Node, NodeImage, NodeLocation, NodeSize
-from libcloud.compute.drivers.dummy import DummyNodeDriver
 
 from launchplan.errors import ProviderError, UsageError
 from launchplan.providers import get_provider
-from launchplan.providers.base import PENDING, RUNNING, TERMINATED, NodeRequest
+from launchplan.providers.base import PENDING, RUNNING, NodeRequest
 from launchplan.providers.libcloud import (
     LibcloudProvider,
     is_transient,
     name_prefix,
     node_name,
 )
+from launchplan.providers.libcloud_names import takes_objects
 from launchplan.providers.retry import Backoff
 
 if TYPE_CHECKING:
@@ -92,28 +92,7 @@ def test_binary_userdata_passes_unchanged(
     assert base64.b64decode(attribute["UserData"]["Value"]) == gzipped
 
 
-def test_same_token_twice_makes_one_instance(
-    provider: LibcloudProvider, options: dict, ec2_emulator: EC2Emulator
-) -> None:
-    first = provider.create(_request(options))
-    second = provider.create(_request(options))
-    assert first.resource_id == second.resource_id
-    assert len(ec2_emulator.instances()) == 1
-    provider.create(_request(options, token="tok-db-0-2"))
-    assert len(ec2_emulator.instances()) == 2
-
-
-def test_find_by_tag_without_the_id(
-    provider: LibcloudProvider, options: dict, tmp_path: Path
-) -> None:
-    provider.create(_request(options, node="db/0", token="a"))
-    provider.create(_request(options, node="web/0", token="b"))
-    provider.create(_request(options, node="db/0", token="c", run="r1-b"))
-    found = LibcloudProvider(options, tmp_path).find("r1")
-    assert sorted(n.tags["cei:node"] for n in found) == ["db/0", "web/0"]
-
-
-def test_describe_addresses_and_wait_running(
+def test_public_and_private_addresses(
     provider: LibcloudProvider, options: dict, tmp_path: Path
 ) -> None:
     info = provider.create(_request(options))
@@ -123,31 +102,6 @@ def test_describe_addresses_and_wait_running(
     assert running.private_address and running.private_address != running.address
     private = LibcloudProvider({**options, "address": "private"}, tmp_path)
     assert private.describe(info.resource_id).address == running.private_address
-
-
-def test_destroy_terminates_and_is_idempotent(
-    provider: LibcloudProvider, options: dict, ec2_emulator: EC2Emulator
-) -> None:
-    info = provider.create(_request(options))
-    provider.destroy(info.resource_id)
-    [instance] = ec2_emulator.instances()
-    assert instance["State"]["Name"] == "terminated"
-    assert provider.describe(info.resource_id).state == TERMINATED
-    assert provider.find("r1") == []
-    provider.destroy(info.resource_id)
-    provider.destroy("i-0123456789abcdef0")
-    assert provider.describe("i-0123456789abcdef0").state == TERMINATED
-
-
-def test_throttling_is_retried(
-    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(LibcloudProvider, "backoff", Backoff(attempts=6, base=0.05, cap=0.2))
-    provider = LibcloudProvider(options, tmp_path)
-    ec2_emulator.throttle(3)
-    info = provider.create(_request(options))
-    assert ec2_emulator.throttled == 3
-    assert [i["InstanceId"] for i in ec2_emulator.instances()] == [info.resource_id]
 
 
 def test_throttling_past_the_attempts_is_a_transient_error(
@@ -184,63 +138,6 @@ def test_unknown_provider_and_missing_key_are_usage_errors(tmp_path: Path) -> No
         LibcloudProvider({"provider": "ec2", "credentials": {"key": ""}}, tmp_path).find("r1")
 
 
-def test_driver_without_userdata_is_refused(tmp_path: Path) -> None:
-    """libcloud's dummy driver has no ex_userdata: a plan with user-data must not boot bare."""
-    provider = LibcloudProvider(
-        {"provider": "dummy", "credentials": {"key": "0"}, "image": "1", "size": "1"}, tmp_path
-    )
-    with pytest.raises(ProviderError) as caught:
-        provider.create(_request(provider.options))
-    assert str(caught.value) == "the libcloud dummy driver cannot pass user-data"
-    assert not caught.value.transient
-
-
-class NamedDummyDriver(DummyNodeDriver):
-    """libcloud's dummy driver, but keeping the node's name: a driver with neither
-    user-data, metadata nor client tokens, like several small clouds."""
-
-    name = "cei-test-named"
-
-    def create_node(
-        self,
-        name: str,
-        size: NodeSize,
-        image: NodeImage,
-        location: NodeLocation | None = None,
-        auth: Any = None,
-    ) -> Node:
-        node = super().create_node(name, size, image)
-        node.name = name
-        return node
-
-
-@pytest.fixture
-def named_dummy() -> Iterator[str]:
-    from libcloud.compute import providers
-
-    registry: Any = providers  # its stubs want Provider enums; a new name is a plain string
-    registry.set_driver(NamedDummyDriver.name, __name__, NamedDummyDriver.__name__)
-    try:
-        yield NamedDummyDriver.name
-    finally:
-        registry.DRIVERS.pop(NamedDummyDriver.name, None)
-
-
-def test_driver_without_metadata_finds_by_name_prefix(named_dummy: str, tmp_path: Path) -> None:
-    """Without tags, find() and the idempotency check fall back to the node name."""
-    options = {"provider": named_dummy, "credentials": {"key": "0"}, "image": "1", "size": "1"}
-    provider = LibcloudProvider(options, tmp_path)
-    made = provider.create(_request(options, userdata=None))
-    again = provider.create(_request(options, userdata=None))
-    assert again.resource_id == made.resource_id  # found by name before creating a second
-    other = provider.create(_request(options, run="r1-b", userdata=None))
-    assert [n.resource_id for n in provider.find("r1")] == [made.resource_id]
-    assert [n.resource_id for n in provider.find("r1-b")] == [other.resource_id]
-    provider.destroy(made.resource_id)
-    assert provider.find("r1") == []
-    provider.destroy(made.resource_id)
-
-
 def test_names_and_classification() -> None:
     from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
 
@@ -257,3 +154,88 @@ def test_console_output_through_the_ec2_driver(provider: LibcloudProvider, optio
     info = provider.create(_request(options))
     text = provider.console_output(info.resource_id)
     assert text is not None and "Kernel command line" in text
+
+
+def test_images_sizes_and_locations_by_id_or_name_with_a_hint(
+    options: dict, tmp_path: Path, ec2_image: str
+) -> None:
+    named = {**options, "image": "cei-test-image"}
+    kwargs = LibcloudProvider(named, tmp_path).create_kwargs(_request(named))
+    assert kwargs["image"].id == ec2_image  # EC2: looked up by a name filter, never listed
+    typo = {**options, "size": "t2.mikro"}
+    with pytest.raises(ProviderError, match=r"no size 't2.mikro' by id or name \(did you mean "
+                                            r"'t2.micro'\?\)"):
+        LibcloudProvider(typo, tmp_path).create_kwargs(_request(typo))
+    dummy = {"provider": "dummy", "credentials": {"key": "0"}, "image": "Slackware 4",
+             "size": "Medium", "location": "London Loft"}
+    kwargs = LibcloudProvider(dummy, tmp_path).create_kwargs(_request(dummy, userdata=None))
+    assert (kwargs["image"].id, kwargs["size"].id, kwargs["location"].id) == ("3", "2", "2")
+    with pytest.raises(ProviderError, match=r"no image 'Slackwar 4' by id or name \(did you "
+                                            r"mean 'Slackware 4'\?\)"):
+        bad = {**dummy, "image": "Slackwar 4"}
+        LibcloudProvider(bad, tmp_path).create_kwargs(_request(bad, userdata=None))
+
+
+@pytest.fixture
+def vpc(ec2_emulator: EC2Emulator) -> dict[str, str]:
+    """A VPC with a subnet named `private` and a security group `web` in it."""
+    client = ec2_emulator.client()
+    vpc_id = client.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnet = client.create_subnet(VpcId=vpc_id, CidrBlock="10.20.1.0/24")["Subnet"]["SubnetId"]
+    client.create_tags(Resources=[subnet], Tags=[{"Key": "Name", "Value": "private"}])
+    group = client.create_security_group(GroupName="web", Description="cei test",
+                                         VpcId=vpc_id)["GroupId"]
+    return {"vpc": vpc_id, "subnet": subnet, "group": group}
+
+
+def test_create_args_names_are_resolved_the_way_the_driver_expects(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, ec2_key_pair: str,
+    vpc: dict[str, str]
+) -> None:
+    """EC2's create_node wants ex_subnet as a subnet object, ex_security_group_ids as ids and
+    ex_keyname as a name: the plan names all three by name."""
+    with_args = {**options, "create_args": {
+        "ex_subnet": "private", "ex_security_group_ids": ["web"], "ex_keyname": ec2_key_pair,
+        "ex_metadata": {"owner": "ops"}}}
+    provider = LibcloudProvider(with_args, tmp_path)
+    kwargs = provider.create_kwargs(_request(with_args))
+    assert kwargs["ex_subnet"].id == vpc["subnet"]
+    assert kwargs["ex_security_group_ids"] == [vpc["group"]]
+    assert kwargs["ex_keyname"] == ec2_key_pair
+    provider.create(_request(with_args))
+    [instance] = ec2_emulator.instances()
+    assert instance["SubnetId"] == vpc["subnet"]
+    assert [g["GroupId"] for g in instance["SecurityGroups"]] == [vpc["group"]]
+    assert instance["KeyName"] == ec2_key_pair
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags["owner"] == "ops" and tags["cei:run"] == "r1"  # metadata merged with cei's
+
+
+@pytest.mark.parametrize(("create_args", "message"), [
+    ({"ex_subnet": "privte"}, "create_args.ex_subnet: no subnet 'privte' by id or name "
+                              "(did you mean 'private'?)"),
+    ({"ex_keyname": "nokey"}, "create_args.ex_keyname: no key pair 'nokey'"),
+    ({"networks": ["private"]}, "create_node takes no argument 'networks'"),
+    ({"image": "ami-1"}, "create_args.image is set by cei"),
+])
+def test_create_args_mistakes_are_refused_before_creating(
+    options: dict, tmp_path: Path, ec2_emulator: EC2Emulator, vpc: dict[str, str],
+    create_args: dict, message: str
+) -> None:
+    bad = {**options, "create_args": create_args}
+    with pytest.raises(ProviderError, match=re.escape(message)) as caught:
+        LibcloudProvider(bad, tmp_path).create(_request(bad))
+    assert not caught.value.transient
+    assert ec2_emulator.instances() == []
+
+
+def test_which_arguments_take_objects_comes_from_the_drivers_docs() -> None:
+    from libcloud.compute.drivers.ec2 import EC2NodeDriver
+    from libcloud.compute.drivers.openstack import OpenStack_2_NodeDriver
+
+    assert takes_objects(OpenStack_2_NodeDriver.create_node, "networks")
+    assert takes_objects(OpenStack_2_NodeDriver.create_node, "ex_security_groups")
+    assert not takes_objects(OpenStack_2_NodeDriver.create_node, "ex_keyname")
+    assert takes_objects(EC2NodeDriver.create_node, "ex_subnet")
+    assert not takes_objects(EC2NodeDriver.create_node, "ex_security_groups")
+    assert not takes_objects(EC2NodeDriver.create_node, "no_such_argument")

@@ -18,7 +18,7 @@ import pytest
 from launchplan.errors import CommandTimeout, HostKeyMismatch, RemoteError, SSHUnavailable
 from launchplan.remote import Session, SSHTarget, shell_command
 from launchplan.remote.session import TAIL_BYTES
-from tests.integration.conftest import SSHDServer, free_port
+from tests.integration.conftest import SSHDServer, free_port, keygen
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +47,6 @@ TRICKY = [
 def session(sshd: SSHDServer) -> Iterator[Session]:
     with Session.open(sshd.target(), retry_for=10) as opened:
         yield opened
-
-
-def keygen(path: Path, kind: str = "ed25519") -> str:
-    args = ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)]
-    if kind == "rsa":
-        args += ["-b", "2048"]
-    subprocess.run(args, check=True, capture_output=True, timeout=60)
-    return path.with_name(path.name + ".pub").read_text().strip()
 
 
 def retry_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

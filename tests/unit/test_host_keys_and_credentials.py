@@ -62,10 +62,11 @@ def test_known_host_key_plain_hashed_and_port(tmp_path: Path) -> None:
         keys.add(paramiko.HostKeys.hash_host(name) if "2222" in name else name, kind, key)
     path = tmp_path / "known_hosts"
     keys.save(str(path))
-    assert known_host_key("192.0.2.7", 22, path) == " ".join(a.public.split()[:2])
-    assert known_host_key("192.0.2.8", 2222, path) == " ".join(b.public.split()[:2])
-    assert known_host_key("192.0.2.8", 22, path) is None
-    assert known_host_key("192.0.2.7", 22, tmp_path / "missing") is None
+    files = [str(path)]
+    assert known_host_key("192.0.2.7", 22, files) == " ".join(a.public.split()[:2])
+    assert known_host_key("192.0.2.8", 2222, files) == " ".join(b.public.split()[:2])
+    assert known_host_key("192.0.2.8", 22, files) is None
+    assert known_host_key("192.0.2.7", 22, [str(tmp_path / "missing")]) is None
 
 
 def test_target_pinned_by_fingerprints_alone() -> None:

@@ -583,6 +583,64 @@ CASES = {
         """,
         "min and max are both 1: policy target has nothing to scale",
     ),
+    "bad jump host": (
+        """
+        levels:
+          - services:
+              web:
+                cloud: rack
+                host: 10.0.0.1
+                ssh_jump:
+                  - "admin@bastion:22:33"  #<
+        """,
+        "service 'web': ssh_jump[0] must be \"[user@]host[:port]\" or a mapping",
+    ),
+    "bad jump host in a mapping": (
+        """
+        levels:
+          - services:
+              web:
+                cloud: rack
+                host: 10.0.0.1
+                ssh_jump: [{host: "bastion", host_key: "not a key"}]  #<
+        """,
+        "service 'web': ssh_jump[0] must be",
+    ),
+    "passphrase variable name": (
+        """
+        levels:
+          - services:
+              web: {cloud: rack, host: 10.0.0.1, ssh_key_passphrase_env: "MY-PASS"}  #<
+        """,
+        "ssh_key_passphrase_env must be a name (letters, digits and '_'",
+    ),
+    "missing ssh config": (
+        """
+        levels:
+          - services:
+              web: {cloud: rack, host: 10.0.0.1, ssh_config: nope.conf}  #<
+        """,
+        "file not found:",
+    ),
+    "create_args on ec2": (
+        """
+        levels:
+          - services:
+              web:
+                cloud: aws
+                create_args: {networks: [private]}  #<
+        """,
+        "create_args is not an option of cloud 'aws' (driver ec2)",
+    ),
+    "ssh_jump on the local cloud": (
+        """
+        levels:
+          - services:
+              web: {}
+        """,
+        "cloud 'here': unknown key 'ssh_jump'",
+        "plan: broken\nclouds:\n  here: {driver: local, ssh_jump: [b]}  #<\n",
+    ),
 }
 
 

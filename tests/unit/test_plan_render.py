@@ -148,7 +148,7 @@ def test_empty_service_uses_defaults() -> None:
     plan = load_plan(FULL)
     (probe,) = render_service(plan, "probe", "r1")
     assert probe.cloud.name == "here" and probe.count == 1
-    assert probe.ssh_port == 22 and probe.host_key_policy == "pinned"
+    assert probe.ssh_port is None and probe.host_key_policy == "pinned"  # the ssh config, else 22
 
 
 def test_implicit_local_and_static_clouds(tmp_path: Path) -> None:
@@ -450,3 +450,46 @@ def test_whole_outputs_mapping_renders_as_plain_data() -> None:
     views["cache"] = ServiceView("cache", (NodeView("c", "c", {}),))
     (web,) = render_service(patched, "web", "r", views)
     assert web.config == {"all": {"token": "t", "n": 1}}
+
+
+def test_ssh_settings_and_create_args(tmp_path: Path) -> None:
+    """Profile SSH settings reach each node (the service's win), stay out of the provider's
+    options, and `create_args` of profile and service merge like `tags`."""
+    (tmp_path / "ssh_config").write_text("Host *\n")
+    path = write(tmp_path, """\
+        plan: ssh
+        variables: {bastion: 10.0.0.1}
+        clouds:
+          os:
+            driver: libcloud
+            provider: openstack
+            image: img
+            size: small
+            ssh_config: ssh_config
+            ssh_jump: ["ops@{{ vars.bastion }}:2222"]
+            ssh_key_passphrase_env: OS_KEY_PASS
+            create_args: {networks: [private], ex_keyname: mine}
+        levels:
+          - services:
+              app:
+                cloud: os
+                create_args: {ex_keyname: theirs, ex_security_groups: [web]}
+              direct:
+                cloud: os
+                ssh_jump: []
+                ssh_config: none
+                ssh_port: 2200
+        """)
+    plan = load_plan(path)
+    (app,) = render_service(plan, "app", "r1")
+    assert app.ssh_config == str(tmp_path / "ssh_config")
+    assert app.ssh_jump == ({"host": "ops@10.0.0.1:2222"},)
+    assert app.ssh_key_passphrase_env == "OS_KEY_PASS" and app.ssh_port is None
+    assert app.cloud.options["create_args"] == {
+        "networks": ["private"], "ex_keyname": "theirs", "ex_security_groups": ["web"]}
+    assert not {"ssh_config", "ssh_jump", "ssh_key_passphrase_env"} & set(app.cloud.options)
+    assert app.ssh_settings() == {"ssh_config": str(tmp_path / "ssh_config"),
+                                  "ssh_jump": [{"host": "ops@10.0.0.1:2222"}],
+                                  "ssh_key_passphrase_env": "OS_KEY_PASS"}
+    (direct,) = render_service(plan, "direct", "r1")
+    assert (direct.ssh_jump, direct.ssh_config, direct.ssh_port) == ((), "none", 2200)

@@ -65,4 +65,4 @@ def test_userdata_for_an_existing_host_is_refused(provider: StaticProvider) -> N
 
 
 def test_static_nodes_do_not_wait_for_cloud_init() -> None:
-    assert StaticProvider.runs_cloud_init is False
+    assert StaticProvider.CAPABILITIES.runs_cloud_init is False
