@@ -206,7 +206,7 @@ class Store(ControlTables, RunLocks, RunKeys):
 
     def run_dir(self, run: str) -> Path:
         """The run's private directory for logs and local nodes (created 0700)."""
-        _check_run_name(run, kept=True)
+        check_run_name(run, kept=True)
         path = self.home / "runs" / run
         _ensure_private_dir(path)
         return path
@@ -216,7 +216,7 @@ class Store(ControlTables, RunLocks, RunKeys):
         """Record a new run in status `launching`; a name already in use is refused.
 
         `launch` says how it was launched (RunRecord.launch), secrets scrubbed."""
-        _check_run_name(name)
+        check_run_name(name)
         stamp = now()
         values = (name, plan_name, str(plan_path), RUN_LAUNCHING, stamp, stamp, encode(launch))
         if not self._run(lambda db: db.execute(
@@ -571,7 +571,7 @@ class Store(ControlTables, RunLocks, RunKeys):
         ]
 
 
-def _check_run_name(name: str, kept: bool = False) -> None:
+def check_run_name(name: str, kept: bool = False) -> None:
     """A name a new run may have (`kept`: or a kept earlier run's NAME@N); UsageError if not."""
     if not (_KEPT_RUN_NAME if kept else _RUN_NAME).fullmatch(name):
         raise UsageError(

@@ -29,7 +29,7 @@ from launchplan.state.records import (
     RunRecord,
 )
 from launchplan.state.schema import SCHEMA_VERSION
-from launchplan.state.store import Store
+from launchplan.state.store import Store, check_run_name
 
 EXPORT_KIND = "cei-run"
 EXPORT_VERSION = 1
@@ -130,6 +130,7 @@ def _check(document: Any) -> tuple[RunRecord, dict[str, list[Any]]]:
         raise UsageError(f"cei run export version {document.get('v')!r} is not one this cei "
                          f"reads ({EXPORT_VERSION})")
     run = _record(RunRecord, document.get("run"), "run")
+    check_run_name(run.name, kept=True)  # a kept earlier run (NAME@N) moves like any other
     parts: dict[str, list[Any]] = {}
     for part, (cls, _, _) in _PARTS.items():
         items = document.get(part, [])

@@ -237,6 +237,7 @@ def test_cei_logs_prints_and_follows_node_output(home: Path) -> None:
     assert "terminate: exit status 0" in out
 
 
+@both_stores
 def test_a_reused_run_name_keeps_the_finished_run(home: Path) -> None:
     for _ in range(2):
         cei(home, "launch", str(PLANS / "counted.yml"), "--name", "again", check=0)

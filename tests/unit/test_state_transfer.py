@@ -83,6 +83,25 @@ def test_migrate_copies_every_run_and_skips_what_is_there(source: Store, tmp_pat
         assert target.lock_record("r1") is None and source.lock_record("r1") is None
 
 
+def test_a_kept_earlier_run_moves_under_its_name_at_n(source: Store, tmp_path: Path) -> None:
+    """A run kept as NAME@N by a reused name is exported, imported and migrated as it is."""
+    fill(source)
+    source.set_resource_state("r1", "i-1", "terminated")
+    source.set_run_status("r1", "terminated")
+    assert source.archive_run("r1") == "r1@1"
+    document = json.loads(json.dumps(export_run(source, "r1@1")))
+    with Store(tmp_path / "b", "") as target:
+        assert import_run(target, document).name == "r1@1"
+        assert comparable(export_run(target, "r1@1")) == comparable(document)
+    with Store(tmp_path / "c", "") as target:
+        assert [(o.run, o.copied) for o in copy_runs(source, target)] == [("r1@1", True)]
+        assert [r.name for r in target.runs_named("r1")] == ["r1@1"]
+        fill(target)  # a new run of the name, archived next to the migrated one
+        target.set_resource_state("r1", "i-1", "terminated")
+        target.set_run_status("r1", "terminated")
+        assert target.archive_run("r1") == "r1@2"
+
+
 def test_migrate_leaves_a_run_another_process_changes(source: Store, tmp_path: Path) -> None:
     fill(source)
     from tests.unit.storehelp import execute
@@ -104,6 +123,7 @@ def test_migrate_leaves_a_run_another_process_changes(source: Store, tmp_path: P
     (lambda d: d["nodes"][0].update(run="other"), "nodes of other runs"),
     (lambda d: d["run"].pop("plan"), "run: .*plan"),
     (lambda d: d["events"][0].update(data=[1]), r"events\[0\].data must be dict"),
+    (lambda d: d["run"].update(name="../r1"), "invalid run name '../r1'"),
 ])
 def test_a_bad_document_is_refused_whole(source: Store, tmp_path: Path, change: Any,
                                          problem: str) -> None:

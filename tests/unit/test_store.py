@@ -325,6 +325,65 @@ def test_delete_run_refuses_while_resources_may_exist(store: Store) -> None:
         store.delete_run("never")
 
 
+def _finished_run(store: Store, name: str) -> None:
+    """A terminated run of `name` with something in each table a run has, and a log."""
+    store.create_run(name, "demo", "demo.yml")
+    (store.run_dir(name) / "node.log").write_text(f"log of {name}")
+    store.save_node(make_node(run=name, state="terminated"))
+    intent = store.record_intent(name, "web-0", "local", {}, f"tok-{name}")
+    store.record_resource_id(intent, f"node-{name}")
+    store.set_resource_state(name, f"node-{name}", "terminated")
+    store.append_event(name, "node.state", "web-0", {"state": "terminated"})
+    store.save_run_key(name, "client_key", "ssh-ed25519 AAAA pub", "private text")
+    store.set_run_status(name, "terminated")
+
+
+def test_archive_run_keeps_a_finished_run_as_name_at_n(store: Store) -> None:
+    _finished_run(store, "r1")
+    store.create_run("r", "demo", "demo.yml")  # a name that r1's is longer than
+    assert store.archive_run("r1") == "r1@1"
+    assert store.find_run("r1") is None
+    kept = store.get_run("r1@1")
+    assert kept.status == "terminated"
+    assert [n.node for n in store.nodes("r1@1")] == ["web-0"]
+    assert [r.resource_id for r in store.resources("r1@1")] == ["node-r1"]
+    assert [e.seq for e in store.events("r1@1")] == [1]
+    assert [k.name for k in store.run_keys("r1@1")] == ["client_key"]
+    assert (store.home / "runs" / "r1@1" / "node.log").read_text() == "log of r1"
+    assert not (store.home / "runs" / "r1").exists()
+    assert store.nodes("r1") == [] and store.events("r1") == [] and store.run_keys("r1") == []
+    _finished_run(store, "r1")  # the name is free again; its history starts anew
+    assert store.archive_run("r1") == "r1@2"
+    store.create_run("r1", "demo", "demo.yml")
+    assert [r.name for r in store.runs_named("r1")] == ["r1@1", "r1@2", "r1"]
+    assert [r.name for r in store.runs_named("r")] == ["r"]
+    store.delete_run("r1@1")  # a number given up is taken again
+    store.set_run_status("r1", "terminated")
+    assert store.archive_run("r1") == "r1@1"
+    with pytest.raises(UnknownRunError, match="did you mean 'r1@2'"):
+        store.get_run("r1@3")
+
+
+def test_archive_run_refuses_a_run_that_may_have_resources_or_is_held(store: Store) -> None:
+    store.create_run("r1", "demo", "demo.yml")
+    intent = store.record_intent("r1", "web-0", "local", {}, "tok-a")
+    store.record_resource_id(intent, "node-a")
+    with pytest.raises(UsageError, match="node-a"):
+        store.archive_run("r1")
+    store.set_resource_state("r1", "node-a", "terminated")
+    execute(store, "INSERT INTO locks (run, pid, starttime, host, acquired, expires) "
+                   "VALUES ('r1', 1, 1, 'busy-host', 't', NULL)")
+    with pytest.raises(RunLockedError, match="busy-host"):
+        store.archive_run("r1")
+    assert store.find_run("r1") is not None and store.runs_named("r1")[0].name == "r1"
+
+
+def test_a_kept_run_name_is_not_one_a_new_run_may_have(store: Store) -> None:
+    with pytest.raises(UsageError, match="invalid run name"):
+        store.create_run("r1@1", "demo", "demo.yml")
+    assert store.run_dir("r1@1").is_dir()  # but the kept run's directory is one
+
+
 # -- events -----------------------------------------------------------------------------------
 
 
