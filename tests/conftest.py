@@ -30,26 +30,25 @@ def cei_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """A real PostgreSQL server for the whole session (see tests/pgserver.py)."""
+def _postgres_server() -> Iterator[PostgresServer]:
     require(find_bindir(), "PostgreSQL is not installed (scripts/system-deps.sh installs it)")
     server = start_server()
     try:
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session (see tests/pgserver.py)."""
+    yield from _postgres_server()
 
 
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server of the test's own, which it may stop and start again."""
-    require(find_bindir(), "PostgreSQL is not installed (scripts/system-deps.sh installs it)")
-    server = start_server()
-    try:
-        yield server
-    finally:
-        server.destroy()
+    yield from _postgres_server()
 
 
 @pytest.fixture
