@@ -31,12 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from launchplan.state import NodeRecord, Store  # noqa: E402
 from launchplan.state.transfer import export_run, import_run  # noqa: E402
-from tests.integration.cloud_emulator import (  # noqa: E402
-    ACCESS_KEY,
-    REGION,
-    SECRET_KEY,
-    EC2Emulator,
-)
+from tests.integration.cloud_emulator import EC2Emulator, use_fake_aws  # noqa: E402
 from tests.pgserver import PostgresServer, start_server  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")
@@ -133,10 +128,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-                      AWS_DEFAULT_REGION=REGION, AWS_EC2_METADATA_DISABLED="true",
-                      AWS_CONFIG_FILE="/nonexistent/cei-bench-aws-config",
-                      AWS_SHARED_CREDENTIALS_FILE="/nonexistent/cei-bench-aws-credentials")
+    use_fake_aws(os.environ)
     server = start_server(for_tests=False)
     os.environ["PGPASSWORD"] = server.password
     emulator = EC2Emulator()
