@@ -41,3 +41,8 @@ class Problems:
         """Raise every problem collected so far, if there is one."""
         if self.errors:
             raise PlanErrors(list(self.errors), self.total)
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters for a message, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

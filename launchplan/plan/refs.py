@@ -28,9 +28,9 @@ from .render import (
     earlier_services,
     elastic_settings,
     is_cloud_init_jinja,
+    need_file,
     pick_cloud,
     render_tree,
-    resolve_path,
     service_site,
     static_count,
     template_names,
@@ -86,7 +86,7 @@ def _check_service(plan: Plan, decl: ServiceDecl, problems: Problems) -> None:
     _walk(profile, (), csite, refs, problems)
     config = profile.get("ssh_config")
     if _ssh_config_file(config) and "ssh_config" not in decl.raw:
-        _need_file(plan, csite, ("ssh_config",), config)
+        need_file(plan.base_dir, config, csite, ("ssh_config",))
     driver = profile.get("driver")
     if isinstance(driver, str) and not is_template(driver):
         _check_driver(decl, site, str(cloud), driver)
@@ -149,7 +149,7 @@ def _check_compat(plan: Plan, decl: ServiceDecl, site: Site) -> None:
         raise site.fail(("bootconf",), "bootconf is only used with compat: cloudinitd")
     if not _literal(bootconf):
         return
-    file = Path(_need_file(plan, site, ("bootconf",), bootconf))
+    file = Path(need_file(plan.base_dir, bootconf, site, ("bootconf",)))
     config = raw.get("config")
     keys = config.keys() if isinstance(config, Mapping) else ()
     problems = compat.bootconf_problems(read_text(file, "bootconf template"), keys)
@@ -187,16 +187,16 @@ def _check_files(plan: Plan, decl: ServiceDecl, site: Site, refs: _Refs) -> None
     for kind in PROGRAMS:
         body = raw.get(kind)
         if isinstance(body, Mapping) and _literal(body.get("run")):
-            _need_file(plan, site, (kind, "run"), body["run"])
+            need_file(plan.base_dir, body["run"], site, (kind, "run"))
     if _ssh_config_file(raw.get("ssh_config")):
-        _need_file(plan, site, ("ssh_config",), raw["ssh_config"])
+        need_file(plan.base_dir, raw["ssh_config"], site, ("ssh_config",))
     userdata = raw.get("userdata")
     items = [(("userdata",), userdata)] if isinstance(userdata, str) else [
         (("userdata", i), item) for i, item in enumerate(userdata or [])
     ]
     for path, value in items:
         if _literal(value):
-            _check_userdata(Path(_need_file(plan, site, path, value)), refs)
+            _check_userdata(Path(need_file(plan.base_dir, value, site, path)), refs)
 
 
 def _check_userdata(file: Path, refs: _Refs) -> None:
@@ -224,13 +224,6 @@ def _ssh_config_file(value: object) -> TypeGuard[str]:
     return _literal(value) and value != NO_SSH_CONFIG
 
 
-def _need_file(plan: Plan, site: Site, path: tuple[Any, ...], value: str) -> str:
-    resolved = resolve_path(plan.base_dir, value)
-    if not Path(resolved).is_file():
-        raise site.fail(path, f"file not found: {resolved}")
-    return resolved
-
-
 def machine_problems(plan: Plan) -> list[PlanError]:
     """What this machine lacks to launch `plan`: SSH key files (written literally) that do not
     exist. They belong to the machine that launches, not to the plan: `cei validate` warns of
@@ -246,7 +239,7 @@ def machine_problems(plan: Plan) -> list[PlanError]:
             continue
         if _literal(key):
             with problems.collect():
-                _need_file(plan, site, ("ssh_key",), key)
+                need_file(plan.base_dir, key, site, ("ssh_key",))
     return problems.errors
 
 

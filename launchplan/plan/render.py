@@ -29,7 +29,7 @@ from .model import (
     ServiceView,
     SourceLocation,
 )
-from .problems import Problems
+from .problems import Problems, clip
 from .templates import (
     CLOUD_INIT_JINJA,
     Namespace,
@@ -98,6 +98,19 @@ def pick_cloud(decl: ServiceDecl) -> tuple[Any, tuple[Any, ...] | None]:
 def resolve_path(base_dir: Path, value: str) -> str:
     """A plan path made absolute: `~` expanded, relative to the plan's directory."""
     return os.path.normpath(base_dir / Path(value).expanduser())
+
+
+def need_file(base_dir: Path, value: str, site: Site, path: tuple[Any, ...]) -> str:
+    """The plan path `value` resolved, or a plan error at `path` when it names no readable
+    regular file (a name the system refuses, too long for instance, included)."""
+    resolved = resolve_path(base_dir, value)
+    try:
+        found = os.path.isfile(resolved)
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL
+        raise site.fail(path, f"cannot use file {clip(resolved)}: {exc}") from None
+    if not found:
+        raise site.fail(path, f"file not found: {clip(resolved)}")
+    return resolved
 
 
 def scalar_text(value: Any) -> str:
@@ -498,10 +511,7 @@ class _ServiceRenderer:
         return None
 
     def _file(self, site: Site, path: tuple[Any, ...], value: str) -> str:
-        resolved = resolve_path(self.plan.base_dir, value)
-        if not Path(resolved).is_file():
-            raise site.fail(path, f"file not found: {resolved}")
-        return resolved
+        return need_file(self.plan.base_dir, value, site, path)
 
     def _userdata(self, svc: Mapping[str, Any], names: Mapping[str, Any]) -> tuple[str, ...]:
         raw = svc.get("userdata")

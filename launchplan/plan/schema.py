@@ -21,7 +21,7 @@ from launchplan.errors import PlanError
 from launchplan.suggest import did_you_mean
 
 from .model import SourceLocation
-from .problems import Problems
+from .problems import Problems, clip
 from .templates import is_template
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -195,6 +195,8 @@ def _bounds(schema: Mapping[str, Any]) -> str:
         return f" from {schema['minimum']} to {schema['maximum']}"
     if "minimum" in schema:
         return f" >= {schema['minimum']}"
+    if "exclusiveMinimum" in schema and "maximum" in schema:
+        return f" > {schema['exclusiveMinimum']} and <= {schema['maximum']}"
     if "maximum" in schema:
         return f" <= {schema['maximum']}"
     if "exclusiveMinimum" in schema:
@@ -256,8 +258,4 @@ def _explain(err: ValidationError, prefix: tuple[Any, ...]) -> tuple[tuple[Any, 
         return path, message, False
     if kind == "maxItems":
         return path, f"{subject(path)} may hold at most {err.validator_value} items", False
-    return path, f"{subject(path)}: {_clip(err.message)}", False
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+    return path, f"{subject(path)}: {clip(err.message)}", False

@@ -26,6 +26,7 @@ from jinja2.exceptions import SecurityError
 from launchplan.suggest import did_you_mean
 
 from . import budgets
+from .problems import clip
 from .sandbox import BudgetExceeded, MeteredNativeSandbox, MeteredSandbox, metered, size
 
 TEMPLATE_MARKS = ("{{", "{%")
@@ -298,7 +299,7 @@ def _run(template: jinja2.Template, names: Mapping[str, Any], filename: str | No
     except RecursionError:
         raise TemplateProblem("template failed: it nests or recurses too deeply") from None
     except Exception as exc:  # a filter or operator failed on the data: report, never crash
-        message = f"template failed: {type(exc).__name__}: {_clip(str(exc))}"
+        message = f"template failed: {type(exc).__name__}: {clip(str(exc))}"
         raise TemplateProblem(message, _template_line(exc, filename)) from None
 
 
@@ -316,10 +317,6 @@ def _chunks(template: jinja2.Template, names: Mapping[str, Any]) -> list[Any]:
     except Exception:
         template.environment.handle_exception()
     return chunks
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
 def _template_line(exc: BaseException, filename: str | None) -> int | None:

@@ -7,6 +7,7 @@ value keeps its file:line:column, duplicate keys are refused, and YAML errors be
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,9 @@ class _Builder:
         except (ValueError, TypeError, OverflowError) as exc:
             raise self._error(f"cannot read {_clip(node.value)} as {node.tag.rsplit(':', 1)[-1]}"
                               f" ({type(exc).__name__})", node) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self._error(f"{node.value} is not a finite number (plans hold JSON numbers)",
+                              node)
         if isinstance(value, (datetime.date, datetime.datetime)):
             return value.isoformat()
         if isinstance(value, (bytes, set)):

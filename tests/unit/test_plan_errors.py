@@ -48,6 +48,8 @@ def expect(path: Path, words: str, line: int | None = None, **kwargs: object) ->
     return err
 
 
+HUGE = "1" + "0" * 312  # too large for a float
+
 CASES = {
     "duplicate key": (
         """
@@ -143,7 +145,7 @@ CASES = {
         levels:
           - services: {a: {}}
         """,
-        "defaults: timeout must be a number > 0, got -1",
+        "defaults: timeout must be a number > 0 and <= 31536000, got -1",
     ),
     "bad host key policy": (
         """
@@ -568,7 +570,7 @@ CASES = {
                   max: 4
                   cooldown: "{{ -vars.n }}"  #<
         """,
-        "elastic.cooldown must be a number >= 0, got -2",
+        "elastic.cooldown must be a number from 0 to 31536000, got -2",
     ),
     "elastic nothing to scale": (
         """
@@ -631,6 +633,42 @@ CASES = {
                 create_args: {networks: [private]}  #<
         """,
         "create_args is not an option of cloud 'aws' (driver ec2)",
+    ),
+    "a timeout past a year (too large for a float)": (
+        """
+        levels:
+          - services:
+              db:
+                timeout: """ + HUGE + """  #<
+        """,
+        "timeout must be a number > 0 and <= 31536000, got an integer of 313 digits",
+    ),
+    "an elastic cooldown too large for a float": (
+        """
+        levels:
+          - services:
+              db:
+                elastic:
+                  min: 1
+                  cooldown: """ + HUGE + """  #<
+        """,
+        "elastic.cooldown must be a number from 0 to 31536000",
+    ),
+    "a number that is not finite": (
+        """
+        levels:
+          - services:
+              db: {timeout: .nan}  #<
+        """,
+        ".nan is not a finite number",
+    ),
+    "a file name the system refuses (too long)": (
+        """
+        levels:
+          - services:
+              db: {userdata: """ + "x" * 300 + """.cfg}  #<
+        """,
+        "userdata: file not found:",
     ),
     "ssh_jump on the local cloud": (
         """
