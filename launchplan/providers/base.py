@@ -79,9 +79,9 @@ class Capabilities:
     on_this_machine: bool = False
     # Seconds between describe() calls while waiting for a node to run.
     poll_interval: float = 1.0
-    # create_many() and destroy_many() make one cloud call for many nodes, so the engine hands
-    # them a whole level at once; otherwise it creates and destroys each node in its own
-    # thread, which lets one node boot while the next is still being made.
+    # create_many(), destroy_many() and states() make one cloud call for many nodes, so the
+    # engine hands them a whole level at once; otherwise it creates and destroys each node in
+    # its own thread, which lets one node boot while the next is still being made.
     batches: bool = False
 
 
