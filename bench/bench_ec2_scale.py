@@ -10,7 +10,10 @@ In the same run, on a freshly reset emulator each:
 baseline  bare boto3 with `--parallel` threads: one RunInstances per node, then one
           TerminateInstances per node (no waiting, no bookkeeping)
 cei       `cei launch` of a one-level plan of N nodes (no programs, so no SSH), then
-          `cei terminate`, each in a fresh private $CEI_HOME
+          `cei terminate`, each in a fresh private $CEI_HOME. With the default
+          `--host-key-policy pinned` every node's user-data carries its own host key, so
+          each node is one RunInstances (as in the baseline); with `console` (or
+          `accept-new`) their user-data are the same and cei makes them in batches.
 
 Printed: wall time of each phase, cei's against the baseline's (the ratio), the emulator's
 CPU seconds per phase, and the EC2 requests each side made, by action.
@@ -135,14 +138,14 @@ def baseline(server: Server, image: str, nodes: int, parallel: int
     return timed(server, launch), timed(server, terminate)
 
 
-def cei_run(server: Server, image: str, nodes: int, parallel: int, home: Path
+def cei_run(server: Server, image: str, nodes: int, parallel: int, policy: str, home: Path
             ) -> tuple[tuple[float, float], tuple[float, float]]:
     plan = home.parent / "scale.yml"
     plan.write_text(yaml.safe_dump({
         "plan": "scale",
         "clouds": {"aws": {"driver": "ec2", "region": REGION, "endpoint_url": server.endpoint,
                            "image": image, "size": "t3.micro"}},
-        "defaults": {"cloud": "aws", "timeout": 3600},
+        "defaults": {"cloud": "aws", "timeout": 3600, "host_key_policy": policy},
         "levels": [{"services": {"worker": {"count": nodes}}}],
     }, sort_keys=False))
     env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
@@ -166,6 +169,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--parallel", type=int, default=64,
                         help="cei's --parallel, and the baseline's threads")
+    parser.add_argument("--host-key-policy", default="pinned",
+                        choices=("pinned", "console", "accept-new"))
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -179,12 +184,14 @@ def main() -> None:
         base_calls = server.ask("stats")["actions"]
         image = str(server.ask("reset")["image"])
         with tempfile.TemporaryDirectory(prefix="cei-bench-ec2-") as tmp:
-            ours = cei_run(server, image, args.nodes, args.parallel, Path(tmp) / "home")
+            ours = cei_run(server, image, args.nodes, args.parallel, args.host_key_policy,
+                           Path(tmp) / "home")
         our_calls = server.ask("stats")["actions"]
     finally:
         server.stop()
 
-    print(f"{args.nodes} EC2 nodes on the moto server, no programs, {args.parallel} at once")
+    print(f"{args.nodes} EC2 nodes on the moto server, no programs, {args.parallel} at once, "
+          f"host_key_policy {args.host_key_policy}")
     print(f"{'':22}{'boto3 baseline':>22}{'cei':>22}{'cei / baseline':>16}")
     rows = (("launch", base[0], ours[0]), ("terminate", base[1], ours[1]),
             ("launch + terminate", tuple(map(sum, zip(*base, strict=True))),
