@@ -18,7 +18,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -190,6 +191,23 @@ class _Earlier:
         which of their nodes those are, so it makes no new node of them."""
         ours = {str(i["InstanceId"]) for b in batches for i in self.batches.get(b, {}).values()}
         return {service for rid, service in self.untagged.items() if rid not in ours}
+
+
+@dataclass
+class _CreateCall:
+    """What the groups of one create_many share."""
+
+    requests: Sequence[NodeRequest]
+    kwargs: Mapping[int, dict[str, Any]]  # each request's RunInstances parameters, by index
+    earlier: _Earlier
+    strays: set[str]  # services not to make new nodes of (_Earlier.strays)
+    created: Callable[[NodeRequest, NodeInfo], None]
+    parallel: int
+    memo: dict[tuple[str, ...], list[str]] = field(default_factory=dict)  # security groups
+
+    def own(self, index: int) -> dict[str, str]:
+        """The tags of the request's node alone (node, token, Name)."""
+        return _shared(self.kwargs[index])[1]
 
 
 class _Answers:
@@ -490,15 +508,14 @@ class EC2Provider(Provider):
         """One paged DescribeInstances for nodes made before, then one RunInstances per group
         of nodes whose parameters are the same but for their own tags (up to BATCH_SIZE a
         call, MinCount = MaxCount = their number), each node tagged as itself just after;
-        `parallel` groups at once.
+        up to `parallel` calls at once.
 
         Nodes share a call only where their user-data is byte for byte the same. cei's default
         host key policy (`pinned`) puts each node's own SSH host private key in its user-data,
-        so those nodes are made one call each: giving a group one shared key would let any of
-        them impersonate the others, and cloud-init reads user-data, not tags (which anyone
-        allowed to describe instances can read), so the key cannot move out of it. Nodes that
-        carry no key of their own (host_key_policy console or accept-new, or no user-data)
-        and are rendered alike share calls.
+        so those nodes are made one call each: one key shared by a group would let any of its
+        nodes impersonate the others, and a private key cannot move into tags, which anyone
+        allowed to describe instances reads. Nodes that carry no key of their own
+        (host_key_policy console or accept-new) and are rendered alike share calls.
         """
         results: dict[int, NodeInfo | CeiError] = {}
         kwargs: dict[int, dict[str, Any]] = {}
@@ -525,58 +542,51 @@ class EC2Provider(Provider):
             self._answers.expect([info.resource_id])
             created(request, info)
 
-        strays = earlier.strays(t for t in tokens if t)
-        memo: dict[tuple[str, ...], list[str]] = {}
-
-        def make(chunk: list[int], token: str | None) -> dict[int, NodeInfo | CeiError]:
-            return self._make(chunk, token, requests, kwargs, earlier, strays, memo, made)
-
+        call = _CreateCall(requests, kwargs, earlier, earlier.strays(t for t in tokens if t),
+                           made, parallel)
         with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(chunks))),
-                                thread_name_prefix="ec2-create") as calls:
-            for outcome in calls.map(make, chunks, tokens):
+                                thread_name_prefix="ec2-create") as pool:
+            for outcome in pool.map(partial(self._make, call), chunks, tokens):
                 results.update(outcome)
         return [results[index] for index in range(len(requests))]
 
-    def _make(self, chunk: list[int], token: str | None, requests: Sequence[NodeRequest],
-              kwargs: Mapping[int, dict[str, Any]], earlier: _Earlier, strays: set[str],
-              memo: dict[tuple[str, ...], list[str]],
-              created: Callable[[NodeRequest, NodeInfo], None]
+    def _make(self, call: _CreateCall, chunk: list[int], token: str | None
               ) -> dict[int, NodeInfo | CeiError]:
         """The nodes of one group chunk: found (by the chunk's batch or each node's token),
         else made in one call when none of them was made before, else one call each."""
+        requests = call.requests
         results: dict[int, NodeInfo | CeiError] = {}
         found: dict[int, Mapping[str, Any]] = {}
-        for launch_index, instance in (earlier.batches.get(token, {}) if token else {}).items():
+        for launch_index, instance in call.earlier.batches.get(token or "", {}).items():
             if launch_index < len(chunk):
                 found[chunk[launch_index]] = instance
         for index in chunk:
-            mine = earlier.by_token.get(client_token(requests[index].token))
+            mine = call.earlier.by_token.get(client_token(requests[index].token))
             if index not in found and mine is not None:
                 found[index] = mine
-        infos = {index: self._own(self._info(instance), _shared(kwargs[index])[1])
-                 for index, instance in found.items()}
+        infos = {index: self._info(instance) for index, instance in found.items()}
         for index, info in infos.items():
-            created(requests[index], info)
-            results[index] = info
-        for index, instance in found.items():
-            if TOKEN not in _tags_dict(instance.get("Tags")):  # cei stopped before tagging it
-                results[index] = self._tag(infos[index], _shared(kwargs[index])[1])
+            call.created(requests[index], info)
+        results.update(self._tag_all(call, {  # those cei stopped before tagging
+            index: info for index, info in infos.items() if TOKEN not in info.tags}))
+        results.update({index: self._own(info, call.own(index))
+                        for index, info in infos.items() if index not in results})
         rest = [index for index in chunk if index not in found]
         for index in rest:
-            if requests[index].service in strays:
+            if requests[index].service in call.strays:
                 results[index] = ProviderError(
                     f"ec2: node {requests[index].node} may exist already: instances of service "
                     f"{requests[index].service} of an interrupted create carry no node tag "
                     f"yet (tag {BATCH}); terminate the run rather than make nodes twice")
         rest = [index for index in rest if index not in results]
         if token is not None and len(rest) == len(chunk):
-            results.update(self._run_batch(rest, token, requests, kwargs, memo, created))
+            results.update(self._run_batch(call, rest, token))
             return results
         for index in rest:
             what = f"ec2: creating node {requests[index].node}"
             try:
                 response = self._call(what, "run_instances",
-                                      **self._vpc_group_ids(kwargs[index], memo))
+                                      **self._vpc_group_ids(call.kwargs[index], call.memo))
                 instances = response.get("Instances") or []
                 if not instances:
                     raise ProviderError(f"{what}: RunInstances returned no instance")
@@ -584,24 +594,24 @@ class EC2Provider(Provider):
                 results[index] = exc
                 continue
             info = self._info(instances[0])
-            created(requests[index], info)
+            call.created(requests[index], info)
             results[index] = info
         return results
 
-    def _run_batch(self, chunk: list[int], token: str, requests: Sequence[NodeRequest],
-                   kwargs: Mapping[int, dict[str, Any]], memo: dict[tuple[str, ...], list[str]],
-                   created: Callable[[NodeRequest, NodeInfo], None]
+    def _run_batch(self, call: _CreateCall, chunk: list[int], token: str
                    ) -> dict[int, NodeInfo | CeiError]:
         """One RunInstances for the chunk's nodes, the n-th node being the instance of launch
         index n; every id is reported before the nodes' own tags are put on."""
-        params, _ = _shared(kwargs[chunk[0]])
+        params, _ = _shared(call.kwargs[chunk[0]])
         for spec in params["TagSpecifications"]:
             if spec.get("ResourceType") == "instance":
                 spec["Tags"] = [*spec["Tags"], {"Key": BATCH, "Value": token}]
         params.update(MinCount=len(chunk), MaxCount=len(chunk), ClientToken=token)
-        what = f"ec2: creating nodes {requests[chunk[0]].node} .. {requests[chunk[-1]].node}"
+        what = (f"ec2: creating nodes {call.requests[chunk[0]].node} .. "
+                f"{call.requests[chunk[-1]].node}")
         try:
-            response = self._call(what, "run_instances", **self._vpc_group_ids(params, memo))
+            response = self._call(what, "run_instances",
+                                  **self._vpc_group_ids(params, call.memo))
         except CeiError as exc:
             return dict.fromkeys(chunk, exc)
         instances = sorted(response.get("Instances") or [],
@@ -609,12 +619,10 @@ class EC2Provider(Provider):
         infos = {index: self._info(instance)
                  for index, instance in zip(chunk, instances, strict=False)}
         for index, info in infos.items():
-            created(requests[index], info)
-        results: dict[int, NodeInfo | CeiError] = {}
+            call.created(call.requests[index], info)
+        results = self._tag_all(call, infos)
         for index in chunk:
-            if index in infos:
-                results[index] = self._tag(infos[index], _shared(kwargs[index])[1])
-            else:
+            if index not in infos:
                 results[index] = ProviderError(
                     f"{what}: RunInstances made {len(instances)} of {len(chunk)} instances")
         return results
@@ -622,15 +630,25 @@ class EC2Provider(Provider):
     def _own(self, info: NodeInfo, own: Mapping[str, str]) -> NodeInfo:
         return replace(info, tags={**info.tags, **own})
 
-    def _tag(self, info: NodeInfo, own: Mapping[str, str]) -> NodeInfo | CeiError:
-        """Put a batch member's own tags on it (its id is recorded already)."""
-        try:
-            self._call(f"ec2: tagging {info.resource_id}", "create_tags",
-                       Resources=[info.resource_id],
-                       Tags=[{"Key": k, "Value": v} for k, v in own.items()])
-        except CeiError as exc:
-            return exc
-        return self._own(info, own)
+    def _tag_all(self, call: _CreateCall, infos: Mapping[int, NodeInfo]
+                 ) -> dict[int, NodeInfo | CeiError]:
+        """Put batch members' own tags on them (their ids are recorded already), each its
+        own CreateTags (tags that differ cannot share one), up to `parallel` at once."""
+
+        def tag(index: int) -> NodeInfo | CeiError:
+            own, rid = call.own(index), infos[index].resource_id
+            try:
+                self._call(f"ec2: tagging {rid}", "create_tags", Resources=[rid],
+                           Tags=[{"Key": k, "Value": v} for k, v in own.items()])
+            except CeiError as exc:
+                return exc
+            return self._own(infos[index], own)
+
+        if not infos:
+            return {}
+        with ThreadPoolExecutor(max_workers=max(1, min(call.parallel, len(infos))),
+                                thread_name_prefix="ec2-tag") as pool:
+            return dict(zip(infos, pool.map(tag, infos), strict=True))
 
     def _known_only(self, ids: list[str], call: Callable[[list[str]], None], what: str) -> None:
         """`call(ids)`; when EC2 refuses the whole call because some ids do not exist (any
