@@ -382,8 +382,9 @@ class EC2Provider(Provider):
         ]
 
     def _instances(self, what: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """The instances the filters in `kwargs` match, BATCH_SIZE a page."""
         try:
-            return self._paginate(**kwargs)
+            return self._paginate(**kwargs, PaginationConfig={"PageSize": BATCH_SIZE})
         except CeiError:
             raise
         except Exception as exc:
