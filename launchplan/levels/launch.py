@@ -197,19 +197,19 @@ def run_launches(ctx: RunContext, specs: Sequence[NodeSpec], parallel: int,
 
     with ThreadPoolExecutor(max_workers=min(max(1, parallel), len(specs)),
                             thread_name_prefix="launch") as pool:
-        _create_together(launchers, pool, parallel)
+        _create_together(ctx, launchers, pool, parallel)
         list(pool.map(one, [launcher for launcher in launchers if not launcher.done]))
     return [launcher.failure for launcher in launchers if launcher.failure is not None]
 
 
-def _create_together(launchers: Sequence[_NodeLauncher], pool: ThreadPoolExecutor,
-                     parallel: int) -> None:
+def _create_together(ctx: RunContext, launchers: Sequence[_NodeLauncher],
+                     pool: ThreadPoolExecutor, parallel: int) -> None:
     """Create together the nodes whose cloud makes many in one call (capabilities.batches).
 
     Every node's intent is committed first (in parallel), then one provider.create_many makes
-    as few cloud calls as it can, and each id is committed the moment the cloud gives it,
-    before the next call. A node that fails or is stopped here is `done`; the others go on
-    from booting in their own threads. Nodes of other clouds are each created in their own
+    as few cloud calls as it can (none more after an interrupt), and each id is committed the
+    moment the cloud gives it. A node that fails or is stopped here is `done`; the others go
+    on from booting in their own threads. Nodes of other clouds are each created in their own
     thread, so that one boots while the next is still being made.
     """
     groups: dict[int, tuple[Provider, list[_NodeLauncher]]] = {}
@@ -221,16 +221,18 @@ def _create_together(launchers: Sequence[_NodeLauncher], pool: ThreadPoolExecuto
         requests = list(pool.map(_NodeLauncher.intend, group, [provider] * len(group)))
         _create_group(provider, [(launcher, request) for launcher, request
                                  in zip(group, requests, strict=True)
-                                 if request is not None and launcher.may_create()], parallel)
+                                 if request is not None and launcher.may_create()],
+                      parallel, ctx.cancel)
 
 
 def _create_group(provider: Provider, asking: Sequence[tuple[_NodeLauncher, NodeRequest]],
-                  parallel: int) -> None:
+                  parallel: int, cancel: threading.Event) -> None:
     by_token = {request.token: launcher for launcher, request in asking}
     try:
         results: Sequence[NodeInfo | Exception] = provider.create_many(
             [request for _, request in asking],
-            lambda request, info: by_token[request.token].created(request, info), parallel)
+            lambda request, info: by_token[request.token].created(request, info),
+            parallel, cancel)
     except Exception as exc:  # a bug: the nodes not yet made fail, the run goes on
         results = [exc] * len(asking)
     for (launcher, _), result in zip(asking, results, strict=True):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from launchplan.errors import CeiError, StepTimeout
+from launchplan.errors import CeiError, Interrupted, StepTimeout
 
 # Node states a provider reports, normalised across clouds.
 PENDING = "pending"
@@ -123,16 +123,20 @@ class Provider(ABC):
         requests: Sequence[NodeRequest],
         created: Callable[[NodeRequest, NodeInfo], None],
         parallel: int = 1,
+        cancel: threading.Event | None = None,
     ) -> list[NodeInfo | CeiError]:
         """Create several nodes, with at most `parallel` cloud calls at once: in the order of
-        `requests`, each node's info or the error that stopped it. `created` is called (from
-        any thread) with each node's info as soon as the cloud has given its id, before that
-        thread's next call, so the caller records every id at once. This default creates one
-        node at a time; drivers whose cloud makes many nodes in one call override it (and
-        declare `batches`)."""
+        `requests`, each node's info or the error that stopped it (Interrupted for those not
+        asked for once `cancel` is set). `created` is called (from any thread) with each
+        node's info as soon as the cloud has given its id, before that thread's next call, so
+        the caller records every id at once. This default creates one node at a time;
+        drivers whose cloud makes many nodes in one call override it (and declare
+        `batches`)."""
         results: list[NodeInfo | CeiError] = []
         for request in requests:
             try:
+                if cancel is not None and cancel.is_set():
+                    raise Interrupted(f"interrupted before creating node {request.node}")
                 info = self.create(request)
             except CeiError as exc:
                 results.append(exc)

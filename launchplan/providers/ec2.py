@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from launchplan.errors import CeiError, ProviderError, StepTimeout, UsageError
+from launchplan.errors import CeiError, Interrupted, ProviderError, StepTimeout, UsageError
 from launchplan.providers.base import (
     ERROR,
     PENDING,
@@ -203,11 +203,17 @@ class _CreateCall:
     strays: set[str]  # services not to make new nodes of (_Earlier.strays)
     created: Callable[[NodeRequest, NodeInfo], None]
     parallel: int
+    cancel: threading.Event | None
     memo: dict[tuple[str, ...], list[str]] = field(default_factory=dict)  # security groups
 
     def own(self, index: int) -> dict[str, str]:
         """The tags of the request's node alone (node, token, Name)."""
         return _shared(self.kwargs[index])[1]
+
+    def go_on(self, what: str) -> None:
+        """Interrupted, once `cancel` is set, before `what` is asked of the cloud."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Interrupted(f"interrupted before {what}")
 
 
 class _Answers:
@@ -505,11 +511,12 @@ class EC2Provider(Provider):
         requests: Sequence[NodeRequest],
         created: Callable[[NodeRequest, NodeInfo], None],
         parallel: int = 1,
+        cancel: threading.Event | None = None,
     ) -> list[NodeInfo | CeiError]:
         """One paged DescribeInstances for nodes made before, then one RunInstances per group
         of nodes whose parameters are the same but for their own tags (up to BATCH_SIZE a
         call, MinCount = MaxCount = their number), each node tagged as itself just after;
-        up to `parallel` calls at once.
+        up to `parallel` calls at once, and none begun once `cancel` is set.
 
         Nodes share a call only where their user-data is byte for byte the same. cei's default
         host key policy (`pinned`) puts each node's own SSH host private key in its user-data,
@@ -544,7 +551,7 @@ class EC2Provider(Provider):
             created(request, info)
 
         call = _CreateCall(requests, kwargs, earlier, earlier.strays(t for t in tokens if t),
-                           made, parallel)
+                           made, parallel, cancel)
         with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(chunks))),
                                 thread_name_prefix="ec2-create") as pool:
             for outcome in pool.map(partial(self._make, call), chunks, tokens):
@@ -586,6 +593,7 @@ class EC2Provider(Provider):
         for index in rest:
             what = f"ec2: creating node {requests[index].node}"
             try:
+                call.go_on(f"creating node {requests[index].node}")
                 response = self._call(what, "run_instances",
                                       **self._vpc_group_ids(call.kwargs[index], call.memo))
                 instances = response.get("Instances") or []
@@ -611,6 +619,7 @@ class EC2Provider(Provider):
         what = (f"ec2: creating nodes {call.requests[chunk[0]].node} .. "
                 f"{call.requests[chunk[-1]].node}")
         try:
+            call.go_on(what.removeprefix("ec2: "))
             response = self._call(what, "run_instances",
                                   **self._vpc_group_ids(params, call.memo))
         except CeiError as exc:

@@ -24,7 +24,7 @@ from libcloud.common.exceptions import RateLimitReachedError
 from libcloud.compute.base import Node, NodeImage, NodeSize
 from libcloud.compute.drivers.dummy import DummyNodeDriver
 
-from launchplan.errors import CeiError
+from launchplan.errors import CeiError, Interrupted
 from launchplan.providers import Capabilities, Provider, get_provider
 from launchplan.providers.base import (
     ERROR,
@@ -300,3 +300,14 @@ def test_create_many_and_destroy_many(backend: Backend) -> None:
     assert fresh.destroy_many([*ids, backend.missing_id]) == {}
     assert fresh.destroy_many(ids) == {}
     assert fresh.find("r1") == []
+
+
+def test_create_many_asks_nothing_more_once_cancelled(backend: Backend) -> None:
+    provider = backend.make("r1")
+    cancel = threading.Event()
+    cancel.set()
+    requests = [backend.request("r1", f"db/{i}", f"t-{i}", userdata_for(provider.capabilities))
+                for i in range(2)]
+    made = provider.create_many(requests, lambda r, info: None, parallel=2, cancel=cancel)
+    assert all(isinstance(m, Interrupted) for m in made), made
+    assert provider.find("r1") == []
