@@ -138,13 +138,12 @@ class Terminator:
         for node in nodes:
             live = [r for r in by_node.get(node.node, [])
                     if r.resource_id is not None and r.state != TERMINATED]
-            providers = [_batching(ctx, r) for r in live]
-            if not live or (programs and _contextualized(node)) or None in providers:
+            batching = [(r, p) for r in live if (p := _batching(ctx, r)) is not None]
+            if not live or (programs and _contextualized(node)) or len(batching) < len(live):
                 rest.append(node)
                 continue
             taken.append(node)
-            for res, provider in zip(live, providers, strict=True):
-                assert provider is not None
+            for res, provider in batching:
                 together.setdefault(id(provider), (provider, []))[1].append(res)
         for node in taken:
             ctx.store.update_node(ctx.run, node.node, state=states.TERMINATING)
