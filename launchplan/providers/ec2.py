@@ -220,33 +220,36 @@ class _Answers:
     """The latest state of each instance cei waits for, refreshed for all of them at once.
 
     Whenever a waiter needs a newer answer than it has, one round of DescribeInstances (up to
-    BATCH_SIZE ids a call) asks about every instance still waited for or just created, and the
-    other waiters take their answers from it: N nodes of a level cost a call per round, not
-    one per node per poll, and stay clear of EC2's rate limits on DescribeInstances.
+    BATCH_SIZE ids a call) asks about every instance being waited for and every one created
+    since the last round, and the other waiters take their answers from it: N nodes of a level
+    cost a call per round, not one per node per poll, and stay clear of EC2's rate limits on
+    DescribeInstances.
     """
 
     def __init__(self, describe: Callable[[list[str]], dict[str, NodeInfo]]) -> None:
         self._describe = describe
         self._cond = threading.Condition()
         self._answers: dict[str, tuple[float, NodeInfo]] = {}  # id -> (round start, answer)
-        self._pending: set[str] = set()  # created or waited for, not yet known to be final
+        self._waiting: set[str] = set()  # ids a wait_running is waiting for
+        self._created: set[str] = set()  # ids created since the last round began
         self._polling = False
 
     def expect(self, resource_ids: Iterable[str]) -> None:
         """Instances just created: the next round asks about them too."""
         with self._cond:
-            self._pending.update(resource_ids)
+            self._created.update(resource_ids)
 
     def forget(self, resource_ids: Iterable[str]) -> None:
         with self._cond:
             for rid in resource_ids:
-                self._pending.discard(rid)
+                self._waiting.discard(rid)
+                self._created.discard(rid)
                 self._answers.pop(rid, None)
 
     def latest(self, resource_id: str, newer_than: float) -> NodeInfo:
         """The instance's state from a round begun after `newer_than` (time.monotonic())."""
         with self._cond:
-            self._pending.add(resource_id)
+            self._waiting.add(resource_id)
             while True:
                 answer = self._answers.get(resource_id)
                 if answer is not None and answer[0] > newer_than:
@@ -255,7 +258,8 @@ class _Answers:
                     break
                 self._cond.wait()
             self._polling = True
-            ids = sorted(self._pending | {resource_id})
+            ids = sorted(self._waiting | self._created | {resource_id})
+            self._created.clear()
         started = time.monotonic()
         answers: dict[str, NodeInfo] = {}
         try:
@@ -265,10 +269,7 @@ class _Answers:
         finally:  # after a failed round, the next waiter tries again
             with self._cond:
                 self._polling = False
-                for rid, info in answers.items():
-                    self._answers[rid] = (started, info)
-                    if info.state in _FINAL:
-                        self._pending.discard(rid)
+                self._answers.update((rid, (started, info)) for rid, info in answers.items())
                 self._cond.notify_all()
         return answers[resource_id]
 
