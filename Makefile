@@ -33,9 +33,10 @@ unit: $(STAMP)
 system-deps:
 	scripts/system-deps.sh
 
-## bench: every benchmark in bench/ (figures only; RabbitMQ ones start a private broker)
+## bench: every benchmark in bench/ (figures only; RabbitMQ and PostgreSQL ones start private servers)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_launch.py
+	$(BIN)/python bench/bench_state.py
 	$(BIN)/python bench/bench_transform.py --start-rabbitmq
 	$(BIN)/python bench/bench_demo.py --start-rabbitmq
 	$(BIN)/python bench/bench_elastic.py

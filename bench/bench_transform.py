@@ -2,7 +2,7 @@
 
     python bench/bench_transform.py [--messages N] [--amqp URL | --start-rabbitmq]
 
-End to end: a worker process (`python -m launchplan.transforms.worker`) on the transport; a
+End to end: a worker process (`python -m launchplan.demo.worker`) on the transport; a
 publisher thread streams N data messages while this process consumes the N outputs; the figure
 is N divided by the time from the first publish to the last output received.
 """
@@ -24,9 +24,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launchplan.messaging import connect, filesystem_url, redact_url  # noqa: E402
-from launchplan.transforms.sliding_window import MultiWindow  # noqa: E402
-from launchplan.transforms.worker import Transform  # noqa: E402
+from launchplan.demo.messaging import connect, filesystem_url, redact_url  # noqa: E402
+from launchplan.demo.sliding_window import MultiWindow  # noqa: E402
+from launchplan.demo.worker import Transform  # noqa: E402
 
 VARIABLES = ("temperature", "salinity", "pressure", "oxygen")
 
@@ -62,7 +62,7 @@ def bench_end_to_end(url: str, msgs: list[dict[str, Any]], window: float) -> flo
     suffix = f"{os.getpid()}-{time.monotonic_ns()}"
     q_in, q_out = f"bench.in.{suffix}", f"bench.out.{suffix}"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "launchplan.transforms.worker", "--transport", url,
+        [sys.executable, "-m", "launchplan.demo.worker", "--transport", url,
          "--input", q_in, "--output", q_out, "--window", str(window)],
         env=env, start_new_session=True, stderr=subprocess.DEVNULL,
     )

@@ -2,9 +2,13 @@
 
 Exit statuses are a contract (docs/commands.md): 1 failure, 2 usage or invalid plan,
 3 timeout, 4 teardown incomplete, 130 interrupted.
+
+Standard library only: the execution-engine agent ships this module to nodes beside itself.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -53,6 +57,29 @@ class PlanError(UsageError):
         return where + ": "
 
 
+class PlanErrors(PlanError):
+    """Several problems of one plan, reported together like a compiler does (the first
+    `shown`; `total` counts them all). Its file and line are the first problem's."""
+
+    def __init__(self, errors: list[PlanError], total: int) -> None:
+        first = errors[0]
+        super().__init__(first.message, first.file, first.line, first.column)
+        self.errors = errors
+        self.total = total
+        lines = [str(e) for e in errors]
+        if total > len(errors):
+            lines.append(f"... and {total - len(errors)} more errors")
+        self.args = ("\n".join(lines),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class StoreError(CeiError):
+    """The state store cannot be read or written (a read-only or full disk, a damaged or
+    busy database); the message names $CEI_HOME and the cause."""
+
+
 class RunExistsError(UsageError):
     """A run of that name already exists (a second launch of it is refused)."""
 
@@ -63,6 +90,14 @@ class RunLockedError(UsageError):
 
 class UnknownRunError(UsageError):
     """No run of that name in the store."""
+
+
+class StateUnavailableError(CeiError):
+    """The state database cannot be reached (a PostgreSQL server that is down or cut off)."""
+
+
+class StateKeyError(UsageError):
+    """CEI_STATE_KEY is missing, malformed, or not the key a stored secret was sealed with."""
 
 
 class StepTimeout(CeiError):
@@ -99,3 +134,41 @@ class Interrupted(CeiError):
     """The user interrupted (Ctrl-C); in-flight work was stopped and recorded."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class ProgramEnd(Protocol):
+    """How a program on a node ended (remote.CommandResult)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def stdout_tail(self) -> str: ...
+
+    @property
+    def stderr_tail(self) -> str: ...
+
+
+class ProgramFailed(CeiError):
+    """A program exited non-zero; the message carries the tail of its stderr."""
+
+    def __init__(self, kind: str, result: ProgramEnd) -> None:
+        tail = (result.stderr_tail or result.stdout_tail).strip()
+        message = f"{kind} program exited with status {result.status}"
+        if tail:
+            message += ":\n" + tail
+        super().__init__(message)
+        self.result = result
+
+
+class AgentError(CeiError):
+    """The execution-engine agent refused a request (a bad definition, an unknown process, no
+    free slot) or could not be started."""
+
+
+class AgentDown(AgentError):
+    """The node answers SSH but no agent answers on its socket."""
+
+
+class MessagingError(CeiError):
+    """A transport URL that cannot be used, or a broker that cannot be reached."""

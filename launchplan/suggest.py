@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 def did_you_mean(word: object, choices: Iterable[object]) -> str:
     """Return " (did you mean 'x'?)" for the closest choice, or "" when none is close."""
-    if not isinstance(word, str):
+    if not isinstance(word, str) or len(word) > 100:
         return ""
     names = [c for c in choices if isinstance(c, str)]
     close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the integration tests run for real (OpenSSH's sshd, RabbitMQ).
+# Installs the Debian packages the tests run for real (OpenSSH's sshd, RabbitMQ, PostgreSQL).
 # Only acts as root and only for what is missing; elsewhere it says what to install.
 set -euo pipefail
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
 [ -x /usr/bin/ssh-keygen ] || missing+=(openssh-client)
+# PostgreSQL's server binaries (initdb, pg_ctl) live in /usr/lib/postgresql/VERSION/bin.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: missing ${missing[*]}; install them (apt-get install ${missing[*]})" \

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.pgserver import PostgresServer, find_bindir, start_server
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -25,3 +28,44 @@ def cei_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "cei-home"
     monkeypatch.setenv("CEI_HOME", str(home))
     return home
+
+
+def _postgres_server() -> Iterator[PostgresServer]:
+    require(find_bindir(), "PostgreSQL is not installed (scripts/system-deps.sh installs it)")
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session (see tests/pgserver.py)."""
+    yield from _postgres_server()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, which it may stop and start again."""
+    yield from _postgres_server()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh database of its own on the test server; its password in PGPASSWORD only."""
+    monkeypatch.setenv("PGPASSWORD", postgres.password)
+    url = postgres.create_database()
+    try:
+        yield url
+    finally:
+        postgres.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn: "" (SQLite in $CEI_HOME) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return ""
+    url: str = request.getfixturevalue("pg_url")
+    return url

@@ -10,6 +10,8 @@ from pathlib import Path
 PACKAGE = "cei_agent"
 # Modules the node needs; this builder itself stays behind.
 EXCLUDE = {"build.py"}
+# Modules of launchplan the agent imports (standard library only), shipped beside it.
+SHARED = ("__init__.py", "errors.py")
 
 
 def build_zipapp(dest: Path) -> Path:
@@ -23,6 +25,11 @@ def build_zipapp(dest: Path) -> Path:
         for path in sorted(source.glob("*.py")):
             if path.name not in EXCLUDE:
                 shutil.copy2(path, package / path.name)
+        # the error tree the agent raises from, standard library only like the agent
+        shared = Path(tmp) / "launchplan"
+        shared.mkdir()
+        for name in SHARED:
+            shutil.copy2(source.parent / name, shared / name)
         # Our own __main__ rather than zipapp's `main=`, which would drop the exit status.
         (Path(tmp) / "__main__.py").write_text(
             f"from {PACKAGE}.main import main\n\nraise SystemExit(main())\n"

@@ -20,9 +20,11 @@ import threading
 import time
 from typing import Any
 
+from launchplan.errors import AgentError
+
 from . import VERSION
 from .sensors import SensorReader
-from .supervisor import AgentError, Supervisor
+from .supervisor import Supervisor
 
 log = logging.getLogger("cei-agent")
 

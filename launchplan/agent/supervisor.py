@@ -22,6 +22,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from launchplan.errors import AgentError
+
 log = logging.getLogger("cei-agent")
 
 PENDING, RUNNING, EXITED, FAILED = "pending", "running", "exited", "failed"
@@ -49,10 +51,6 @@ MODULE_RUNNER = (
     "rc = target(sys.argv[1:])\n"
     "sys.exit(rc if isinstance(rc, int) else 0)\n"
 )
-
-
-class AgentError(Exception):
-    """A request the agent refuses (bad definition, unknown process, no free slot)."""
 
 
 def _number(defn: dict[str, Any], key: str, default: float | None, minimum: float) -> Any:

@@ -8,8 +8,9 @@ line. The runner reads workflow commands from stdout and stderr alike.
 from __future__ import annotations
 
 import os
+import sys
 
-import click
+from launchplan.cli.output import write
 
 
 def github_actions() -> bool:
@@ -19,12 +20,10 @@ def github_actions() -> bool:
 def summary_line(ok: bool, title: str, line: str, details: str = "", *, err: bool) -> None:
     """Print `line`; under GitHub Actions, as an annotation titled `title` that also carries
     `details` (which plain output shows on lines of its own)."""
-    if not github_actions():
-        click.echo(line, err=err)
-        return
-    text = line + (f"\n{details}" if details else "")
-    click.echo(f"::{'notice' if ok else 'error'} title={_property(title)}::{_data(text)}",
-               err=err)
+    if github_actions():
+        text = line + (f"\n{details}" if details else "")
+        line = f"::{'notice' if ok else 'error'} title={_property(title)}::{_data(text)}"
+    write(line + "\n", sys.stderr if err else sys.stdout)
 
 
 def _data(text: str) -> str:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-import launchplan
 from launchplan.cli.common import (
     claim_run,
     json_option,
@@ -20,13 +19,13 @@ from launchplan.cli.common import (
     vars_file_option,
 )
 from launchplan.cli.output import emit_json, error, warn
+from launchplan.demo import DEMO_PLAN
 from launchplan.errors import CeiError, UsageError
 
 if TYPE_CHECKING:
     from launchplan.dispatch.dispatcher import Dispatcher
     from launchplan.state import ProcessRecord, Store
 
-DEFAULT_PLAN = Path(launchplan.__file__).resolve().parent.parent / "plans" / "sliding-window.yml"
 WORKER_RUNNING_WAIT = 60.0
 
 
@@ -45,7 +44,8 @@ def demo() -> None:
               type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write time,variable,value,average,count.")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="The demo plan (default: plans/sliding-window.yml).")
+              default=None, help="The demo plan (default: the one cei ships, "
+                                 "launchplan/demo/sliding-window.yml).")
 @click.option("--run", "run_name", metavar="RUN",
               help="Reuse RUN (launched earlier with --keep): its transform serves again.")
 @click.option("--name", "new_name", metavar="RUN",
@@ -80,7 +80,7 @@ def sliding_window(input_path: Path, window: float, output_path: Path, plan_path
 
     Exit status: 0 done, 1 a step failed, 2 bad input or usage, 3 timed out, 130 interrupted.
     """
-    from launchplan.dispatch import demo as sw
+    from launchplan.demo import stream as sw
 
     series_vars, messages = sw.read_series(input_path)
     if plot_path is not None and not sw.plot_available():
@@ -90,7 +90,7 @@ def sliding_window(input_path: Path, window: float, output_path: Path, plan_path
                          "--keep do not apply")
     store = open_store()
     launched = run_name is None
-    name = run_name or _launch(store, plan_path or DEFAULT_PLAN, new_name, variables,
+    name = run_name or _launch(store, plan_path or DEMO_PLAN, new_name, variables,
                                vars_files, as_json)
     try:
         summary = _serve(store, name, transport, window, messages, output_path, launched,
@@ -166,8 +166,7 @@ def _terminate(store: Store, name: str, as_json: bool, quiet: bool) -> bool:
 def _transport(store: Store, name: str, given: str | None, dispatcher: Dispatcher,
                worker: ProcessRecord | None) -> str:
     """The transport URL: --transport, else the running transform's, the broker's, or ours."""
-    from launchplan.dispatch.demo import definition_option
-    from launchplan.messaging import (
+    from launchplan.demo.messaging import (
         PASSWORD_ENV,
         MessagingError,
         filesystem_url,
@@ -175,6 +174,7 @@ def _transport(store: Store, name: str, given: str | None, dispatcher: Dispatche
         split_password,
         with_password,
     )
+    from launchplan.demo.stream import definition_option
     from launchplan.providers import driver_capabilities
 
     used = definition_option(worker.definition, "--transport") if worker else None
@@ -206,11 +206,11 @@ def _serve(store: Store, name: str, transport: str | None, window: float,
            messages: list[Any], output_path: Path, launched: bool,
            as_json: bool) -> dict[str, Any]:
     """Make sure the run's transform runs, stream the data through it, write OUT.csv."""
-    from launchplan.dispatch import demo as sw
+    from launchplan.demo import stream as sw
+    from launchplan.demo.messaging import PASSWORD_ENV, redact_url, split_password
     from launchplan.dispatch.dispatcher import Dispatcher
     from launchplan.levels.events import discard
     from launchplan.levels.runtime import RunContext
-    from launchplan.messaging import PASSWORD_ENV, redact_url, split_password
     from launchplan.providers import driver_capabilities
     from launchplan.state.records import PROCESS_ACTIVE_STATES
 

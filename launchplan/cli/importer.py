@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from launchplan.cli.common import json_option
-from launchplan.cli.output import emit_json, error, warn
+from launchplan.cli.output import counted, emit_json, error, warn
 from launchplan.errors import EXIT_USAGE, UsageError
 
 
@@ -76,8 +76,8 @@ def import_plan(top: Path, output: Path | None, cloud: str | None, check: bool, 
         return 0
     for problem in result.warnings:
         warn(str(problem))
-    counts = (f"{imported.levels} levels, {imported.services} services, "
-              f"{len(result.warnings)} warnings")
+    counts = (f"{counted(imported.levels, 'level')}, {counted(imported.services, 'service')}, "
+              f"{counted(len(result.warnings), 'warning')}")
     if check:
         click.echo(f"{top}: importable ({counts})")
     elif output is not None:

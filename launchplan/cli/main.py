@@ -20,6 +20,8 @@ _COMMANDS = {
     "list": ("launchplan.cli.runs", "list_runs", "List the runs in the store."),
     "history": ("launchplan.cli.runs", "history",
                 "Show a run's events and every resource it made."),
+    "logs": ("launchplan.cli.logs", "logs",
+             "Print or follow the output of a run's programs, node by node."),
     "validate": ("launchplan.cli.validate", "validate", "Check a plan without launching anything."),
     "render": ("launchplan.cli.validate", "render",
                "Print the user-data and config a plan's nodes would receive."),
@@ -36,6 +38,10 @@ _COMMANDS = {
                "Convert a cloudinit.d plan (top.conf and its level files) into a cei plan."),
     "demo": ("launchplan.cli.demo", "demo",
              "Demos: the sliding-window transform streamed through engines and a broker."),
+    "unlock": ("launchplan.cli.unlock", "unlock",
+               "Clear a stale lock of a run (its holder's machine died) after confirmation."),
+    "state": ("launchplan.cli.state", "state",
+              "Move runs between stores: migrate, export and import; make a CEI_STATE_KEY."),
 }
 
 
@@ -58,8 +64,12 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--state", "state_url", metavar="URL", envvar="CEI_STATE",
+              help="Where runs are recorded: sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+                   "(default: $CEI_STATE, else SQLite in $CEI_HOME). No password in it: "
+                   "PGPASSWORD or ~/.pgpass.")
 @click.version_option(__version__, prog_name="cei")
-def cli() -> None:
+def cli(state_url: str | None) -> None:
     """cei boots launch plans: ordered levels of services on clouds.
 
     \b
@@ -73,14 +83,16 @@ def cli() -> None:
       cei status demo
       cei terminate demo
 
-    State lives in $CEI_HOME (default ~/.cei). Exit status: 0 success, 1 a service failed or
-    is unhealthy, 2 usage error or invalid plan, 3 timed out, 4 teardown incomplete,
-    130 interrupted.
+    State lives in $CEI_HOME (default ~/.cei), or in the PostgreSQL database of --state
+    ($CEI_STATE) that several machines share (docs/state.md). Exit status: 0 success,
+    1 a service failed or is unhealthy, 2 usage error or invalid plan, 3 timed out,
+    4 teardown incomplete, 130 interrupted.
     """
 
 
 def main() -> None:
     """Entry point: every cei error becomes one message and its exit status, never a traceback."""
+    from launchplan.cli.common import settle_stores
     from launchplan.cli.output import run_cli
 
-    sys.exit(run_cli(cli))
+    sys.exit(settle_stores(run_cli(cli)))

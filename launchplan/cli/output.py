@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -10,7 +11,7 @@ from typing import Any, TextIO
 
 import click
 
-from launchplan.errors import EXIT_INTERRUPTED, EXIT_USAGE, CeiError
+from launchplan.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CeiError, PlanErrors
 from launchplan.levels.events import SCHEMA_VERSION, Event
 
 
@@ -25,8 +26,12 @@ def run_cli(group: click.Group) -> int:
     except (click.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output went away: nothing left to say
+        silence(sys.stdout)
+        return EXIT_FAILED
     except CeiError as exc:
-        error(str(exc))
+        for line in str(exc).splitlines() if isinstance(exc, PlanErrors) else [str(exc)]:
+            error(line)
         return exc.exit_code
     return int(rv or 0)
 
@@ -41,9 +46,29 @@ def warn(message: str) -> None:
 
 def emit_json(doc: Mapping[str, Any], out: TextIO | None = None) -> None:
     """One JSON document per line, with the schema version first."""
+    write(json.dumps({"v": SCHEMA_VERSION, **doc}, default=str) + "\n", out)
+
+
+def write(text: str, out: TextIO | None = None) -> None:
+    """Write and flush; a reader that went away (`cei launch --json | head -3`) is no error:
+    the command goes on and finishes its work, its further output going nowhere."""
     stream = out or sys.stdout
-    stream.write(json.dumps({"v": SCHEMA_VERSION, **doc}, default=str) + "\n")
-    stream.flush()
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        silence(stream)
+
+
+def silence(stream: TextIO) -> None:
+    """Point `stream`'s file descriptor at /dev/null (so the interpreter's last flush of
+    what is still buffered cannot fail either)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
 
 
 class JsonReporter:
@@ -66,11 +91,15 @@ class PlainReporter:
         line = describe(event)
         if line:
             stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
-            self.out.write(f"{stamp} {line}\n")
-            self.out.flush()
+            write(f"{stamp} {line}\n", self.out)
 
     def close(self) -> None:
         pass
+
+
+def counted(number: int | None, word: str) -> str:
+    """ "1 level", "3 levels"."""
+    return f"{number} {word}{'' if number == 1 else 's'}"
 
 
 def describe(event: Event) -> str | None:
@@ -80,7 +109,8 @@ def describe(event: Event) -> str | None:
     if kind == "run.started":
         if data.get("operation"):
             return f"{data['operation']} of run {event.run}"
-        return f"launching run {event.run} ({data.get('levels')} levels, plan {data.get('path')})"
+        return (f"launching run {event.run} ({counted(data.get('levels'), 'level')}, "
+                f"plan {data.get('path')})")
     if kind == "level.started":
         return f"level {data.get('index')} ({data.get('level')}) starting"
     if kind == "level.finished":

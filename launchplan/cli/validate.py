@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from launchplan.cli.common import json_option, load, var_option, vars_file_option
-from launchplan.cli.output import emit_json, warn
+from launchplan.cli.output import counted, emit_json, warn
 from launchplan.errors import UsageError
 
 _plan_arg = click.argument("plan_path", metavar="PLAN", type=click.Path(path_type=Path))
@@ -26,19 +26,19 @@ def validate(plan_path: Path, variables: tuple[str, ...], vars_files: tuple[Path
 
     Exit status 0 when valid, 2 with FILE:LINE: message otherwise.
     """
-    from launchplan.plan import render_service
+    from launchplan.plan import machine_problems, render_all
 
     plan = load(plan_path, variables, vars_files)
-    nodes = 0
-    for decl in plan.services():
-        nodes += len(render_service(plan, decl.name, plan.name))
+    nodes = len(render_all(plan))
+    for problem in machine_problems(plan):
+        warn(f"{problem} (needed to launch, not by the plan)")
     summary = {"plan": plan.name, "path": str(plan_path), "valid": True,
                "levels": len(plan.levels), "services": len(plan.services()), "nodes": nodes}
     if as_json:
         emit_json(summary)
     else:
-        click.echo(f"{plan_path}: valid ({summary['levels']} levels, "
-                   f"{summary['services']} services, {nodes} nodes)")
+        click.echo(f"{plan_path}: valid ({counted(len(plan.levels), 'level')}, "
+                   f"{counted(len(plan.services()), 'service')}, {counted(nodes, 'node')})")
     return 0
 
 
@@ -56,12 +56,7 @@ def render(plan_path: Path, service: str | None, variables: tuple[str, ...],
     <db.outputs.token>. The host key cei generates for each node is never shown.
     """
     from launchplan.ctx.hostkeys import generate_host_key
-    from launchplan.ctx.userdata import (
-        build_userdata,
-        check_cloud_config,
-        detect_content_type,
-        redact_userdata,
-    )
+    from launchplan.ctx.userdata import build_userdata, redact_userdata
     from launchplan.plan import render_service
     from launchplan.providers import driver_capabilities
 
@@ -77,13 +72,10 @@ def render(plan_path: Path, service: str | None, variables: tuple[str, ...],
             host_key = (generate_host_key() if creates and spec.host_key_policy == "pinned"
                         else None)
             userdata = build_userdata(spec.userdata, host_key=host_key) if creates else b""
-            problems = [p for part in spec.userdata
-                        if detect_content_type(part) == "text/cloud-config"
-                        for p in check_cloud_config(part)]
             docs.append({"node": spec.node, "cloud": spec.cloud.name,
                          "driver": spec.cloud.driver,
                          "userdata": redact_userdata(userdata) if userdata else "",
-                         "config": dict(spec.config), "problems": problems})
+                         "config": dict(spec.config)})
     if as_json:
         emit_json({"plan": plan.name, "nodes": docs})
         return 0
@@ -94,6 +86,4 @@ def render(plan_path: Path, service: str | None, variables: tuple[str, ...],
         click.echo(doc["userdata"] or "(none)")
         click.secho("--- config ($CEI_CONFIG)", fg="cyan")
         click.echo(json.dumps(doc["config"], indent=2, sort_keys=True, default=str))
-        for problem in doc["problems"]:
-            warn(f"{doc['node']} cloud-config: {problem}")
     return 0

@@ -1,7 +1,8 @@
 """The node environment contract: where a node's programs run and what CEI_* variables they see.
 
-See ARCHITECTURE.md "The node environment": programs run in `~/.cei/RUN/SERVICE/` with the
-paths of the config, context and output documents in the environment.
+See ARCHITECTURE.md "The node environment": programs run in the node's own stage directory
+`~/.cei/RUN/SERVICE/INDEX/` (two nodes on one existing host never share one) with the paths
+of the config, context and output documents in the environment.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ def _component(kind: str, name: str) -> str:
     return name
 
 
-def stage_dir(run: str, service: str) -> str:
-    """The stage directory of a service's node, relative to the login home: ".cei/RUN/SERVICE"."""
-    return posixpath.join(".cei", _component("run", run), _component("service", service))
+def stage_dir(run: str, service: str, index: int) -> str:
+    """A node's stage directory, relative to the login home: ".cei/RUN/SERVICE/INDEX"."""
+    return posixpath.join(".cei", _component("run", run), _component("service", service),
+                          str(int(index)))
 
 
 def local_stage_dir(run_dir: Path, node: str) -> Path:

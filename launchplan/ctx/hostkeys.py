@@ -84,9 +84,20 @@ def generate_client_key(path: Path) -> str:
 
     cei uses one such key per run to log in to nodes whose plan names no key of its own.
     """
+    private, public = new_client_key()
+    write_client_key(path, private, public)
+    return public
+
+
+def new_client_key() -> tuple[str, str]:
+    """A fresh ed25519 client key pair: (private OpenSSH text, public line)."""
+    return _new_ed25519(CLIENT_KEY_COMMENT)
+
+
+def write_client_key(path: Path, private: str, public: str) -> None:
+    """Put a key pair where SSH reads it: `path` (0600, in a 0700 directory) and `path`.pub."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    private, public = _new_ed25519(CLIENT_KEY_COMMENT)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)
@@ -96,7 +107,6 @@ def generate_client_key(path: Path) -> str:
     pub_path = path.with_name(path.name + ".pub")
     pub_path.write_text(public + "\n", encoding="ascii")
     os.chmod(pub_path, 0o644)
-    return public
 
 
 def parse_console_fingerprints(console_text: str) -> list[str]:

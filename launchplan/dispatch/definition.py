@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from launchplan.agent.supervisor import AgentError, normalize_definition
-from launchplan.errors import PlanError, UsageError
+from launchplan.agent.supervisor import normalize_definition
+from launchplan.errors import AgentError, PlanError, UsageError
 
 ENV_FROM = "env_from"
 QUEUE = "queue"  # wait for a free slot instead of being refused (cei's own key)

@@ -29,7 +29,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from launchplan.dispatch.definition import QUEUE, check_definition, for_agent
-from launchplan.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, CeiError, UsageError
+from launchplan.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    AgentDown,
+    AgentError,
+    CeiError,
+    UsageError,
+)
 from launchplan.levels import agents, states
 from launchplan.levels import events as ev
 from launchplan.levels.runtime import RunContext
@@ -136,13 +144,13 @@ class Dispatcher:
             session = self.sessions.get(node)
             try:
                 return agents.call(session, agent, op, *args)
-            except agents.AgentDown:
+            except AgentDown:
                 agents.start_agent(session, agent)  # re-adopts the processes that outlived it
                 return agents.call(session, agent, op, *args)
-        except agents.AgentDown as exc:
+        except AgentDown as exc:
             self.sessions.forget(node.node)
             raise NodeLost(f"its agent does not answer: {exc}") from None
-        except agents.AgentError:
+        except AgentError:
             raise
         except CeiError as exc:
             self.sessions.forget(node.node)
@@ -211,7 +219,7 @@ class Dispatcher:
             return list(self._call(node, "list").get("processes", [])), ""
         except NodeLost as exc:
             return None, str(exc)
-        except agents.AgentError as exc:
+        except AgentError as exc:
             return None, f"its agent refused `list`: {exc}"
 
     def absorb(self, node: NodeRecord, listing: list[dict[str, Any]]) -> None:
@@ -276,7 +284,7 @@ class Dispatcher:
                 if record.state != PROCESS_WAITING:
                     try:
                         self._call(node, "kill", record.name)
-                    except (NodeLost, agents.AgentError) as exc:
+                    except (NodeLost, AgentError) as exc:
                         self.ctx.emit(ev.WARNING, node=node.node,
                                       message=f"could not stop {record.name}: {exc}")
                 self._reschedule(record, why, report)
@@ -337,7 +345,7 @@ class Dispatcher:
     def _status(self, node: NodeRecord) -> dict[str, Any] | None:
         try:
             return self._call(node, "status")
-        except (NodeLost, agents.AgentError):
+        except (NodeLost, AgentError):
             return None  # the next reconcile decides whether it is lost
 
     def _place(self, service: str, definition: Mapping[str, Any]
@@ -363,7 +371,7 @@ class Dispatcher:
         for *_, node in ranked:
             try:
                 return node, self._launch_on(node, definition)
-            except (NodeLost, agents.AgentError) as exc:
+            except (NodeLost, AgentError) as exc:
                 problems.append(f"{node.node}: {exc}")
         detail = f" ({'; '.join(problems)})" if problems else ""
         raise NoFreeSlot(f"no engine node of service {service!r} has a free slot{detail}")
@@ -377,7 +385,7 @@ class Dispatcher:
             session = self.sessions.get(node)
             session.makedirs(folder, 0o700)
             session.put(_json(sent), path, 0o600)
-        except agents.AgentError:
+        except AgentError:
             raise
         except CeiError as exc:
             self.sessions.forget(node.node)

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from launchplan.errors import CeiError, RemoteError
+from launchplan.errors import AgentDown, AgentError, CeiError, RemoteError
 from launchplan.plan.model import NodeSpec
 from launchplan.remote import Session, shell_command
 
@@ -31,14 +31,6 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
 _build_lock = threading.Lock()
-
-
-class AgentError(CeiError):
-    """The agent on a node could not be started or refused a request."""
-
-
-class AgentDown(AgentError):
-    """The node answers SSH but no agent answers on its socket."""
 
 
 def _source_digest() -> str:

@@ -13,6 +13,7 @@ from launchplan.levels.launch import DEFAULT_PARALLEL
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import PASSED, Stage
 from launchplan.levels.runtime import RunContext
+from launchplan.levels.sites import Elsewhere
 from launchplan.plan.model import ProgramSpec
 from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING
@@ -93,6 +94,8 @@ def _live(ctx: RunContext, node: NodeRecord) -> NodeHealth:
         try:
             state = ctx.provider(node.driver, options).describe(node.resource_id).state
             problem = "" if state == RUNNING else f"the cloud reports it {state}"
+        except Elsewhere as exc:
+            problem = str(exc)
         except CeiError as exc:
             problem = f"cannot describe the node: {exc}"
         checks.append(Check("cloud", not problem, time.monotonic() - started, problem))

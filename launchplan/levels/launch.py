@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import threading
@@ -28,16 +29,19 @@ from launchplan.errors import (
     EXIT_OK,
     EXIT_TIMEOUT,
     CeiError,
+    StateUnavailableError,
     StepTimeout,
 )
 from launchplan.levels import events as ev
 from launchplan.levels import hostkeys, states
 from launchplan.levels.agents import install_agent
+from launchplan.levels.masking import Masker
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import Stage
-from launchplan.levels.runtime import RunContext
+from launchplan.levels.runtime import RUN_KEY_MARK, RunContext
 from launchplan.plan import render_service
 from launchplan.plan.model import NodeSpec, NodeView, Plan, ServiceView
+from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING, NodeInfo, NodeRequest, Provider
 from launchplan.providers.tags import node_tags
 from launchplan.remote import Session
@@ -102,13 +106,12 @@ class Launcher:
         with ctx.store.locked(ctx.run):
             ctx.emit(ev.RUN_STARTED, plan=self.plan.name, path=str(self.plan.path),
                      levels=len(self.plan.levels))
-            for level in self.plan.levels:
-                if ctx.cancel.is_set():
-                    break
-                failures = self._launch_level(level.index, level.name)
-                result.failures.extend(failures)
-                if failures:
-                    break
+            try:
+                self._launch_levels(result)
+            except StateUnavailableError:
+                with contextlib.suppress(StateUnavailableError):  # recorded once it is back
+                    ctx.store.set_run_status(ctx.run, states.RUN_FAILED)
+                raise
             cancelled = ctx.cancel.is_set()
             out_of_time = self._out_of_time if cancelled else None
             if out_of_time is not None:
@@ -127,6 +130,15 @@ class Launcher:
                                for f in result.failures],
                      **({"deadline": out_of_time} if out_of_time else {}))
         return result
+
+    def _launch_levels(self, result: LaunchResult) -> None:
+        for level in self.plan.levels:
+            if self.ctx.cancel.is_set():
+                return
+            failures = self._launch_level(level.index, level.name)
+            result.failures.extend(failures)
+            if failures:
+                return
 
     def _timed_out(self, failures: list[Failure], why: str) -> list[Failure]:
         """What the deadline cut short fails as timed out; failures of their own stay."""
@@ -178,7 +190,7 @@ def reserve_nodes(ctx: RunContext, specs: Sequence[NodeSpec], origin: str = "lau
     left by one of its kind and are its to roll back.
     """
     for spec in specs:
-        ctx.store.save_node(_pending_record(spec, origin))
+        ctx.store.save_node(_pending_record(ctx, spec, origin))
         ctx.emit(ev.NODE_STATE, node=spec.node, state=states.PENDING, service=spec.service,
                  level=spec.level_name)
 
@@ -193,7 +205,11 @@ def run_launches(ctx: RunContext, specs: Sequence[NodeSpec], parallel: int,
                  for spec in specs]
 
     def one(launcher: _NodeLauncher) -> Failure | None:
-        return launcher.run()
+        try:
+            return launcher.run()
+        except StateUnavailableError:
+            ctx.interrupt()  # nothing more can be recorded: stop every node's work now
+            raise
 
     with ThreadPoolExecutor(max_workers=min(max(1, parallel), len(specs)),
                             thread_name_prefix="launch") as pool:
@@ -277,24 +293,44 @@ def known_nodes(store: Store, run: str) -> list[dict[str, Any]]:
     ]
 
 
-def _pending_record(spec: NodeSpec, origin: str) -> NodeRecord:
+def uses_run_key(spec: NodeSpec) -> bool:
+    """Whether cei logs in to the node with the run's own key: the plan names no key for it, and
+    its cloud makes it and can hand it the key in its user-data (not an existing host)."""
+    capabilities = driver_capabilities(spec.cloud.driver)
+    return (spec.ssh_key is None and capabilities.creates_machines
+            and capabilities.takes_userdata)
+
+
+def _pending_record(ctx: RunContext, spec: NodeSpec, origin: str) -> NodeRecord:
     return NodeRecord(
         run=spec.run, node=spec.node, service=spec.service, index=spec.index,
         level=spec.level, level_name=spec.level_name, driver=spec.cloud.driver,
-        cloud=spec.cloud.public_options(), state=states.PENDING,
+        cloud=ctx.cloud_record(spec.cloud), state=states.PENDING,
         ssh_user=spec.ssh_user, ssh_key=spec.ssh_key,
         programs={
-            "ready": spec.ready.to_dict() if spec.ready else None,
-            "terminate": spec.terminate.to_dict() if spec.terminate else None,
-            "reconfigure": spec.reconfigure.to_dict() if spec.reconfigure else None,
-            "metrics": spec.metrics.to_dict() if spec.metrics else None,
-            "stage": stage_dir(spec.run, spec.service),
+            kind: _masked(program.to_dict(), Masker(spec.secrets)) if program else None
+            for kind, program in (("ready", spec.ready), ("terminate", spec.terminate),
+                                  ("reconfigure", spec.reconfigure), ("metrics", spec.metrics))
+        } | {
+            "stage": stage_dir(spec.run, spec.service, spec.index),
             "host_key_policy": spec.host_key_policy,
             "origin": origin,
             "ssh": spec.ssh_settings(),
             **({"local_exe": True} if spec.local_exe else {}),
+            **({RUN_KEY_MARK: True} if uses_run_key(spec) else {}),
         },
     )
+
+
+def _masked(value: Any, masker: Masker) -> Any:
+    """`value` (a program as stored) with the plan's secret values masked."""
+    if isinstance(value, str):
+        return masker.text(value)
+    if isinstance(value, dict):
+        return {k: _masked(v, masker) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, masker) for v in value]
+    return value
 
 
 def creation_token(run: str, node: str, attempt: int = 1) -> str:
@@ -452,7 +488,8 @@ class _NodeLauncher:
                                    + (result.stdout_tail + result.stderr_tail).strip())
             self._step(states.CONTEXTUALIZING)
             self._contextualize(
-                session, log, posixpath.join(session.home, stage_dir(ctx.run, spec.service)))
+                session, log,
+                posixpath.join(session.home, stage_dir(ctx.run, spec.service, spec.index)))
         finally:
             session.close()
         self._set(states.READY)
@@ -465,8 +502,8 @@ class _NodeLauncher:
         """The node's create request; where the cloud creates, its intent is durable first."""
         spec, ctx = self.spec, self.ctx
         authorized = []
-        if provider.capabilities.generated_login_key and spec.ssh_key is None:
-            authorized.append(ctx.client_key()[1])
+        if uses_run_key(spec):
+            authorized.append(ctx.client_key(create=True)[1])
         elif spec.ssh_key and Path(spec.ssh_key + ".pub").is_file():
             authorized.append(Path(spec.ssh_key + ".pub").read_text().strip())
         userdata = None
@@ -478,7 +515,7 @@ class _NodeLauncher:
         token = creation_token(ctx.run, spec.node)
         if creates:  # the intent is durable before the cloud is asked
             self._intent = ctx.store.record_intent(ctx.run, spec.node, spec.cloud.driver,
-                                                   spec.cloud.public_options(), token)
+                                                   ctx.cloud_record(spec.cloud), token)
         self._host_key = host_key
         tags = node_tags(ctx.run, spec.service, spec.node)
         return NodeRequest(
@@ -488,12 +525,14 @@ class _NodeLauncher:
     def _created(self, request: NodeRequest, info: NodeInfo, log: NodeLog) -> str:
         """Commit the id the cloud gave the node, at once."""
         spec, ctx, host_key = self.spec, self.ctx, self._host_key
-        if self._intent is not None:
-            ctx.store.record_resource_id(self._intent, info.resource_id)
-        ctx.store.update_node(
-            ctx.run, spec.node, resource_id=info.resource_id, token=request.token,
-            host_key=host_key.public if host_key else None,
-            host_key_fingerprint=host_key.fingerprint if host_key else None)
+        try:
+            if self._intent is not None:
+                ctx.store.record_resource_id(self._intent, info.resource_id)
+        finally:  # the node learns its id too, even if the database is away (then later)
+            ctx.store.update_node(
+                ctx.run, spec.node, resource_id=info.resource_id, token=request.token,
+                host_key=host_key.public if host_key else None,
+                host_key_fingerprint=host_key.fingerprint if host_key else None)
         log.note(f"created {spec.cloud.driver} node {info.resource_id}")
         ctx.emit(ev.RESOURCE, node=spec.node, state="created", driver=spec.cloud.driver,
                  resource_id=info.resource_id)
@@ -508,11 +547,12 @@ class _NodeLauncher:
         ctx.store.update_node(ctx.run, spec.node, programs={**record.programs, "env": env})
         stage = Stage(session, stage_path, env, log, cancel=ctx.cancel,
                       observer=lambda run: ctx.emit(ev.NODE_PROGRAM, node=spec.node,
-                                                    **run.event_data()))
+                                                    **run.event_data()),
+                      secrets=spec.secrets)
         stage.prepare(spec.config, context_document(ctx.run, known_nodes(ctx.store, ctx.run)),
                       spec.stage_files)
         if spec.boot is not None:
-            outputs = stage.boot(spec.boot)
+            outputs = stage.boot(spec.boot, spec.output_limit)
             ctx.store.update_node(ctx.run, spec.node, outputs=outputs)
         agent = (install_agent(session, stage_path, spec, ctx.run_dir)
                  if isinstance(session, Session) else None)  # local_exe has no agent

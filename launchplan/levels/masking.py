@@ -1,7 +1,8 @@
 """Masking secrets in what a program prints, before it reaches a log, an event or a report.
 
 A program's secrets are the values of its environment variables whose names mark them as
-secret by the rule the store scrubs by (`state.secret_name`: ..._PASSWORD, ..._SECRET, ...).
+secret by the rule the store scrubs by (`state.secret_name`: ..._PASSWORD, ..._SECRET, ...),
+and the values of the plan's secret variables (`--secret-var`, `secret: true`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ class Masker:
         self.multiline = any(b"\n" in s for s in values)
 
     @classmethod
-    def for_env(cls, env: Mapping[str, str]) -> Masker:
-        return cls(value for name, value in env.items() if secret_name(name))
+    def for_env(cls, env: Mapping[str, str], secrets: Iterable[str] = ()) -> Masker:
+        """Masks the values of `env`'s secret-named variables and `secrets` (the values of the
+        plan's secret variables)."""
+        return cls([*(value for name, value in env.items() if secret_name(name)), *secrets])
 
     def __bool__(self) -> bool:
         return bool(self._secrets)

@@ -24,11 +24,14 @@ class NodeLog:
         self._write(f"--- {stamp} {text}\n".encode())
 
     def stream(self, program: str) -> Callable[[str, bytes], None]:
-        """A callback for Session.run that tags each chunk with its program and stream."""
+        """A callback for Session.run that tags each line with its program and stream."""
 
         def write(stream: str, chunk: bytes) -> None:
-            self._write(b"[%s %s] " % (program.encode(), stream.encode()) + chunk
-                        + (b"" if chunk.endswith(b"\n") else b"\n"))
+            prefix = b"[%s %s] " % (program.encode(), stream.encode())
+            lines = chunk.split(b"\n")
+            if lines[-1] == b"":
+                lines.pop()
+            self._write(b"".join(prefix + line + b"\n" for line in lines))
 
         return write
 

@@ -6,17 +6,19 @@ import json
 import posixpath
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchplan.errors import CeiError, CommandTimeout, Interrupted, StepTimeout
+from launchplan.errors import CeiError, CommandTimeout, Interrupted, ProgramFailed, StepTimeout
 from launchplan.levels.masking import Masker
 from launchplan.levels.nodelog import NodeLog
+from launchplan.levels.outputs import parse_outputs
+from launchplan.plan.budgets import OUTPUT_BYTES
 from launchplan.plan.model import ProgramSpec
-from launchplan.remote import CommandResult, Session, shell_command
+from launchplan.remote import CommandResult, Session, shell_script
 from launchplan.remote.local import LocalSession
 
 # how a program ended
@@ -25,18 +27,7 @@ FAILED = "failed"  # exited non-zero (or its outputs were unusable)
 TIMEOUT = "timeout"
 INTERRUPTED = "interrupted"
 ERROR = "error"  # could not be run to an end (SSH failed, ...)
-
-
-class ProgramFailed(CeiError):
-    """A program exited non-zero; the message carries the tail of its stderr."""
-
-    def __init__(self, kind: str, result: CommandResult) -> None:
-        tail = (result.stderr_tail or result.stdout_tail).strip()
-        message = f"{kind} program exited with status {result.status}"
-        if tail:
-            message += ":\n" + tail
-        super().__init__(message)
-        self.result = result
+RETRY_DELAY = 2.0  # seconds between the attempts of a boot or terminate program with retries
 
 
 @dataclass(frozen=True)
@@ -109,13 +100,14 @@ def _outcome(exc: CeiError) -> str:
 
 
 class Stage:
-    """A node's stage directory (~/.cei/RUN/SERVICE) reached through one SSH session, or on
+    """A node's stage directory (~/.cei/RUN/SERVICE/INDEX) reached through one SSH session, or on
     this machine for `local_exe` services."""
 
     def __init__(self, session: Session | LocalSession, stage: str, env: Mapping[str, str],
                  log: NodeLog, cancel: threading.Event | None = None,
-                 observer: ProgramObserver | None = None) -> None:
+                 observer: ProgramObserver | None = None, secrets: Sequence[str] = ()) -> None:
         self.session = session
+        self.secrets = tuple(secrets)
         self.cancel = cancel
         self.observer = observer
         self.path = stage if stage.startswith("/") else posixpath.join(session.home, stage)
@@ -144,14 +136,16 @@ class Stage:
         else:
             assert program.command is not None
             argv = ["/bin/sh", "-c", program.command, kind, *program.args]
-        self.log.note(f"{kind}: {' '.join(argv)}")
+        masker = Masker.for_env(program.env, self.secrets)
+        self.log.note(masker.text(f"{kind}: {' '.join(argv)}"))
         return argv
 
     def command_line(self, kind: str, program: ProgramSpec,
                      extra_env: Mapping[str, str] | None = None) -> str:
-        """The shell line that runs `program` in the stage (its file uploaded first)."""
+        """The shell script that runs `program` in the stage (its file uploaded first), for a
+        0600 file: its environment is exported by the script, never put in argv."""
         env = {**self.env, **program.env, **(extra_env or {})}
-        return shell_command(self.argv(kind, program), cwd=self.path, env=env)
+        return shell_script(self.argv(kind, program), cwd=self.path, env=env)
 
     def run(self, kind: str, program: ProgramSpec, timeout: float | None = None,
             extra_env: Mapping[str, str] | None = None) -> CommandResult:
@@ -160,7 +154,7 @@ class Stage:
         Its secrets (see levels.masking) are masked in the node log and in the result's tails.
         """
         env = {**self.env, **program.env, **(extra_env or {})}
-        masker = Masker.for_env(env)
+        masker = Masker.for_env(env, self.secrets)
         output = masker.stream(self.log.stream(kind)) if masker else None
         try:
             result = self.session.run_argv(
@@ -175,6 +169,26 @@ class Stage:
         if output is not None:
             result = output.result(result)
         self.log.note(f"{kind}: exit status {result.status}")
+        return result
+
+    def run_retried(self, kind: str, program: ProgramSpec,
+                    tracked: _Tracked | None = None) -> CommandResult:
+        """Run `program` until it exits 0, at most 1 + program.retries times, RETRY_DELAY
+        apart (an interrupt stops the waiting)."""
+        attempts = program.retries + 1
+        result = self.run(kind, program)
+        for attempt in range(2, attempts + 2):
+            if tracked is not None:
+                tracked.saw(result)
+            if result.status == 0 or attempt > attempts:
+                break
+            self.log.note(f"{kind}: exit status {result.status}; attempt {attempt} of "
+                          f"{attempts} in {RETRY_DELAY:g}s")
+            if self.cancel is not None and self.cancel.wait(RETRY_DELAY):
+                raise Interrupted(f"{kind} program interrupted between attempts")
+            if self.cancel is None:
+                time.sleep(RETRY_DELAY)
+            result = self.run(kind, program)
         return result
 
     def check(self, kind: str, program: ProgramSpec) -> ProgramRun:
@@ -200,31 +214,18 @@ class Stage:
         if self.observer is not None:
             self.observer(run)
 
-    def boot(self, program: ProgramSpec) -> dict[str, Any]:
-        """Run the boot program once and return the outputs it wrote to $CEI_OUTPUT."""
+    def boot(self, program: ProgramSpec, output_limit: int = OUTPUT_BYTES) -> dict[str, Any]:
+        """Run the boot program once and return the outputs it wrote to $CEI_OUTPUT (checked:
+        see levels.outputs)."""
         self.session.run_argv(["rm", "-f", self.env["CEI_OUTPUT"]], timeout=30)
         with self._observed("boot") as tracked:
-            result = tracked.saw(self.run("boot", program))
+            result = self.run_retried("boot", program, tracked)
             if result.status != 0:
                 raise ProgramFailed("boot", result)
-            outputs = self.outputs()
+            raw = self.session.get(self.env["CEI_OUTPUT"], limit=output_limit + 1)
+            outputs = parse_outputs(raw, output_limit)
             tracked.outputs = tuple(sorted(outputs))
         return outputs
-
-    def outputs(self) -> dict[str, Any]:
-        raw = self.session.get(self.env["CEI_OUTPUT"])
-        if raw is None or not raw.strip():
-            return {}
-        try:
-            value = json.loads(raw)
-        except ValueError as exc:
-            raise CeiError(f"the boot program wrote invalid JSON to $CEI_OUTPUT: {exc}") from None
-        if not isinstance(value, dict):
-            raise CeiError(
-                "the boot program must write one JSON object to $CEI_OUTPUT, "
-                f"not a {type(value).__name__}"
-            )
-        return value
 
     def wait_ready(self, program: ProgramSpec) -> None:
         """Run the ready program until it passes, every `interval`, within its timeout."""

@@ -1,8 +1,9 @@
 """The plan a run was launched from, as later commands (watch, scale, repair) load it again.
 
 Nodes added after the launch are rendered from the same plan file with the same variables.
-`--var` values that look like secrets are not stored (state.codec.scrub_secrets); their names
-are, so that a later command asks for them instead of silently using the plan's defaults.
+`--var` values that look like secrets (state.codec.scrub_secrets) and the values of secret
+variables (`--secret-var`, `secret: true`) are not stored; their names are, so that a later
+command asks for them instead of silently using the plan's defaults.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ def file_digest(path: Path) -> str:
 def launch_settings(plan: Plan, overrides: Mapping[str, str],
                     vars_files: Sequence[Path]) -> dict[str, Any]:
     """What the store keeps of how a run was launched (RunRecord.launch)."""
-    kept = scrub_secrets(dict(overrides))
+    kept = {k: v for k, v in scrub_secrets(dict(overrides)).items() if k not in plan.secrets}
     return {
         "overrides": kept,
         "withheld": sorted(set(overrides) - set(kept)),
+        "masked": sorted(plan.secrets),  # the key must not look secret to the store
         "vars_files": [str(Path(f).expanduser().resolve()) for f in vars_files],
         "plan_sha256": file_digest(plan.path),
     }
@@ -42,7 +44,7 @@ def load_run_plan(run: RunRecord, overrides: Mapping[str, str] | None = None,
     given = dict(overrides or {})
     missing = [name for name in launch.get("withheld", []) if name not in given]
     if missing:
-        flags = " ".join(f"--var {name}=..." for name in missing)
+        flags = " ".join(f"--secret-var {name}=..." for name in missing)
         raise UsageError(f"run {run.name} was launched with {', '.join(missing)} on the command "
                          f"line; cei does not store values that look like secrets: pass them "
                          f"again ({flags})")
@@ -51,7 +53,8 @@ def load_run_plan(run: RunRecord, overrides: Mapping[str, str] | None = None,
         raise UsageError(f"run {run.name} was launched from {path}, which is gone; new nodes "
                          "are rendered from the plan file, so restore it there")
     plan = load_plan(path, {**launch.get("overrides", {}), **given},
-                     [*launch.get("vars_files", []), *vars_files])
+                     [*launch.get("vars_files", []), *vars_files],
+                     secrets=launch.get("masked", ()))
     warnings = []
     if launch.get("plan_sha256") not in (None, file_digest(path)):
         warnings.append(f"{path} changed since run {run.name} was launched; nodes added now "

@@ -10,17 +10,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from launchplan.ctx.hostkeys import generate_client_key
+from launchplan.ctx.hostkeys import new_client_key, write_client_key
 from launchplan.errors import RemoteError, UsageError
 from launchplan.levels.events import Emit, Event
+from launchplan.levels.sites import SITE_KEY, Elsewhere, this_site, unreachable
+from launchplan.plan.model import CloudSpec
 from launchplan.plan.render import AUTH_ENV
 from launchplan.providers import Provider, driver_capabilities, get_provider
 from launchplan.remote import Session, SSHTarget
 from launchplan.remote.local import LocalSession
 from launchplan.remote.route import Settings, node_target
 from launchplan.state import EventRecord, NodeRecord, Store
+from launchplan.state.runkeys import private_key
 
-CLIENT_KEY = "client_key"  # the run's own SSH key for local-cloud nodes, in runs/RUN/
+# The run's own SSH key, for nodes whose plan names no key: in runs/RUN/ and in the store.
+CLIENT_KEY = "client_key"
+# programs["run_key"] on a node: it authorised the run's own key (a local node always did).
+RUN_KEY_MARK = "run_key"
 
 
 class RunContext:
@@ -36,7 +42,8 @@ class RunContext:
         self.store = store
         self.run = run
         self.run_dir = store.run_dir(run)
-        self._emit = emit
+        self.site = this_site(store.home)
+        self._emit: Emit | None = emit
         self.cancel = cancel or threading.Event()
         self._lock = threading.Lock()
         self._providers: dict[str, Provider] = {}
@@ -51,25 +58,53 @@ class RunContext:
         if message:
             record["message"] = message
         self.store.append_event(self.run, kind, node, record)
-        self._emit(event)
+        self._show(event)
 
     def replay(self, record: EventRecord) -> None:
         """Hand an event another process stored (a controller's) to this command's views."""
         data = dict(record.data)
         state, message = data.pop("state", None), data.pop("message", "")
         when = datetime.fromisoformat(record.time).timestamp()
-        self._emit(Event(record.kind, self.run, node=record.node, state=state,
+        self._show(Event(record.kind, self.run, node=record.node, state=state,
                          message=str(message), data=data, time=when))
 
     def notify(self, kind: str, message: str = "", **data: Any) -> None:
         """An event for the watching views only, not kept in the history (each tick's
         summary: the history keeps the decisions and actions it sums up)."""
-        self._emit(Event(kind, self.run, message=message, data=data))
+        self._show(Event(kind, self.run, message=message, data=data))
+
+    def _show(self, event: Event) -> None:
+        """Hand `event` to the command's view. A view that fails (its reader went away: a
+        closed pipe) is dropped, noted in the history, and never fails or strands the run."""
+        emit = self._emit
+        if emit is None:
+            return
+        try:
+            emit(event)
+        except Exception as exc:
+            self._emit = None
+            self.store.append_event(self.run, "warning", event.node, {
+                "message": f"the command's output failed ({type(exc).__name__}: {exc}); "
+                           "the run goes on without it"})
 
     # providers ----------------------------------------------------------------------------
+    def cloud_record(self, cloud: CloudSpec) -> dict[str, Any]:
+        """A cloud profile as a node or resource records it: no credentials, and for a cloud
+        whose nodes live on one machine, which machine (sites.py)."""
+        record = cloud.public_options()
+        if driver_capabilities(cloud.driver).on_this_machine:
+            record[SITE_KEY] = self.site
+        return record
+
     def provider(self, driver: str, options: Mapping[str, Any]) -> Provider:
         """The provider for a cloud profile; a stored profile (credentials scrubbed) gets them
-        back from the environment variables the plan named."""
+        back from the environment variables the plan named.
+
+        Elsewhere when the profile's nodes live on another machine (a local cloud's)."""
+        why = unreachable(driver, options, self.site)
+        if why is not None:
+            raise Elsewhere(why)
+        options = {k: v for k, v in options.items() if k != SITE_KEY}
         if "credentials" not in options and options.get(AUTH_ENV):
             options = {**options, "credentials": self._credentials(driver, options)}
         key = driver + json.dumps(options, sort_keys=True, default=str)
@@ -91,19 +126,36 @@ class RunContext:
         return credentials
 
     # SSH ----------------------------------------------------------------------------------
-    def client_key(self) -> tuple[Path, str]:
-        """The run's own key pair for local-cloud nodes (private file 0600, never stored)."""
+    def client_key(self, create: bool = False) -> tuple[Path, str]:
+        """The run's own key pair, for nodes whose plan names no key: (private file, public).
+
+        Made once per run (`create`, as a node is about to be made): kept in the run directory
+        (0600) and in the store, the private half sealed under CEI_STATE_KEY (or not at all
+        without it), so that another machine acting on the run takes it from there.
+        """
         path = self.run_dir / CLIENT_KEY
         with self._lock:
-            if not path.exists():
-                return path, generate_client_key(path)
-            return path, Path(str(path) + ".pub").read_text().strip()
+            if path.exists():
+                return path, Path(str(path) + ".pub").read_text().strip()
+            record = self.store.run_key(self.run, CLIENT_KEY)
+            if record is None:
+                if not create:
+                    raise RemoteError(f"run {self.run} has no SSH key of its own on record "
+                                      f"(nothing in {path} or in the store)")
+                private, public = new_client_key()
+                record = self.store.save_run_key(self.run, CLIENT_KEY, public, private)
+                if record.public_key == public:  # else another process made one first
+                    write_client_key(path, private, public)
+                    return path, public
+            write_client_key(path, private_key(record), record.public_key)
+            return path, record.public_key
 
     def target(self, node: NodeRecord) -> SSHTarget:
         if not node.address:
             raise RemoteError(f"{node.node} has no known address")
         key = node.ssh_key
-        if key is None and driver_capabilities(node.driver).generated_login_key:
+        if key is None and (driver_capabilities(node.driver).generated_login_key
+                            or node.programs.get(RUN_KEY_MARK)):
             key = str(self.client_key()[0])
         # once a key is pinned, every policy checks it (accept-new accepts only a first key)
         accept_new = not node.host_key and node.programs.get("host_key_policy") == "accept-new"

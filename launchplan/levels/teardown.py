@@ -8,6 +8,7 @@ mid-create) is still found. Terminate programs never stop a destroy.
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,12 +30,18 @@ from launchplan.levels.launch import DEFAULT_PARALLEL
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import Stage
 from launchplan.levels.runtime import RunContext
+from launchplan.levels.sites import Elsewhere, unreachable
 from launchplan.plan.model import ProgramSpec
 from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING, TERMINATED, Provider
 from launchplan.remote import Session
 from launchplan.state import NodeRecord, ResourceRecord
-from launchplan.state.records import REQUEST_FAILED, RESOURCE_INTENT, RESOURCE_NOT_CREATED
+from launchplan.state.records import (
+    REQUEST_FAILED,
+    RESOURCE_GONE_STATES,
+    RESOURCE_INTENT,
+    RESOURCE_NOT_CREATED,
+)
 
 TERMINATE_SSH_WAIT = 15.0  # a node that does not answer SSH soon is destroyed without it
 CONTROLLER_STOP_WAIT = 120.0  # how long a running `cei watch` may take to stop for terminate
@@ -89,6 +96,8 @@ class Terminator:
                     self.result.destroyed += sum(pool.map(
                         lambda n: take_down(ctx, n, by_node.get(n.node, []), programs,
                                             self._warn), nodes))
+                if ctx.cancel.is_set():
+                    self._interrupted()
             self._sweep(resources)
             self._verify()
             self.result.status = (states.RUN_TEARDOWN_INCOMPLETE if self.result.remaining
@@ -98,6 +107,16 @@ class Terminator:
                      destroyed=self.result.destroyed,
                      remaining=[r.resource_id for r in self.result.remaining])
         return self.result
+
+    def _interrupted(self) -> None:
+        """Ctrl-C: stop here, leaving the nodes not yet taken down (and the run terminating)
+        for the next `cei terminate`, and say which they are."""
+        ctx = self.ctx
+        left = [n.node for n in ctx.store.nodes(ctx.run) if n.state != states.TERMINATED]
+        ctx.emit(ev.RUN_FINISHED, state="interrupted", destroyed=self.result.destroyed,
+                 left=left)
+        raise Interrupted(f"terminate of run {ctx.run} interrupted; not torn down yet: "
+                          f"{', '.join(left) or 'nothing'}. Finish with: cei terminate {ctx.run}")
 
     def _stop_controller(self) -> None:
         """A controller (`cei watch`) acting on the run is asked to stop first, and waited
@@ -187,6 +206,8 @@ class Terminator:
                             and r.driver + json.dumps(r.cloud, sort_keys=True) == key}
             try:
                 found = ctx.provider(driver, cloud).find(ctx.run)
+            except Elsewhere:
+                continue  # its machine's to sweep; _verify reports what may remain
             except CeiError as exc:
                 self._warn(None, f"could not search the {driver} cloud for the run's nodes: {exc}")
                 continue
@@ -218,13 +239,23 @@ Warn = Callable[[str | None, str], None]
 def take_down(ctx: RunContext, node: NodeRecord, resources: list[ResourceRecord],
               programs: bool, warn: Warn) -> int:
     """Stop one node: its agent and terminate program (best effort, when `programs`), then
-    destroy every resource it has by id. Returns how many were destroyed."""
+    destroy every resource it has by id. Returns how many were destroyed.
+
+    A node on another machine (a local node made elsewhere) is left as it is: verify()
+    reports it as what may remain."""
     if node.state == states.TERMINATED and all(r.state == TERMINATED for r in resources):
+        return 0
+    if ctx.cancel.is_set():  # interrupted: the node stays as it is for the next teardown
+        return 0
+    if unreachable(node.driver, node.cloud, ctx.site) is not None:
         return 0
     ctx.store.update_node(ctx.run, node.node, state=states.TERMINATING)
     ctx.emit(ev.NODE_STATE, node=node.node, state=states.TERMINATING)
     if programs:
-        _run_terminate_program(ctx, node, warn)
+        try:
+            _run_terminate_program(ctx, node, warn)
+        except Interrupted:  # its terminate program runs again next time, then the destroy
+            return 0
     gone = [destroy(ctx, res.node, res.driver, res.cloud, res.resource_id, warn)
             for res in resources if res.resource_id is not None and res.state != TERMINATED]
     if all(gone):
@@ -269,6 +300,11 @@ def retire_node(ctx: RunContext, node: NodeRecord, warn: Warn, programs: bool = 
 def verify(ctx: RunContext, res: ResourceRecord, state: str | None = None) -> Remaining | None:
     """What the cloud says of a resource cei destroyed (its `state` when already asked):
     None when it is gone."""
+    elsewhere = (unreachable(res.driver, res.cloud, ctx.site)
+                 if res.state not in RESOURCE_GONE_STATES else None)
+    if elsewhere is not None:
+        return Remaining(res.node, res.driver, res.resource_id or f"(intent of {res.node})",
+                         elsewhere)
     if res.resource_id is None:
         return None
     if state is None:
@@ -350,13 +386,19 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
             warn(node.node, problem)
         if spec:
             stage = Stage(session, env["CEI_STAGE"], env, log, cancel=ctx.cancel)
-            result = stage.run("terminate", ProgramSpec.from_dict(spec))
+            result = stage.run_retried("terminate", ProgramSpec.from_dict(spec))
             if result.status != 0:
                 tail = (result.stderr_tail or result.stdout_tail).strip()
                 warn(node.node, f"terminate program exited with status {result.status}"
                                 + (f": {tail}" if tail else ""))
-        # leave nothing behind on hosts that outlive the run
-        session.run_argv(["rm", "-rf", env["CEI_STAGE"]], timeout=60)
+        # leave nothing behind on hosts that outlive the run: the stage, then the service's
+        # and the run's directories once no other node's stage is in them
+        stage = env["CEI_STAGE"].rstrip("/")
+        service_dir = posixpath.dirname(stage)
+        session.run_argv(["rm", "-rf", stage], timeout=60)
+        session.run_argv(["rmdir", service_dir, posixpath.dirname(service_dir)], timeout=60)
+    except Interrupted:
+        raise
     except CeiError as exc:
         warn(node.node, f"terminate program failed: {exc}")
     finally:

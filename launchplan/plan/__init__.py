@@ -7,8 +7,12 @@ package lazily.
 from __future__ import annotations
 
 from .loader import load_plan
-from .render import render_node, render_service
+from .refs import machine_problems
+from .render import render_all, render_node, render_service
 from .schema import SCHEMA_PATH
 from .variables import parse_var
 
-__all__ = ["SCHEMA_PATH", "load_plan", "parse_var", "render_node", "render_service"]
+__all__ = [
+    "SCHEMA_PATH", "load_plan", "machine_problems", "parse_var", "render_all", "render_node",
+    "render_service",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,8 @@ from launchplan.errors import PlanError
 
 from . import refs, schema
 from .model import LevelDecl, Plan, ServiceDecl, SourceLocation
-from .variables import merge_variables
+from .problems import Problems
+from .variables import merge_variables, secret_declarations
 from .yamlsrc import SourceMap, load_yaml_file
 
 IMPLICIT_CLOUDS: Mapping[str, Mapping[str, Any]] = {
@@ -23,8 +24,10 @@ def load_plan(
     path: str | Path,
     overrides: Mapping[str, str] | None = None,
     vars_files: Sequence[str | Path] = (),
+    secrets: Collection[str] = (),
 ) -> Plan:
-    """Load and fully check a plan; PlanError (exit 2, with file:line) for any problem."""
+    """Load and fully check a plan; PlanError (exit 2, with file:line) for any problem, or
+    PlanErrors for several: every problem found, not only the first."""
     file = Path(path).expanduser()
     if file.is_dir():
         raise PlanError("the plan is a directory, not a file", str(path))
@@ -33,29 +36,40 @@ def load_plan(
         raise PlanError("the plan is empty", str(file))
     if not isinstance(data, dict):
         raise smap.error("a plan must be a mapping (plan, variables, clouds, defaults, levels)", ())
-    schema.validate(
-        data,
-        definition=None,
-        raw=True,
-        prefix=(),
-        locate=lambda p, at_key: smap.key(p) if at_key else smap.value(p),
-    )
-    variables = merge_variables(data.get("variables") or {}, vars_files, overrides)
-    base_dir = file.resolve().parent
+    problems = Problems()
+    with problems.collect():
+        schema.validate(
+            data,
+            definition=None,
+            raw=True,
+            prefix=(),
+            locate=lambda p, at_key: smap.key(p) if at_key else smap.value(p),
+        )
+    problems.raise_any()
+    defaults, declared = secret_declarations(data.get("variables") or {})
+    variables = merge_variables(defaults, vars_files, overrides)
+    unset = sorted(declared - set(variables))
+    if unset:
+        raise PlanError(f"secret variable{'s' if len(unset) > 1 else ''} {', '.join(unset)} "
+                        f"ha{'ve' if len(unset) > 1 else 's'} no value: give "
+                        + " ".join(f"--secret-var {n}=..." for n in unset), str(file))
     plan = Plan(
         name=data.get("plan") or file.stem,
         path=file,
-        base_dir=base_dir,
+        base_dir=file.resolve().parent,
         variables=variables,
+        secrets=frozenset(declared | set(secrets)),
         clouds={**IMPLICIT_CLOUDS, **(data.get("clouds") or {})},
-        levels=_levels(data, smap),
+        levels=_levels(data, smap, problems),
         locations={p: smap.value(p) for p in smap.values},
     )
-    refs.check_plan(plan)
+    refs.check_plan(plan, problems)
+    problems.raise_any()
     return plan
 
 
-def _levels(data: Mapping[str, Any], smap: SourceMap) -> tuple[LevelDecl, ...]:
+def _levels(data: Mapping[str, Any], smap: SourceMap,
+            problems: Problems) -> tuple[LevelDecl, ...]:
     defaults = data.get("defaults") or {}
     seen: dict[str, tuple[Any, ...]] = {}
     levels = []
@@ -67,12 +81,13 @@ def _levels(data: Mapping[str, Any], smap: SourceMap) -> tuple[LevelDecl, ...]:
             path = ("levels", i, "services", sname)
             if sname in seen:
                 first = smap.key(seen[sname]).line
-                raise smap.error(
+                problems.add(smap.error(
                     f"service '{sname}' is defined twice (first at line {first}); "
                     "service names are unique across the plan",
                     path,
                     at_key=True,
-                )
+                ))
+                continue
             seen[sname] = path
             services.append(_service(sname, index, name, body, defaults, path, smap))
         levels.append(LevelDecl(index=index, name=name, services=tuple(services)))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .budgets import OUTPUT_BYTES
 from .elastic import ElasticSpec
 
 
@@ -32,6 +33,7 @@ class ProgramSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 600.0
     interval: float = 2.0  # ready programs only: seconds between attempts
+    retries: int = 0  # boot and terminate: runs again after a non-zero exit
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +43,7 @@ class ProgramSpec:
             "env": dict(self.env),
             "timeout": self.timeout,
             "interval": self.interval,
+            "retries": self.retries,
         }
 
     @classmethod
@@ -52,6 +55,7 @@ class ProgramSpec:
             env=dict(data.get("env") or {}),
             timeout=float(data.get("timeout", 600.0)),
             interval=float(data.get("interval", 2.0)),
+            retries=int(data.get("retries", 0)),
         )
 
 
@@ -110,6 +114,9 @@ class NodeSpec:
     compat: str | None = None  # "cloudinitd": programs see the files cloudinit.d staged
     stage_files: Mapping[str, str] = field(default_factory=dict)  # name -> text, in the stage
     local_exe: bool = False  # programs run on the controller machine, not over SSH
+    output_limit: int = OUTPUT_BYTES  # largest outputs document of the boot program (bytes)
+    # values of the plan's secret variables, masked wherever cei writes what it ran
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def node(self) -> str:
@@ -166,6 +173,8 @@ class Plan:
     variables: Mapping[str, Any]
     clouds: Mapping[str, Mapping[str, Any]]  # unrendered profiles, implicit `local` included
     levels: tuple[LevelDecl, ...]
+    # names of the variables whose values are secret (masked in logs, events, the store)
+    secrets: frozenset[str] = frozenset()
     # where each value of the plan file was written, by its path in the document
     locations: Mapping[tuple[Any, ...], SourceLocation] = field(
         default_factory=dict, repr=False, compare=False

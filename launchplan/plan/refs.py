@@ -12,13 +12,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from jinja2 import meta, nodes
+from jinja2 import nodes
 
 from launchplan.errors import PlanError
 from launchplan.suggest import did_you_mean
 
-from . import compat, schema
+from . import budgets, compat, schema
 from .model import Plan, ServiceDecl
+from .problems import Problems
 from .render import (
     NO_SSH_CONFIG,
     PROGRAMS,
@@ -38,28 +39,40 @@ from .templates import TemplateProblem, is_template, shared_templates
 from .yamlsrc import read_text
 
 NAMES = ("vars", "run", "service", "services")
-SSH_FILES = ("ssh_key", "ssh_config")
 SERVICE_KEYS = ("name", "index", "count")
 
 Fail = Callable[[str, int | None], PlanError]
 
 
-def check_plan(plan: Plan) -> None:
-    """Raise PlanError for the first reference, file or cloud problem of `plan`."""
+def check_plan(plan: Plan, problems: Problems) -> None:
+    """Record in `problems` every reference, file, cloud and size problem of `plan`."""
     for name, profile in plan.clouds.items():
         site = cloud_site(plan, name)
-        _walk(profile, (), site, _Refs(plan, None))
-        _check_credentials(profile, site)
+        _walk(profile, (), site, _Refs(plan, None), problems)
+        with problems.collect():
+            _check_credentials(profile, site)
     for decl in plan.services():
-        _check_service(plan, decl)
+        with problems.collect():
+            _check_service(plan, decl, problems)
+    with problems.collect():
+        _check_total(plan)
 
 
-def _check_service(plan: Plan, decl: ServiceDecl) -> None:
+def _check_total(plan: Plan) -> None:
+    """The plan's nodes, as far as they are known before launch, within the budget."""
+    total = sum(min(static_count(plan, decl) or 1, budgets.NODES_PER_SERVICE)
+                for decl in plan.services())
+    if total > budgets.NODES_PER_PLAN:
+        raise PlanError(f"the plan has {total:,} nodes, more than the {budgets.NODES_PER_PLAN:,} "
+                        "a plan may have", str(plan.path))
+
+
+def _check_service(plan: Plan, decl: ServiceDecl, problems: Problems) -> None:
     site = service_site(plan, decl)
     refs = _Refs(plan, decl.level)
-    _walk(decl.raw, (), site, refs)
+    _walk(decl.raw, (), site, refs, problems)
     _check_files(plan, decl, site, refs)
-    _check_count(decl, site)
+    _check_count(plan, decl, site)
     _check_compat(plan, decl, site)
     cloud, cloud_path = pick_cloud(decl)
     if is_template(cloud):
@@ -70,11 +83,10 @@ def _check_service(plan: Plan, decl: ServiceDecl) -> None:
         raise site.fail(cloud_path or (), f"unknown cloud '{cloud}'{hint}")
     profile = plan.clouds[cloud]
     csite = cloud_site(plan, cloud)
-    _walk(profile, (), csite, refs)
-    for key in SSH_FILES:
-        value = profile.get(key)
-        if _ssh_file(value) and key not in decl.raw:
-            _need_file(plan, csite, (key,), value)
+    _walk(profile, (), csite, refs, problems)
+    config = profile.get("ssh_config")
+    if _ssh_config_file(config) and "ssh_config" not in decl.raw:
+        _need_file(plan, csite, ("ssh_config",), config)
     driver = profile.get("driver")
     if isinstance(driver, str) and not is_template(driver):
         _check_driver(decl, site, str(cloud), driver)
@@ -112,7 +124,11 @@ def _check_driver(decl: ServiceDecl, site: Site, cloud: str, driver: str) -> Non
             raise site.fail((key,), f"{key} is not an option of cloud '{cloud}' (driver {driver})")
 
 
-def _check_count(decl: ServiceDecl, site: Site) -> None:
+def _check_count(plan: Plan, decl: ServiceDecl, site: Site) -> None:
+    known = static_count(plan, decl)
+    if known is not None and known > budgets.NODES_PER_SERVICE:
+        raise site.fail(("count",), f"count is {known:,}, more than the "
+                        f"{budgets.NODES_PER_SERVICE} nodes a service may have")
     count, host = decl.raw.get("count"), decl.raw.get("host")
     if isinstance(count, int) and isinstance(host, list) and count != len(host):
         raise site.fail(
@@ -172,9 +188,8 @@ def _check_files(plan: Plan, decl: ServiceDecl, site: Site, refs: _Refs) -> None
         body = raw.get(kind)
         if isinstance(body, Mapping) and _literal(body.get("run")):
             _need_file(plan, site, (kind, "run"), body["run"])
-    for key in SSH_FILES:
-        if _ssh_file(raw.get(key)):
-            _need_file(plan, site, (key,), raw[key])
+    if _ssh_config_file(raw.get("ssh_config")):
+        _need_file(plan, site, ("ssh_config",), raw["ssh_config"])
     userdata = raw.get("userdata")
     items = [(("userdata",), userdata)] if isinstance(userdata, str) else [
         (("userdata", i), item) for i, item in enumerate(userdata or [])
@@ -203,8 +218,9 @@ def _literal(value: object) -> bool:
     return isinstance(value, str) and not is_template(value)
 
 
-def _ssh_file(value: object) -> TypeGuard[str]:
-    """Whether an `ssh_key` / `ssh_config` value names a file that must exist now."""
+def _ssh_config_file(value: object) -> TypeGuard[str]:
+    """Whether an `ssh_config` value names a file that must exist now. (An `ssh_key` is this
+    machine's file: see machine_problems.)"""
     return _literal(value) and value != NO_SSH_CONFIG
 
 
@@ -215,23 +231,44 @@ def _need_file(plan: Plan, site: Site, path: tuple[Any, ...], value: str) -> str
     return resolved
 
 
-def _walk(value: Any, path: tuple[Any, ...], site: Site, refs: _Refs) -> None:
+def machine_problems(plan: Plan) -> list[PlanError]:
+    """What this machine lacks to launch `plan`: SSH key files (written literally) that do not
+    exist. They belong to the machine that launches, not to the plan: `cei validate` warns of
+    them, `cei launch` refuses."""
+    problems = Problems()
+    for decl in plan.services():
+        cloud, _ = pick_cloud(decl)
+        if "ssh_key" in decl.raw:
+            site, key = service_site(plan, decl), decl.raw["ssh_key"]
+        elif isinstance(cloud, str) and cloud in plan.clouds:
+            site, key = cloud_site(plan, cloud), plan.clouds[cloud].get("ssh_key")
+        else:
+            continue
+        if _literal(key):
+            with problems.collect():
+                _need_file(plan, site, ("ssh_key",), key)
+    return problems.errors
+
+
+def _walk(value: Any, path: tuple[Any, ...], site: Site, refs: _Refs, problems: Problems) -> None:
+    """Check every template inside `value`, each problem recorded and the walk going on."""
     if isinstance(value, str) and is_template(value):
 
         def fail(message: str, _line: int | None) -> PlanError:
             return site.fail(path, message)
 
-        try:
-            ast = shared_templates().parse(value)
-        except TemplateProblem as problem:
-            raise site.fail(path, problem.message) from None
-        refs.check(ast, fail)
+        with problems.collect():
+            try:
+                ast = shared_templates().parse(value)
+            except TemplateProblem as problem:
+                raise site.fail(path, problem.message) from None
+            refs.check(ast, fail)
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            _walk(item, (*path, key), site, refs)
+            _walk(item, (*path, key), site, refs, problems)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _walk(item, (*path, i), site, refs)
+            _walk(item, (*path, i), site, refs, problems)
 
 
 class _Refs:
@@ -246,7 +283,11 @@ class _Refs:
         self.known = frozenset(NAMES) | shared_templates().known_globals()
 
     def check(self, ast: nodes.Template, fail: Fail) -> None:
-        for name in sorted(meta.find_undeclared_variables(ast)):
+        try:
+            undeclared = shared_templates().undeclared(ast)
+        except TemplateProblem as bad:
+            raise fail(bad.message, bad.line) from None
+        for name in sorted(undeclared):
             if name not in self.known:
                 line = next(n.lineno for n in ast.find_all(nodes.Name) if n.name == name)
                 hint = did_you_mean(name, self.known)

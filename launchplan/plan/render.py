@@ -8,15 +8,17 @@ wrong type is reported at the line that holds it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launchplan.ctx.userdata import check_cloud_config, detect_content_type
 from launchplan.errors import PlanError
 from launchplan.suggest import did_you_mean
 
-from . import compat, schema
+from . import budgets, compat, schema
 from .elastic import ElasticSpec, parse_elastic
 from .model import (
     CloudSpec,
@@ -27,6 +29,7 @@ from .model import (
     ServiceView,
     SourceLocation,
 )
+from .problems import Problems
 from .templates import (
     CLOUD_INIT_JINJA,
     Namespace,
@@ -292,6 +295,19 @@ def render_service(
     return _ServiceRenderer(plan, _declared(plan, name), run, views).render()
 
 
+def render_all(plan: Plan) -> list[NodeSpec]:
+    """Every node of `plan` rendered with placeholders for what launch will know: what
+    `cei validate` checks, and `cei launch` before it creates anything. PlanErrors names
+    every service's problem."""
+    problems = Problems()
+    specs: list[NodeSpec] = []
+    for decl in plan.services():
+        with problems.collect():
+            specs.extend(render_service(plan, decl.name, plan.name))
+    problems.raise_any()
+    return specs
+
+
 def render_node(
     plan: Plan, name: str, run: str, views: Mapping[str, ServiceView], index: int, count: int
 ) -> NodeSpec:
@@ -354,6 +370,9 @@ class _ServiceRenderer:
             raise self.site.fail(
                 ("count",), f"count must be an integer >= 1, got {schema.show(count)}"
             )
+        if count > budgets.NODES_PER_SERVICE:
+            raise self.site.fail(("count",), f"count is {schema.show(count)}, more than the "
+                                 f"{budgets.NODES_PER_SERVICE} nodes a service may have")
         if isinstance(hosts, list) and count != len(hosts):
             raise self.site.fail(
                 ("count",),
@@ -407,6 +426,9 @@ class _ServiceRenderer:
             compat=svc.get("compat"),
             stage_files=self._stage_files(svc),
             local_exe=bool(svc.get("local_exe", False)),
+            output_limit=int(svc.get("output_limit", budgets.OUTPUT_BYTES)),
+            secrets=tuple(scalar_text(self.plan.variables[name]) for name in
+                          sorted(self.plan.secrets) if name in self.plan.variables),
         )
 
     def _cloud(self, name: str, profile: Mapping[str, Any], svc: Mapping[str, Any]) -> CloudSpec:
@@ -452,15 +474,25 @@ class _ServiceRenderer:
             raise self.site.fail(
                 (), f"cloud '{cloud.name}' (driver static) needs host: the existing machine"
             )
+        if cloud.driver == "static" and svc.get("userdata") is not None \
+                and "userdata" not in self.decl.from_defaults:
+            raise self.site.fail(
+                ("userdata",), f"userdata is for machines cei creates; cloud '{cloud.name}' "
+                "(driver static) is an existing host, which never receives user-data")
         return host
 
     def _ssh_file(self, svc: Mapping[str, Any], profile: Mapping[str, Any], csite: Site,
                   key: str) -> str | None:
-        """The service's or else the profile's `ssh_key` / `ssh_config` file, made absolute."""
+        """The service's or else the profile's `ssh_key` / `ssh_config` file, made absolute.
+
+        The key is this machine's: whether it exists is checked at launch (machine_problems),
+        not here. An ssh_config the plan names is one of its files and must exist."""
         for site, values in ((self.site, svc), (csite, profile)):
             value = values.get(key)
             if value == NO_SSH_CONFIG and key == "ssh_config":
                 return NO_SSH_CONFIG
+            if value is not None and key == "ssh_key":
+                return resolve_path(self.plan.base_dir, value)
             if value is not None:
                 return self._file(site, (key,), value)
         return None
@@ -481,7 +513,9 @@ class _ServiceRenderer:
         parts = []
         for path, value in items:
             file = Path(self._file(self.site, path, value))
-            parts.append(render_userdata(file, names, self.decl.name))
+            part = render_userdata(file, names, self.decl.name)
+            _check_cloud_config(file, part)
+            parts.append(part)
         return tuple(parts)
 
     def _stage_files(self, svc: Mapping[str, Any]) -> dict[str, str]:
@@ -508,7 +542,26 @@ class _ServiceRenderer:
             env={k: scalar_text(v) for k, v in body.get("env", {}).items()},
             timeout=float(body.get("timeout", default_timeout)),
             interval=float(body.get("interval", READY_INTERVAL)),
+            retries=int(body.get("retries", 0)),
         )
+
+
+def _check_cloud_config(file: Path, part: str) -> None:
+    """A rendered #cloud-config part that cloud-init would reject is a plan error, at the line
+    of the top-level key at fault (launch and validate refuse it alike)."""
+    if detect_content_type(part) != "text/cloud-config":
+        return
+    problems = check_cloud_config(part)
+    if not problems:
+        return
+    collected = Problems()
+    source = read_text(file, "user-data file")
+    for problem in problems:
+        key = re.split(r"[.:\[ ]", problem, maxsplit=1)[0]
+        found = re.search(rf"^{re.escape(key)}\s*:", source, re.M)
+        line = source.count("\n", 0, found.start()) + 1 if found else None
+        collected.add(PlanError(f"cloud-config: {problem}", str(file), line))
+    collected.raise_any()
 
 
 def credential_env(raw: Any) -> list[list[str]]:

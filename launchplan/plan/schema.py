@@ -21,6 +21,7 @@ from launchplan.errors import PlanError
 from launchplan.suggest import did_you_mean
 
 from .model import SourceLocation
+from .problems import Problems
 from .templates import is_template
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -109,7 +110,7 @@ def validate(
     prefix: tuple[Any, ...],
     locate: Locate,
 ) -> None:
-    """Raise PlanError for the first schema problem (in file order) of `instance`.
+    """Raise PlanErrors for every schema problem of `instance`, in file order.
 
     `prefix` is the document path of `instance` (for naming where the problem is) and
     `locate(path, at_key)` maps a document path to its source location.
@@ -119,9 +120,10 @@ def validate(
         path, message, at_key = _explain(err, prefix)
         loc = locate(path, at_key)
         problems.append(((loc.line or 0, loc.column or 0), message, loc))
-    if problems:
-        _, message, loc = min(problems, key=lambda p: p[0])
-        raise PlanError(message, loc.file, loc.line, loc.column)
+    collected = Problems()
+    for _, message, loc in sorted(problems, key=lambda p: p[0]):
+        collected.add(PlanError(message, loc.file, loc.line, loc.column))
+    collected.raise_any()
 
 
 def where(path: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
@@ -159,9 +161,10 @@ def show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    if isinstance(value, str):
-        return repr(value)
-    return str(value)
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {len(str(value)) if value.bit_length() < 10_000 else 'many'} digits"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text):,} characters)"
 
 
 def describe(schema: Mapping[str, Any]) -> str:
@@ -192,6 +195,8 @@ def _bounds(schema: Mapping[str, Any]) -> str:
         return f" from {schema['minimum']} to {schema['maximum']}"
     if "minimum" in schema:
         return f" >= {schema['minimum']}"
+    if "maximum" in schema:
+        return f" <= {schema['maximum']}"
     if "exclusiveMinimum" in schema:
         return f" > {schema['exclusiveMinimum']}"
     return ""
@@ -249,4 +254,10 @@ def _explain(err: ValidationError, prefix: tuple[Any, ...]) -> tuple[tuple[Any, 
         hint = did_you_mean(instance, schema["enum"]) if kind == "enum" else ""
         message = f"{subject(path)} must be {describe(schema)}, got {show(instance)}{hint}"
         return path, message, False
-    return path, f"{subject(path)}: {err.message}", False
+    if kind == "maxItems":
+        return path, f"{subject(path)} may hold at most {err.validator_value} items", False
+    return path, f"{subject(path)}: {_clip(err.message)}", False
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

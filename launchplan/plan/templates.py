@@ -1,26 +1,32 @@
 """Jinja2 in a sandbox: the one place plan values and user-data files are rendered.
 
-A value that is one whole expression ("{{ vars.nodes }}") keeps its native type (a string
-result that reads as a Python literal, such as "10", becomes that literal); mixed text renders
-to a string. Every failure becomes TemplateProblem, which callers locate in the plan.
+A value that is one whole expression ("{{ vars.nodes }}") keeps its native type; when it uses
+only the plan's own literals and variables, a string result that reads as a Python literal (a
+`--var nodes=3`) becomes that literal, but data from nodes (`services.X`) is never re-parsed:
+an output "0x1F" stays a string. Mixed text renders to a string. Every template runs under the
+budgets of sandbox.py. Every failure becomes TemplateProblem, which callers locate in the plan.
 """
 
 from __future__ import annotations
 
+import ast as pyast
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate, native_concat
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from launchplan.suggest import did_you_mean
+
+from . import budgets
+from .sandbox import BudgetExceeded, MeteredNativeSandbox, MeteredSandbox, metered, size
 
 TEMPLATE_MARKS = ("{{", "{%")
 CLOUD_INIT_JINJA = "## template: jinja"
@@ -80,6 +86,21 @@ class Namespace:
         return f"<{self._label}>"
 
 
+class Placeholder(str):
+    """An output not known yet: it reads as "<label>", and what is inside it (an attribute or
+    item, `outputs.config.port`) is a placeholder one level deeper, "<label.port>"."""
+
+    __slots__ = ()
+
+    def __getattr__(self, key: str) -> Placeholder:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return self[key]
+
+    def __getitem__(self, key: Any) -> Placeholder:
+        return Placeholder(f"{str(self)[:-1]}.{key}>")
+
+
 # How a placeholder reads once rendered: "<db.outputs.token>", "<db/0.address>", ...
 _PLACEHOLDER = re.compile(r"<[A-Za-z0-9_][A-Za-z0-9_.-]*(/[0-9]+)?\.(outputs|address|hostname)"
                           r"(\.[^<>]*)?>")
@@ -105,7 +126,7 @@ class Placeholders(Namespace):
         super().__init__({}, label)
 
     def __getitem__(self, key: Any) -> Any:
-        return f"<{self._label}.{key}>"
+        return Placeholder(f"<{self._label}.{key}>")
 
     def __contains__(self, key: object) -> bool:
         return True
@@ -126,12 +147,6 @@ def env_lookup(name: str, default: Any = _NO_DEFAULT) -> Any:
     )
 
 
-class _NativeSandbox(ImmutableSandboxedEnvironment):
-    code_generator_class = NativeCodeGenerator
-    concat = staticmethod(native_concat)  # type: ignore[assignment]
-    template_class = NativeTemplate
-
-
 class Templates:
     """Parses and renders template strings and files in the sandbox, caching compiled ones."""
 
@@ -141,8 +156,8 @@ class Templates:
             "keep_trailing_newline": True,
             "autoescape": False,
         }
-        self.text_env = ImmutableSandboxedEnvironment(**options)
-        self.native_env = _NativeSandbox(**options)
+        self.text_env = MeteredSandbox(**options)
+        self.native_env = MeteredNativeSandbox(**options)
         for environment in (self.text_env, self.native_env):
             environment.globals["env"] = env_lookup
         self._asts: dict[str, nodes.Template] = {}
@@ -162,26 +177,47 @@ class Templates:
             self._asts[source] = ast
         return ast
 
+    def undeclared(self, ast: nodes.Template) -> set[str]:
+        """The names a parsed template uses without defining them; TemplateProblem for a
+        template that cannot compile (an unknown filter or test)."""
+        with _compiling():
+            return meta.find_undeclared_variables(ast)
+
     def render(self, source: str, names: Mapping[str, Any], *, text: bool = False) -> Any:
         """Render one value: native for a whole expression unless `text`, else a string."""
-        native = not text and _whole_expression(self.parse(source))
+        ast = self.parse(source)
+        native = not text and _whole_expression(ast)
         key = (native, source)
         template = self._compiled.get(key)
         if template is None:
             environment = self.native_env if native else self.text_env
-            template = environment.from_string(source)
+            with _compiling():
+                template = environment.from_string(source)
             self._compiled[key] = template
-        return _run(template, names, None)
+        if not native:
+            return _run(template, names, None)
+        return _native(_run(template, names, None, joined=False), trusted=not _uses_nodes(ast))
 
     def render_file(self, path: Path, source: str, names: Mapping[str, Any]) -> str:
         """Render a template file; errors carry the line within that file."""
         self.parse(source)
         filename = str(path)
-        code = self.text_env.compile(source, name=filename, filename=filename)
+        with _compiling():
+            code = self.text_env.compile(source, name=filename, filename=filename)
         template = self.text_env.template_class.from_code(
             self.text_env, code, self.text_env.make_globals(None)
         )
         return str(_run(template, names, filename))
+
+
+@contextmanager
+def _compiling() -> Iterator[None]:
+    """A template that parses but cannot compile (an unknown filter or test) is a
+    TemplateProblem at its line, whenever it is first compiled."""
+    try:
+        yield
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateProblem(f"template error: {exc.message}", exc.lineno) from None
 
 
 @cache
@@ -210,15 +246,47 @@ def _whole_expression(ast: nodes.Template) -> bool:
     return len(parts) == 1 and not isinstance(parts[0], nodes.TemplateData)
 
 
-def _run(template: jinja2.Template, names: Mapping[str, Any], filename: str | None) -> Any:
+def _uses_nodes(ast: nodes.Template) -> bool:
+    """Whether a template reads data from nodes (services.X), which is never re-parsed."""
+    return any(n.name == "services" for n in ast.find_all(nodes.Name))
+
+
+def _native(chunks: list[Any], trusted: bool) -> Any:
+    """A whole expression's value: its native type, or (when `trusted`, i.e. from the plan's
+    own literals and variables) a string that reads as a finite Python literal parsed."""
+    if not chunks:
+        return None
+    if len(chunks) == 1 and not isinstance(chunks[0], str):
+        return chunks[0]
+    text = "".join(str(chunk) for chunk in chunks)
+    if not trusted:
+        return text
     try:
-        result = template.render(names)
-        if isinstance(result, jinja2.Undefined):
-            str(result)  # a StrictUndefined raises here, naming what was missing
-        return result
+        value = pyast.literal_eval(pyast.parse(text, mode="eval"))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+    if isinstance(value, float) and not math.isfinite(value):
+        return text
+    if isinstance(value, complex) or size(value) > budgets.TEMPLATE_OUTPUT:
+        return text
+    return value
+
+
+def _run(template: jinja2.Template, names: Mapping[str, Any], filename: str | None,
+         joined: bool = True) -> Any:
+    """Render under a meter, counting output as it is made; `joined` False gives the chunks."""
+    try:
+        with metered():
+            chunks = _chunks(template, names)
+        if len(chunks) == 1 and isinstance(chunks[0], jinja2.Undefined):
+            str(chunks[0])  # a StrictUndefined raises here, naming what was missing
+        return "".join(str(chunk) for chunk in chunks) if joined else chunks
     except TemplateProblem as exc:
         exc.line = exc.line or _template_line(exc, filename)
         raise
+    except BudgetExceeded as exc:
+        message = f"over budget: {exc}"
+        raise TemplateProblem(message, _template_line(exc, filename)) from None
     except jinja2.UndefinedError as exc:
         message = f"undefined in template: {exc.message}"
         raise TemplateProblem(message, _template_line(exc, filename)) from None
@@ -227,9 +295,31 @@ def _run(template: jinja2.Template, names: Mapping[str, Any], filename: str | No
         raise TemplateProblem(message, _template_line(exc, filename)) from None
     except jinja2.TemplateError as exc:
         raise TemplateProblem(f"template error: {exc}", _template_line(exc, filename)) from None
+    except RecursionError:
+        raise TemplateProblem("template failed: it nests or recurses too deeply") from None
     except Exception as exc:  # a filter or operator failed on the data: report, never crash
-        message = f"template failed: {type(exc).__name__}: {exc}"
+        message = f"template failed: {type(exc).__name__}: {_clip(str(exc))}"
         raise TemplateProblem(message, _template_line(exc, filename)) from None
+
+
+def _chunks(template: jinja2.Template, names: Mapping[str, Any]) -> list[Any]:
+    """The template's output pieces, refused once they pass the output budget."""
+    chunks: list[Any] = []
+    total = 0
+    try:
+        for chunk in template.root_render_func(template.new_context(dict(names))):
+            total += size(chunk) if not isinstance(chunk, jinja2.Undefined) else 0
+            if total > budgets.TEMPLATE_OUTPUT:
+                raise BudgetExceeded(
+                    f"the template's output is larger than {budgets.TEMPLATE_OUTPUT:,} characters")
+            chunks.append(chunk)
+    except Exception:
+        template.environment.handle_exception()
+    return chunks
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
 def _template_line(exc: BaseException, filename: str | None) -> int | None:

@@ -44,12 +44,29 @@ def load_vars_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def secret_declarations(defaults: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """The plan's variables with `NAME: {secret: true[, value: V]}` declarations read: their
+    values (V, or none until --var/--secret-var/--vars-file gives one) and their names."""
+    values: dict[str, Any] = {}
+    secrets: set[str] = set()
+    for name, value in defaults.items():
+        if isinstance(value, Mapping) and value.get("secret") is True \
+                and set(value) <= {"secret", "value"}:
+            secrets.add(name)
+            if "value" in value:
+                values[name] = value["value"]
+        else:
+            values[name] = value
+    return values, secrets
+
+
 def merge_variables(
     defaults: Mapping[str, Any],
     vars_files: Sequence[str | Path] = (),
     overrides: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The variables templates see, later sources winning."""
+    """The variables templates see, later sources winning (`defaults` with declarations read,
+    see secret_declarations)."""
     merged = dict(defaults)
     for vars_file in vars_files:
         merged.update(load_vars_file(vars_file))

@@ -15,6 +15,7 @@ import yaml
 
 from launchplan.errors import PlanError
 
+from . import budgets
 from .model import SourceLocation
 
 Path_ = tuple[Any, ...]
@@ -52,9 +53,13 @@ class SourceMap:
 
 
 def read_text(path: Path, what: str) -> str:
-    """Read a UTF-8 file, or raise PlanError naming it."""
+    """Read a UTF-8 file of at most budgets.PLAN_BYTES, or raise PlanError naming it."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(budgets.PLAN_BYTES + 1)
+        if len(data) > budgets.PLAN_BYTES:
+            raise PlanError(f"{what} is larger than {budgets.PLAN_BYTES:,} bytes", str(path))
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise PlanError(f"{what} not found", str(path)) from None
     except IsADirectoryError:
@@ -73,10 +78,15 @@ def load_yaml_file(path: Path, what: str = "plan") -> tuple[Any, SourceMap]:
 def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     """Parse one YAML document; an empty document is None."""
     smap = SourceMap(file)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, file) from None
     try:
         try:
             node = loader.get_single_node()
+        except yaml.reader.ReaderError as exc:
+            raise _reader_error(exc, text, file) from None
         except yaml.MarkedYAMLError as exc:
             raise _yaml_error(exc, file) from None
         except yaml.YAMLError as exc:
@@ -86,6 +96,35 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
         return _Builder(loader, smap).build(node, ()), smap
     finally:
         loader.dispose()
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than budgets.YAML_DEPTH while composing (the
+    composer recurses once per level, so a deeper document would exhaust the stack)."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > budgets.YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.MarkedYAMLError(
+                    problem=f"mappings and lists nest deeper than {budgets.YAML_DEPTH} levels",
+                    problem_mark=mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> PlanError:
+    """A character YAML does not allow (NUL, most control characters), located."""
+    position = min(exc.position, len(text))
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+    return PlanError(f"YAML does not allow the character #x{code:04x} (a control character)",
+                     file, line, column)
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> PlanError:
@@ -107,6 +146,7 @@ class _Builder:
         self.loader = loader
         self.smap = smap
         self.active: set[int] = set()
+        self.built = 0
 
     def _mark(self, node: yaml.Node) -> tuple[int, int]:
         return node.start_mark.line + 1, node.start_mark.column + 1
@@ -116,6 +156,10 @@ class _Builder:
         return PlanError(message, self.smap.file, line, column)
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.built += 1
+        if self.built > budgets.YAML_VALUES:
+            raise self._error(f"the document expands to more than {budgets.YAML_VALUES:,} "
+                              "values (aliases count each time they are used)", node)
         self.smap.values[path] = self._mark(node)
         if id(node) in self.active:
             raise self._error("a YAML alias refers to itself (recursive data)", node)
@@ -136,6 +180,9 @@ class _Builder:
             value = self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
             raise _yaml_error(exc, self.smap.file) from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise self._error(f"cannot read {_clip(node.value)} as {node.tag.rsplit(':', 1)[-1]}"
+                              f" ({type(exc).__name__})", node) from None
         if isinstance(value, (datetime.date, datetime.datetime)):
             return value.isoformat()
         if isinstance(value, (bytes, set)):
@@ -174,3 +221,8 @@ class _Builder:
             )
         return key
 
+
+
+def _clip(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"

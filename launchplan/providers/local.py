@@ -71,6 +71,12 @@ def node_hostname(run: str, service: str, node: str) -> str:
     return f"{service}-{index}.{run}.cei.local"
 
 
+# What node processes take from cei's environment: never the rest (cloud credentials, tokens,
+# the user's secrets, cei's own: the state database's password, the key that seals run keys);
+# their commands get a login-like environment of their own.
+_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "PYTHONPATH"})
+
+
 class _NodeFactory:
     """One pre-imported process that forks nodes (see launchplan.providers.localnode).
 
@@ -79,7 +85,7 @@ class _NodeFactory:
     """
 
     def __init__(self, run_dir: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if k != NODE_ROOT_ENV}
+        env = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
         package_root = str(Path(launchplan.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
@@ -314,6 +320,7 @@ class LocalProvider(Provider):
                 with suppress(ProcessLookupError):
                     os.killpg(os.getpgid(pid), signal.SIGKILL)
         self._kill_leftovers(path)
+        (path / "userdata").unlink(missing_ok=True)  # it holds the node's host private key
         status = read_json(path / "status.json")
         if status is not None and status.get("state") != "stopped":
             status["state"] = "stopped"

@@ -72,10 +72,11 @@ class LocalSession:
             raise RemoteError(f"cannot read {local}: {exc}") from exc
         self.put(data, path, mode)
 
-    def get(self, path: str) -> bytes | None:
-        """The file's contents, or None when it does not exist."""
+    def get(self, path: str, limit: int | None = None) -> bytes | None:
+        """The file's contents (at most `limit` bytes), or None when it does not exist."""
         try:
-            return Path(path).expanduser().read_bytes()
+            with Path(path).expanduser().open("rb") as handle:
+                return handle.read(-1 if limit is None else limit)
         except FileNotFoundError:
             return None
         except OSError as exc:

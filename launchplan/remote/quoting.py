@@ -1,7 +1,10 @@
 """Build POSIX sh command lines from argv lists, so arguments are never re-split remotely.
 
-Environment variables travel as `env K=V` words rather than SSH env requests, because
-OpenSSH drops those unless the server's AcceptEnv lists them.
+The environment never travels in a command line: anything in argv is readable by every user
+of the node in /proc/PID/cmdline while the program runs. It goes into a script of `export`
+lines instead (env_script), which the command line sources from a 0600 file and deletes, or
+which heads a script file (shell_script). SSH env requests are no way either: OpenSSH drops
+them unless the server's AcceptEnv lists them.
 """
 
 from __future__ import annotations
@@ -24,16 +27,27 @@ def _cd_word(cwd: str) -> str:
     return shlex.quote(cwd)
 
 
+def env_script(env: Mapping[str, str]) -> str:
+    """`export K='V'` lines, one per variable, every value quoted."""
+    lines = []
+    for key, value in env.items():
+        if not _ENV_NAME.match(key):
+            raise ValueError(f"invalid environment variable name: {key!r}")
+        lines.append(f"export {key}={shlex.quote(str(value))}\n")
+    return "".join(lines)
+
+
 def shell_command(
     argv: Sequence[str],
     *,
     cwd: str | None = None,
-    env: Mapping[str, str] | None = None,
+    source: str | None = None,
 ) -> str:
-    """Return `[cd DIR && ]exec [env K=V ...] ARGV...` with every word shell-quoted.
+    """Return `[cd DIR && ][. SOURCE && rm -f SOURCE && ]exec ARGV...`, every word quoted.
 
     The remote shell then hands each element of `argv` to the program byte for byte.
-    A relative `cwd` is relative to the login directory.
+    A relative `cwd` is relative to the login directory; `source` is a script of env_script
+    lines (relative to `cwd`), read and removed before the program starts.
     """
     words = [str(word) for word in argv]
     if not words:
@@ -41,19 +55,18 @@ def shell_command(
     program = words[0]
     if program.startswith("-"):
         raise ValueError(f"program name may not start with '-': {program!r}")
-    parts = ["exec"]
-    if env:
-        if "=" in program:
-            raise ValueError(f"program name may not contain '=' when env is set: {program!r}")
-        parts.append("env")
-        for key, value in env.items():
-            if not _ENV_NAME.match(key):
-                raise ValueError(f"invalid environment variable name: {key!r}")
-            parts.append(f"{key}={shlex.quote(value)}")
-    parts.extend(shlex.quote(word) for word in words)
-    line = " ".join(parts)
+    line = "exec " + " ".join(shlex.quote(word) for word in words)
+    if source is not None:
+        script = shlex.quote(source if "/" in source else "./" + source)
+        line = f". {script} && rm -f {script} && {line}"
     if cwd is not None:
         if not cwd:
             raise ValueError("empty working directory")
         line = f"cd {_cd_word(cwd)} && {line}"
     return line
+
+
+def shell_script(argv: Sequence[str], *, cwd: str | None = None,
+                 env: Mapping[str, str] | None = None) -> str:
+    """A script that exports `env` and runs `argv` in `cwd` (for a 0600 file run by `sh`)."""
+    return env_script(env or {}) + shell_command(argv, cwd=cwd) + "\n"

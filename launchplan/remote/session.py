@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import posixpath
 import random
 import select
 import shlex
@@ -37,7 +38,7 @@ from launchplan.errors import (
     SSHUnavailable,
 )
 from launchplan.remote.keys import KeyRing
-from launchplan.remote.quoting import shell_command
+from launchplan.remote.quoting import env_script, shell_command
 from launchplan.remote.target import POLICY_PINNED, SSHTarget
 
 log = logging.getLogger("launchplan.remote")
@@ -498,6 +499,9 @@ class Session:
                     )
                 settled = True
                 status = channel.recv_exit_status()
+                if status == -1:  # no exit status: the wrapper itself was killed
+                    raise RemoteError(f"{self.target.address}: node lost: the connection "
+                                      "closed before the command ended")
         finally:
             if not settled:
                 self._stop_quietly(token)
@@ -514,8 +518,18 @@ class Session:
         on_output: OutputCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> CommandResult:
-        """Run `argv` in `cwd` with `env` added; each word reaches the program as it is."""
-        return self.run(shell_command(argv, cwd=cwd, env=env), timeout=timeout,
+        """Run `argv` in `cwd` with `env` added; each word reaches the program as it is.
+
+        `env` travels in a 0600 file beside the program (in `cwd`, else the login directory)
+        that the command line sources and removes: never in argv, where every user of the
+        node could read it.
+        """
+        if not env:
+            return self.run(shell_command(argv, cwd=cwd), timeout=timeout,
+                            on_output=on_output, cancel=cancel)
+        name = f".cei-env-{uuid.uuid4().hex}"
+        self.put(env_script(env).encode(), posixpath.join(cwd or "~", name), 0o600)
+        return self.run(shell_command(argv, cwd=cwd or "~", source=name), timeout=timeout,
                         on_output=on_output, cancel=cancel)
 
     @staticmethod
@@ -633,13 +647,14 @@ class Session:
                     log.debug("could not remove %s on %s", tmp, self.target.address)
                 raise
 
-    def get(self, path: str) -> bytes | None:
-        """The file's contents, or None when it does not exist."""
+    def get(self, path: str, limit: int | None = None) -> bytes | None:
+        """The file's contents (at most `limit` bytes), or None when it does not exist."""
         with self._remote_errors(f"reading {path}"), self._sftp_client() as sftp:
             try:
                 with sftp.open(_sftp_path(path), "rb") as handle:
-                    handle.prefetch()
-                    return handle.read()
+                    if limit is None:
+                        handle.prefetch()
+                    return handle.read(limit)
             except FileNotFoundError:
                 return None
 

@@ -6,15 +6,17 @@ watch`, `cei scale` and `cei repair` share, apart from runs, nodes and resources
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from launchplan.errors import RunLockedError
 from launchplan.state.codec import decode, encode, now
+from launchplan.state.database import Connection, Row
 from launchplan.state.holders import Holder
+from launchplan.state.locks import holder_live
 from launchplan.state.records import (
     REQUEST_PENDING,
     REQUEST_STATES,
@@ -35,9 +37,19 @@ class ControlTables:
 
     if TYPE_CHECKING:
 
-        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _write(self, lock: str) -> AbstractContextManager[Connection]: ...
 
-        def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]: ...
+        def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]: ...
+
+        def _run(self, work: Callable[[Connection], Any]) -> Any: ...
+
+        def _durable(self, work: Callable[[Connection], Any]) -> Any: ...
+
+        def _upsert(self, table: str, columns: Sequence[str], values: Sequence[Any],
+                    key: tuple[str, ...], keep: tuple[str, ...] = ()) -> Row: ...
+
+        def _update(self, table: str, changes: dict[str, Any], where: dict[str, Any]
+                    ) -> Row | None: ...
 
     # -- elastic services -------------------------------------------------------------------
 
@@ -51,36 +63,20 @@ class ControlTables:
             elif name == "updated":
                 value = now()
             values.append(value)
-        with self._write() as conn:
-            conn.execute(
-                f"INSERT OR REPLACE INTO elastic ({', '.join(_ELASTIC_FIELDS)}) "
-                f"VALUES ({', '.join('?' * len(_ELASTIC_FIELDS))})",
-                values,
-            )
-        found = self.find_elastic(record.run, record.service)
-        assert found is not None
-        return found
+        return _elastic_record(self._upsert("elastic", _ELASTIC_FIELDS, values,
+                                            key=("run", "service")))
 
     def update_elastic(self, run: str, service: str, **changes: Any) -> ElasticRecord:
         """Change some fields of a service's elastic state; KeyError if it has none."""
         unknown = sorted(set(changes) - _ELASTIC_UPDATABLE)
         if unknown:
             raise ValueError(f"unknown elastic field(s): {', '.join(unknown)}")
-        assignments = ["updated = ?"]
-        values: list[Any] = [now()]
-        for name, value in changes.items():
-            assignments.append(f"{name} = ?")
-            values.append(encode(value) if name in _ELASTIC_JSON else value)
-        with self._write() as conn:
-            cursor = conn.execute(
-                f"UPDATE elastic SET {', '.join(assignments)} WHERE run = ? AND service = ?",
-                (*values, run, service),
-            )
-        if cursor.rowcount == 0:
+        columns = {name: encode(value) if name in _ELASTIC_JSON else value
+                   for name, value in changes.items()}
+        row = self._update("elastic", columns, {"run": run, "service": service})
+        if row is None:
             raise KeyError(f"service {service!r} of run {run!r} is not elastic")
-        found = self.find_elastic(run, service)
-        assert found is not None
-        return found
+        return _elastic_record(row)
 
     def find_elastic(self, run: str, service: str) -> ElasticRecord | None:
         rows = self._read("SELECT * FROM elastic WHERE run = ? AND service = ?", (run, service))
@@ -97,20 +93,21 @@ class ControlTables:
                     args: dict[str, Any]) -> RequestRecord:
         """Queue a request for the run's controller (committed at once)."""
         stamp = now()
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO requests (run, kind, target, args, state, result, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, '{}', ?, ?)",
-                (run, kind, target, encode(args), REQUEST_PENDING, stamp, stamp),
-            )
-        assert cursor.lastrowid is not None
-        return self.get_request(cursor.lastrowid)
+        values = (run, kind, target, encode(args), REQUEST_PENDING, stamp, stamp)
+        return _request_record(self._run(lambda db: db.execute(
+            "INSERT INTO requests (run, kind, target, args, state, result, created, updated) "
+            "VALUES (?, ?, ?, ?, ?, '{}', ?, ?) RETURNING *", values).rows[0]))
 
     def get_request(self, request_id: int) -> RequestRecord:
         rows = self._read("SELECT * FROM requests WHERE id = ?", (request_id,))
         if not rows:
             raise KeyError(f"no request {request_id}")
         return _request_record(rows[0])
+
+    def requests(self, run: str) -> list[RequestRecord]:
+        """Every request of the run, oldest first."""
+        rows = self._read("SELECT * FROM requests WHERE run = ? ORDER BY id", (run,))
+        return [_request_record(row) for row in rows]
 
     def pending_requests(self, run: str) -> list[RequestRecord]:
         """The run's requests not yet taken up, oldest first."""
@@ -121,19 +118,14 @@ class ControlTables:
     def finish_request(self, request_id: int, state: str, result: dict[str, Any]) -> None:
         if state not in REQUEST_STATES:
             raise ValueError(f"unknown request state {state!r}")
-        with self._write() as conn:
-            conn.execute("UPDATE requests SET state = ?, result = ?, updated = ? WHERE id = ?",
-                         (state, encode(result), now(), request_id))
+        self._update("requests", {"state": state, "result": encode(result)}, {"id": request_id})
 
     # -- the controller lease ---------------------------------------------------------------
 
     def lease_holder(self, run: str) -> LeaseRecord | None:
         """The run's lease if a live holder has it (None: free, expired, or its holder died)."""
-        rows = self._read("SELECT * FROM leases WHERE run = ?", (run,))
-        if not rows:
-            return None
-        record = _lease_record(rows[0])
-        return record if _lease_live(record) else None
+        record = self.lease_record(run)
+        return record if record is not None and _lease_live(record, self._me) else None
 
     def acquire_lease(self, run: str, ttl: float) -> LeaseRecord:
         """Take the run's controller lease for `ttl` seconds (renew it before then).
@@ -142,61 +134,72 @@ class ControlTables:
         died (this host) or expired (another host) is taken over.
         """
         me = self._me
-        with self._write() as conn:
-            row = conn.execute("SELECT * FROM leases WHERE run = ?", (run,)).fetchone()
+        with self._write(run) as db:
+            row = db.execute("SELECT * FROM leases WHERE run = ?", (run,)).one()
             if row is not None:
                 held = _lease_record(row)
-                if Holder(held.host, held.pid, held.starttime) != me and _lease_live(held):
+                if Holder(held.host, held.pid, held.starttime) != me and _lease_live(held, me):
                     raise RunLockedError(
                         f"a controller already acts on run {run!r}: {Holder.of(row).describe()} "
                         f"since {held.acquired} (stop it, or wait for its lease to expire)")
-            conn.execute(
-                "INSERT OR REPLACE INTO leases (run, pid, starttime, host, acquired, expires) "
+            db.execute("DELETE FROM leases WHERE run = ?", (run,))
+            db.execute(
+                "INSERT INTO leases (run, pid, starttime, host, acquired, expires) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (run, me.pid, me.starttime, me.host, now(), time.time() + ttl),
             )
-        rows = self._read("SELECT * FROM leases WHERE run = ?", (run,))
-        return _lease_record(rows[0])
+        record = self.lease_record(run)
+        assert record is not None
+        return record
 
     def renew_lease(self, run: str, ttl: float) -> bool:
         """Extend this process's lease; False when it no longer holds it (taken over)."""
         me = self._me
-        with self._write() as conn:
-            cursor = conn.execute(
+        with self._write(run) as db:  # not while another takes an expired lease over
+            changed = db.execute(
                 "UPDATE leases SET expires = ? WHERE run = ? AND pid = ? AND host = ? "
-                "AND starttime IS ?",
-                (time.time() + ttl, run, me.pid, me.host, me.starttime),
-            )
-        return cursor.rowcount == 1
+                "AND COALESCE(starttime, -1) = ?",
+                (time.time() + ttl, run, me.pid, me.host,
+                 -1 if me.starttime is None else me.starttime),
+            ).rowcount
+        return changed == 1
 
     def release_lease(self, run: str) -> None:
         me = self._me
-        with self._write() as conn:
-            conn.execute("DELETE FROM leases WHERE run = ? AND pid = ? AND host = ?",
-                         (run, me.pid, me.host))
+        self._durable(lambda db: db.execute(
+            "DELETE FROM leases WHERE run = ? AND pid = ? AND host = ?", (run, me.pid, me.host)))
+
+    def lease_record(self, run: str) -> LeaseRecord | None:
+        """The run's lease row as it is, live or not (what `cei unlock` shows)."""
+        rows = self._read("SELECT * FROM leases WHERE run = ?", (run,))
+        return _lease_record(rows[0]) if rows else None
+
+    def break_lease(self, record: LeaseRecord) -> bool:
+        """Delete the lease `record` shows, if it is still that one (not since taken again)."""
+        deleted: int = self._run(lambda db: db.execute(
+            "DELETE FROM leases WHERE run = ? AND pid = ? AND host = ? AND acquired = ?",
+            (record.run, record.pid, record.host, record.acquired)).rowcount)
+        return deleted == 1
 
 
-def _lease_live(record: LeaseRecord) -> bool:
-    holder = Holder(record.host, record.pid, record.starttime)
-    if holder.here():
-        return holder.alive()
-    return record.expires > time.time()
+def _lease_live(record: LeaseRecord, me: Holder) -> bool:
+    return holder_live(Holder(record.host, record.pid, record.starttime), record.expires, me)
 
 
-def _elastic_record(row: sqlite3.Row) -> ElasticRecord:
+def _elastic_record(row: Row) -> ElasticRecord:
     values = {name: row[name] for name in _ELASTIC_FIELDS}
     for name in _ELASTIC_JSON:
         values[name] = decode(values[name])
     return ElasticRecord(**values)
 
 
-def _request_record(row: sqlite3.Row) -> RequestRecord:
+def _request_record(row: Row) -> RequestRecord:
     return RequestRecord(
         run=row["run"], id=row["id"], kind=row["kind"], target=row["target"],
         args=decode(row["args"]), state=row["state"], result=decode(row["result"]),
         created=row["created"], updated=row["updated"])
 
 
-def _lease_record(row: sqlite3.Row) -> LeaseRecord:
+def _lease_record(row: Row) -> LeaseRecord:
     return LeaseRecord(run=row["run"], pid=row["pid"], starttime=row["starttime"],
                        host=row["host"], acquired=row["acquired"], expires=row["expires"])

@@ -237,3 +237,29 @@ class LeaseRecord:
     host: str
     acquired: str
     expires: float  # epoch seconds; another host may take the lease over after it
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """A run's lock: the process changing the run. `expires` (epoch seconds) moves on while
+    the holder lives; None on a lock an older cei took, which never expires by itself."""
+
+    run: str
+    pid: int
+    starttime: int | None
+    host: str
+    acquired: str
+    expires: float | None
+
+
+@dataclass(frozen=True)
+class RunKeyRecord:
+    """A key pair cei made for a run: the public half, and the private half sealed under
+    CEI_STATE_KEY (None: it was not set, and the private half stayed on `host`)."""
+
+    run: str
+    name: str
+    public_key: str
+    sealed_key: str | None
+    host: str
+    created: str

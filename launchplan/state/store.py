@@ -1,34 +1,45 @@
-"""The SQLite state store under $CEI_HOME: runs, nodes, resources, events and run locks.
+"""The state store: runs, nodes, resources, events and run locks, in SQLite or PostgreSQL.
 
-Several cei processes (launch, status, terminate from other shells) share one database, so it
-runs in WAL mode with a busy timeout and every write is a short transaction committed at once.
-Within a process one connection is shared by the engine's worker threads behind a lock.
-Nothing secret is ever written: every dict is scrubbed before it is encoded.
+Which database is the CEI_STATE URL's (location.py): by default SQLite at $CEI_HOME/cei.db,
+else a PostgreSQL database several machines share. The behaviour is the same on both: every
+write commits at once, most in one statement that is atomic by itself, the few that read
+before they write in a transaction holding the run's lock (database.py). The engine's worker
+threads share the store (and its connections). Nothing secret is ever written: every dict is
+scrubbed before it is encoded.
+
+When the database cannot be reached, a write that records what was done (a resource's id, a
+node's state, an event) is kept in order and written as soon as the database is back
+(`flush_pending`), and StateUnavailableError tells the caller to stop. SQLite files that
+cannot be read or written are a StoreError (database.faults).
+
+A terminated run whose name is used again is kept as NAME@N (archive_run), everything of it
+renamed in every table of RUN_TABLES.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from launchplan.errors import (
-    CeiError,
     RunExistsError,
-    RunLockedError,
+    StateUnavailableError,
     UnknownRunError,
     UsageError,
 )
 from launchplan.state.codec import decode, encode, now
 from launchplan.state.control import ControlTables
+from launchplan.state.database import Connection, Database, Row, connect, faults
 from launchplan.state.holders import Holder
+from launchplan.state.location import parse_location, state_url
+from launchplan.state.locks import RunLocks, _lock_record
 from launchplan.state.records import (
     NODE_STATES,
     PROCESS_STATES,
@@ -43,13 +54,16 @@ from launchplan.state.records import (
     ResourceRecord,
     RunRecord,
 )
-from launchplan.state.schema import MIGRATIONS, SCHEMA_VERSION
+from launchplan.state.runkeys import RunKeys
+from launchplan.state.schema import migrate
 
-BUSY_TIMEOUT_MS = 10_000
-DB_NAME = "cei.db"
-LOCK_POLL = 0.1  # seconds between attempts when a lock is waited for
+T = TypeVar("T")
+Work = Callable[[Connection], Any]
 
+APPEND_TRIES = 100  # an event's sequence number taken by other writers this often: give up
+ARCHIVE_MARK = "@"  # NAME@N: the Nth earlier run of NAME, kept (never a name users give)
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_KEPT_RUN_NAME = re.compile(_RUN_NAME.pattern + f"(?:{ARCHIVE_MARK}[0-9]+)?")
 
 
 def default_home() -> Path:
@@ -65,14 +79,6 @@ def _ensure_private_dir(path: Path) -> None:
         path.chmod(0o700)
 
 
-def _ensure_private_file(path: Path) -> None:
-    """Create `path` 0600 before SQLite opens it (SQLite gives -wal/-shm the db's mode)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    if path.stat().st_mode & 0o777 != 0o600:
-        path.chmod(0o600)
-
-
 # Columns of `nodes` in NodeRecord field order ("index" is an SQL keyword, stored as idx).
 _NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
 _NODE_COLUMNS = tuple("idx" if name == "index" else name for name in _NODE_FIELDS)
@@ -80,44 +86,51 @@ _NODE_JSON = {"cloud", "outputs", "programs"}
 _NODE_UPDATABLE = frozenset(_NODE_FIELDS) - {"run", "node", "updated"}
 _PROCESS_FIELDS = tuple(f.name for f in fields(ProcessRecord))
 _PROCESS_UPDATABLE = frozenset(_PROCESS_FIELDS) - {"run", "name", "created", "updated"}
+# Every table that holds a run's rows, and the column naming the run (deleted in this order).
+RUN_TABLES = (("elastic", "run"), ("requests", "run"), ("leases", "run"), ("run_keys", "run"),
+              ("processes", "run"), ("events", "run"), ("resources", "run"), ("nodes", "run"),
+              ("runs", "name"))
 
-# Locks held by this process, per (database, run): nested locked() calls only count.
-_held_locks: dict[tuple[str, str], int] = {}
-_held_guard = threading.Lock()
 
+class Store(ControlTables, RunLocks, RunKeys):
+    """The state store of `home` (created 0700 with runs/), in the database `url` names.
 
-class Store(ControlTables):
-    """The state store at `home` (created 0700 with cei.db and runs/)."""
+    `url` None means CEI_STATE's (unset: SQLite at `home`/cei.db); "" is that SQLite file
+    whatever CEI_STATE says. A home that cannot be made, or a SQLite file that cannot be
+    read or written, is a StoreError (see database.faults).
+    """
 
-    def __init__(self, home: Path | str) -> None:
+    def __init__(self, home: Path | str, url: str | None = None) -> None:
         self.home = Path(home).expanduser()
-        _ensure_private_dir(self.home)
-        _ensure_private_dir(self.home / "runs")
+        with faults(self.home, "open"):
+            _ensure_private_dir(self.home)
+            _ensure_private_dir(self.home / "runs")
+        self.location = parse_location(state_url() if url is None else url, self.home)
         self._me = Holder.me()
-        self.db_path = self.home / DB_NAME
-        _ensure_private_file(self.db_path)
-        self._lock = threading.RLock()
-        self._node_writes = 0  # node writes through this connection (see nodes())
+        self._node_writes = 0  # node writes through this store (see nodes())
         self._nodes_cache: dict[str, tuple[tuple[int, int], list[NodeRecord]]] = {}
-        self._conn = sqlite3.connect(
-            str(self.db_path),
-            timeout=BUSY_TIMEOUT_MS / 1000,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
-        self._migrate()
-        self._tighten_db_files()
+        self._cache_lock = threading.Lock()
+        self._pending: list[Work] = []
+        self._pending_lock = threading.RLock()
+        self._closed = False
+        self._init_locks()
+        self._db = connect(self.location)
+        try:
+            migrate(self._db)
+        except BaseException:
+            self._db.close()
+            raise
 
     # -- plumbing -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection (the WAL is checkpointed by SQLite when the last one closes)."""
-        with self._lock:
-            self._conn.close()
+        """Close the connection; writes still waiting for the database are given up."""
+        self._stop_renewing()
+        with self._pending_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -125,50 +138,75 @@ class Store(ControlTables):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def pending_writes(self) -> int:
+        """How many writes wait for the database to come back."""
+        return len(self._pending)
+
+    def flush_pending(self, wait: float, interval: float = 1.0) -> int:
+        """Write what waits for the database, trying for `wait` seconds; returns what is left."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._settle()
+                return 0
+            except StateUnavailableError:
+                if time.monotonic() + interval > deadline:
+                    return len(self._pending)
+                time.sleep(interval)
+
+    def _usable(self) -> Database:
+        if self._closed:
+            raise StateUnavailableError(f"the store of {self.location.label} is closed")
+        return self._db
+
+    def _apply(self, work: Work) -> Any:
+        with self._usable().connection() as conn:
+            return work(conn)
+
+    def _settle(self) -> None:
+        """Write the waiting writes, in order, before anything else is read or written."""
+        if not self._pending:
+            return
+        with self._pending_lock:
+            while self._pending:
+                self._apply(self._pending[0])
+                self._pending.pop(0)
+
+    def _run(self, work: Work) -> Any:
+        """`work(conn)`: one statement, atomic by itself, committed at once (several that
+        must see each other go in a transaction: _write)."""
+        self._settle()
+        return self._apply(work)
+
+    def _durable(self, work: Work) -> Any:
+        """_run for a write that records what was done: when the database cannot be reached
+        it waits, in order, to be written once it is back, and StateUnavailableError is
+        raised to stop the caller."""
+        try:
+            return self._run(work)
+        except StateUnavailableError:
+            with self._pending_lock:
+                if not self._closed:
+                    self._pending.append(work)
+            raise
+
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction, taking SQLite's write lock at once, committed on exit."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+    def _write(self, lock: str) -> Iterator[Connection]:
+        """A transaction holding `lock` (a run's name), for several statements in a row."""
+        self._settle()
+        with self._usable().transaction(lock) as conn:
+            yield conn
 
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return list(self._conn.execute(sql, params))
-
-    def _migrate(self) -> None:
-        with self._write() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise CeiError(
-                    f"{self.db_path} has schema version {version}, newer than this cei "
-                    f"understands ({SCHEMA_VERSION}); upgrade cei"
-                )
-            while version < SCHEMA_VERSION:
-                MIGRATIONS[version](conn)
-                version += 1
-                conn.execute(f"PRAGMA user_version = {version}")
-
-    def _tighten_db_files(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            path = self.db_path.with_name(DB_NAME + suffix)
-            try:
-                if path.stat().st_mode & 0o777 != 0o600:
-                    path.chmod(0o600)
-            except FileNotFoundError:
-                continue
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+        rows: list[Row] = self._run(lambda conn: conn.execute(sql, params).rows)
+        return rows
 
     # -- runs -----------------------------------------------------------------------------
 
     def run_dir(self, run: str) -> Path:
         """The run's private directory for logs and local nodes (created 0700)."""
-        _check_run_name(run)
+        check_run_name(run, kept=True)
         path = self.home / "runs" / run
         _ensure_private_dir(path)
         return path
@@ -178,18 +216,16 @@ class Store(ControlTables):
         """Record a new run in status `launching`; a name already in use is refused.
 
         `launch` says how it was launched (RunRecord.launch), secrets scrubbed."""
-        _check_run_name(name)
+        check_run_name(name)
         stamp = now()
-        with self._write() as conn:
-            if conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone():
-                raise RunExistsError(
-                    f"a run named {name!r} already exists (see `cei status {name}`; "
-                    f"terminate it first or choose another name)"
-                )
-            conn.execute(
-                "INSERT INTO runs (name, plan, plan_path, status, created, updated, launch) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, plan_name, str(plan_path), RUN_LAUNCHING, stamp, stamp, encode(launch)),
+        values = (name, plan_name, str(plan_path), RUN_LAUNCHING, stamp, stamp, encode(launch))
+        if not self._run(lambda db: db.execute(
+            "INSERT INTO runs (name, plan, plan_path, status, created, updated, launch) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name", values
+        ).rows):
+            raise RunExistsError(
+                f"a run named {name!r} already exists (see `cei status {name}`; "
+                f"terminate it first or choose another name)"
             )
         return RunRecord(name, plan_name, str(plan_path), RUN_LAUNCHING, stamp, stamp,
                          decode(encode(launch)))
@@ -206,7 +242,8 @@ class Store(ControlTables):
             return record
         import difflib  # only on this error path
 
-        names = [row["name"] for row in self._read("SELECT name FROM runs")]
+        names = [row["name"] for row in self._read("SELECT name FROM runs")
+                 if ARCHIVE_MARK in name or ARCHIVE_MARK not in row["name"]]
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownRunError(f"no run named {name!r}{hint} (`cei list` shows every run)")
@@ -215,146 +252,110 @@ class Store(ControlTables):
         """Every run, oldest first."""
         return [_run_record(r) for r in self._read("SELECT * FROM runs ORDER BY created, name")]
 
+    def node_states(self) -> dict[str, dict[str, int]]:
+        """For every run, how many of its nodes are in each state (one query for `cei list`)."""
+        counts: dict[str, dict[str, int]] = {}
+        for row in self._read("SELECT run, state, COUNT(*) AS n FROM nodes GROUP BY run, state"):
+            counts.setdefault(row["run"], {})[row["state"]] = int(row["n"])
+        return counts
+
     def set_run_status(self, name: str, status: str) -> None:
         """Move a run to `status` (one of records.RUN_STATUSES)."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE runs SET status = ?, updated = ? WHERE name = ?", (status, now(), name)
-            )
-        if cursor.rowcount == 0:
+        if self._update("runs", {"status": status}, {"name": name}) is None:
             self.get_run(name)
 
     def delete_run(self, name: str) -> None:
-        """Forget a finished run (rows and run directory) so that its name can be reused.
+        """Forget a finished run (rows and run directory).
 
         Refused while any resource of the run may still exist in a cloud, and while another
         live process holds the run's lock.
         """
         self.get_run(name)
-        with self._write() as conn:
-            live = [
-                row["resource_id"] or f"intent {row['id']} of {row['node']}"
-                for row in conn.execute(
-                    "SELECT id, node, resource_id, state FROM resources WHERE run = ? ORDER BY id",
-                    (name,),
-                )
-                if row["state"] not in RESOURCE_GONE_STATES
-            ]
-            if live:
-                raise UsageError(
-                    f"run {name!r} still has resources that may exist: {', '.join(live)}; "
-                    f"run `cei terminate {name}` first"
-                )
-            holder = conn.execute("SELECT * FROM locks WHERE run = ?", (name,)).fetchone()
-            if holder is not None:
-                self._refuse_if_live(name, holder)
+        with self._write(name) as db:
+            self._check_finished(db, name)
             self._node_writes += 1
-            for table, column in (
-                ("elastic", "run"),
-                ("requests", "run"),
-                ("leases", "run"),
-                ("processes", "run"),
-                ("events", "run"),
-                ("resources", "run"),
-                ("nodes", "run"),
-                ("runs", "name"),
-            ):
-                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
+            for table, column in RUN_TABLES:
+                db.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
         _remove_tree(self.home / "runs" / name)
 
-    # -- locks ----------------------------------------------------------------------------
+    def archive_run(self, name: str) -> str:
+        """Keep a finished run, its history and logs, under NAME@N (N counting the earlier
+        runs of that name from 1), so that a new run can have its name. Returns NAME@N.
 
-    @contextmanager
-    def locked(self, name: str, wait: float = 0.0) -> Iterator[None]:
-        """Hold the run's lock for the with-block; nested use within this process is fine.
-
-        RunLockedError if another live process holds it (after trying for `wait` seconds);
-        a lock left by a dead process (or by a pid since reused, told apart by its start
-        time) is taken over.
+        Refused like delete_run while the run may still have resources or is held; the
+        transaction holds the lock of NAME, which every archive of NAME takes, so two
+        numbering the same NAME at once take turns.
         """
-        key = (str(self.db_path.resolve()), name)
-        with _held_guard:
-            nested = _held_locks.get(key, 0) > 0
-            if nested:
-                _held_locks[key] += 1
-        if not nested:
-            self._acquire(name, wait)
-            with _held_guard:
-                _held_locks[key] = _held_locks.get(key, 0) + 1
-        try:
-            yield
-        finally:
-            with _held_guard:
-                _held_locks[key] -= 1
-                last = _held_locks[key] == 0
-                if last:
-                    del _held_locks[key]
-            if last:
-                self._release(name)
+        self.get_run(name)
+        prefix = name + ARCHIVE_MARK
+        with self._write(name) as db:
+            self._check_finished(db, name)
+            taken = {row["name"] for row in db.execute(
+                "SELECT name FROM runs WHERE substr(name, 1, ?) = ?",
+                (len(prefix), prefix)).rows}
+            archived = next(f"{prefix}{n}" for n in range(1, len(taken) + 2)
+                            if f"{prefix}{n}" not in taken)
+            self._node_writes += 1
+            db.execute("DELETE FROM locks WHERE run = ?", (name,))
+            for table, column in RUN_TABLES:
+                db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?",
+                           (archived, name))
+        kept = self.home / "runs" / name
+        if kept.exists():
+            with faults(self.home, "write"):
+                kept.rename(self.home / "runs" / archived)
+        return archived
 
-    def lock_holder(self, name: str) -> Holder | None:
-        """Who holds the run's lock, if a live process (or one on another host) does."""
-        rows = self._read("SELECT * FROM locks WHERE run = ?", (name,))
-        if not rows:
-            return None
-        holder = Holder.of(rows[0])
-        return holder if not holder.here() or holder.alive() else None
+    def runs_named(self, name: str) -> list[RunRecord]:
+        """Every run that had `name`: the archived ones (oldest first), then the current."""
+        prefix = name + ARCHIVE_MARK
+        rows = self._read("SELECT * FROM runs WHERE name = ? OR substr(name, 1, ?) = ?",
+                          (name, len(prefix), prefix))
+        return sorted((_run_record(r) for r in rows), key=lambda r: (r.name == name, r.created))
 
-    def _refuse_if_live(self, name: str, row: sqlite3.Row) -> None:
-        holder = Holder.of(row)
-        if holder == self._me:
-            return
-        if not holder.here():
-            raise RunLockedError(
-                f"run {name!r} is locked by {holder.describe()} since {row['acquired']}"
+    def _check_finished(self, db: Connection, name: str) -> None:
+        """Refuse to let go of a run that may still have resources, or that another live
+        process holds (inside a transaction holding the run's lock)."""
+        live = [
+            row["resource_id"] or f"intent {row['id']} of {row['node']}"
+            for row in db.execute(
+                "SELECT id, node, resource_id, state FROM resources WHERE run = ? ORDER BY id",
+                (name,),
+            ).rows
+            if row["state"] not in RESOURCE_GONE_STATES
+        ]
+        if live:
+            raise UsageError(
+                f"run {name!r} still has resources that may exist: {', '.join(live)}; "
+                f"run `cei terminate {name}` first"
             )
-        if holder.alive():
-            raise RunLockedError(
-                f"run {name!r} is being changed by another cei process (pid {holder.pid}, "
-                f"since {row['acquired']}); wait for it or stop it"
-            )
-
-    def _acquire(self, name: str, wait: float) -> None:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                with self._write() as conn:
-                    row = conn.execute("SELECT * FROM locks WHERE run = ?", (name,)).fetchone()
-                    if row is not None:
-                        self._refuse_if_live(name, row)
-                    conn.execute("DELETE FROM locks WHERE run = ?", (name,))
-                    me = self._me
-                    conn.execute(
-                        "INSERT INTO locks (run, pid, starttime, host, acquired) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (name, me.pid, me.starttime, me.host, now()),
-                    )
-                return
-            except RunLockedError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(LOCK_POLL)
-
-    def _release(self, name: str) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "DELETE FROM locks WHERE run = ? AND pid = ? AND host = ?",
-                (name, self._me.pid, self._me.host),
-            )
+        row = db.execute("SELECT * FROM locks WHERE run = ?", (name,)).one()
+        if row is not None:
+            self._refuse_if_live(name, _lock_record(row))
 
     def _upsert(self, table: str, columns: Sequence[str], values: Sequence[Any],
-                key: tuple[str, ...], keep: tuple[str, ...] = ()) -> None:
-        """Insert a row or, when `key` exists, update every column but the key and `keep`."""
+                key: tuple[str, ...], keep: tuple[str, ...] = ()) -> Row:
+        """Insert a row or, when `key` exists, update every column but the key and `keep`;
+        returns the row as stored."""
         assignments = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key + keep)
-        with self._write() as conn:
-            conn.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) "
-                f"VALUES ({', '.join('?' * len(columns))}) "
-                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments}",
-                values,
-            )
+        sql = (f"INSERT INTO {table} ({', '.join(columns)}) "
+               f"VALUES ({', '.join('?' * len(columns))}) "
+               f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments} RETURNING *")
+        row = tuple(values)
+        stored: Row = self._durable(lambda db: db.execute(sql, row).rows[0])
+        return stored
+
+    def _update(self, table: str, changes: dict[str, Any], where: dict[str, Any]) -> Row | None:
+        """Set `changes` (and `updated`) on the row `where` names; the row as stored, or None
+        when there is none."""
+        assignments = ", ".join(f"{column} = ?" for column in ["updated", *changes])
+        condition = " AND ".join(f"{column} = ?" for column in where)
+        sql = f"UPDATE {table} SET {assignments} WHERE {condition} RETURNING *"
+        params = (now(), *changes.values(), *where.values())
+        stored: Row | None = self._durable(lambda db: db.execute(sql, params).one())
+        return stored
 
     # -- nodes ----------------------------------------------------------------------------
 
@@ -370,9 +371,8 @@ class Store(ControlTables):
             elif name == "updated":
                 value = now()
             values.append(value)
-        self._upsert("nodes", _NODE_COLUMNS, values, key=("run", "node"))
         self._node_writes += 1
-        return self.get_node(record.run, record.node)
+        return _node_record(self._upsert("nodes", _NODE_COLUMNS, values, key=("run", "node")))
 
     def update_node(self, run: str, node: str, **changes: Any) -> NodeRecord:
         """Change some fields of a stored node; unknown field names raise ValueError."""
@@ -381,40 +381,38 @@ class Store(ControlTables):
             raise ValueError(f"unknown node field(s): {', '.join(unknown)}")
         if "state" in changes and changes["state"] not in NODE_STATES:
             raise ValueError(f"unknown node state {changes['state']!r}")
-        assignments = ["updated = ?"]
-        values: list[Any] = [now()]
-        for name, value in changes.items():
-            assignments.append(f"{'idx' if name == 'index' else name} = ?")
-            values.append(encode(value, cloud=name == "cloud") if name in _NODE_JSON else value)
-        with self._write() as conn:
-            cursor = conn.execute(
-                f"UPDATE nodes SET {', '.join(assignments)} WHERE run = ? AND node = ?",
-                (*values, run, node),
-            )
-            self._node_writes += 1
-        if cursor.rowcount == 0:
+        columns = {"idx" if name == "index" else name:
+                   encode(value, cloud=name == "cloud") if name in _NODE_JSON else value
+                   for name, value in changes.items()}
+        self._node_writes += 1
+        row = self._update("nodes", columns, {"run": run, "node": node})
+        if row is None:
             raise KeyError(f"no node {node!r} in run {run!r}")
-        return self.get_node(run, node)
+        return _node_record(row)
 
     def nodes(self, run: str) -> list[NodeRecord]:
         """The run's nodes in launch order (level, service, index).
 
-        Kept from the last read while no node was written here and nothing at all was
-        committed by another process (SQLite's data_version): a controller reads them every
+        Kept from the last read while no node was written here and the database says nothing
+        at all was committed by another connection (Database.data_version; SQLite can tell,
+        PostgreSQL cannot, so there they are always read): a controller reads them every
         tick, and decoding every row each time was most of what a tick cost.
         """
-        with self._lock:
-            version = (self._conn.execute("PRAGMA data_version").fetchone()[0],
-                       self._node_writes)
+        self._settle()
+        changes = self._usable().data_version()
+        version = None if changes is None else (changes, self._node_writes)
+        with self._cache_lock:
             cached = self._nodes_cache.get(run)
-            if cached is not None and cached[0] == version:
-                return list(cached[1])
-            rows = self._read(
-                "SELECT * FROM nodes WHERE run = ? ORDER BY level, service, idx, node", (run,)
-            )
-            records = [_node_record(row) for row in rows]
-            self._nodes_cache[run] = (version, records)
-            return list(records)
+        if version is not None and cached is not None and cached[0] == version:
+            return list(cached[1])
+        rows = self._read(
+            "SELECT * FROM nodes WHERE run = ? ORDER BY level, service, idx, node", (run,)
+        )
+        records = [_node_record(row) for row in rows]
+        if version is not None:
+            with self._cache_lock:
+                self._nodes_cache[run] = (version, records)
+        return list(records)
 
     def get_node(self, run: str, node: str) -> NodeRecord:
         """One node of a run; KeyError when the run has no such node."""
@@ -431,49 +429,36 @@ class Store(ControlTables):
         """Commit that `node` is about to be created with idempotency `token`; returns its id.
 
         Committed before returning, so a crash during the provider call still leaves a trace
-        that terminate can follow (find by token/tag).
+        that terminate can follow (find by token/tag). Never kept for later: when the database
+        cannot be reached, StateUnavailableError stops the create before it starts.
         """
         stamp = now()
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO resources (run, node, driver, cloud, token, resource_id, state, "
-                "created, updated) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?)",
-                (run, node, provider, encode(cloud, cloud=True), token, RESOURCE_INTENT, stamp,
-                 stamp),
-            )
-        intent_id = cursor.lastrowid
-        assert intent_id is not None
-        return intent_id
+        values = (run, node, provider, encode(cloud, cloud=True), token, RESOURCE_INTENT, stamp,
+                  stamp)
+        row = self._run(lambda db: db.execute(
+            "INSERT INTO resources (run, node, driver, cloud, token, resource_id, state, "
+            "created, updated) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?) RETURNING id", values
+        ).one())
+        return int(row["id"])
 
     def record_resource_id(self, intent_id: int, resource_id: str) -> None:
         """Attach the cloud's id to an intent as soon as the provider returns it."""
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE resources SET resource_id = ?, updated = ?, "
-                "state = CASE WHEN state = ? THEN ? ELSE state END WHERE id = ?",
-                (resource_id, now(), RESOURCE_INTENT, RESOURCE_CREATED, intent_id),
-            )
-        if cursor.rowcount == 0:
+        params = (resource_id, now(), RESOURCE_INTENT, RESOURCE_CREATED, intent_id)
+        if self._durable(lambda db: db.execute(
+            "UPDATE resources SET resource_id = ?, updated = ?, "
+            "state = CASE WHEN state = ? THEN ? ELSE state END WHERE id = ?", params
+        ).rowcount) == 0:
             raise KeyError(f"no resource intent {intent_id}")
 
     def set_intent_state(self, intent_id: int, state: str) -> None:
         """Close an intent that never got an id (e.g. "not-created" after a sweep found nothing)."""
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE resources SET state = ?, updated = ? WHERE id = ?",
-                (state, now(), intent_id),
-            )
-        if cursor.rowcount == 0:
+        if self._update("resources", {"state": state}, {"id": intent_id}) is None:
             raise KeyError(f"no resource intent {intent_id}")
 
     def set_resource_state(self, run: str, resource_id: str, state: str) -> None:
         """Record the state of a resource the cloud reported (e.g. running, terminated)."""
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE resources SET state = ?, updated = ? WHERE run = ? AND resource_id = ?",
-                (state, now(), run, resource_id),
-            )
-        if cursor.rowcount == 0:
+        if self._update("resources", {"state": state},
+                        {"run": run, "resource_id": resource_id}) is None:
             raise KeyError(f"no resource {resource_id!r} in run {run!r}")
 
     def resources(self, run: str) -> list[ResourceRecord]:
@@ -510,8 +495,8 @@ class Store(ControlTables):
             elif name in ("created", "updated"):
                 value = stamp
             values.append(value)
-        self._upsert("processes", _PROCESS_FIELDS, values, key=("run", "name"), keep=("created",))
-        return self.get_process(record.run, record.name)
+        return _process_record(self._upsert("processes", _PROCESS_FIELDS, values,
+                                            key=("run", "name"), keep=("created",)))
 
     def update_process(self, run: str, name: str, **changes: Any) -> ProcessRecord:
         """Change some fields of a stored process; unknown field names raise ValueError."""
@@ -520,19 +505,12 @@ class Store(ControlTables):
             raise ValueError(f"unknown process field(s): {', '.join(unknown)}")
         if "state" in changes and changes["state"] not in PROCESS_STATES:
             raise ValueError(f"unknown process state {changes['state']!r}")
-        assignments = ["updated = ?"]
-        values: list[Any] = [now()]
-        for field_name, value in changes.items():
-            assignments.append(f"{field_name} = ?")
-            values.append(encode(value) if field_name == "definition" else value)
-        with self._write() as conn:
-            cursor = conn.execute(
-                f"UPDATE processes SET {', '.join(assignments)} WHERE run = ? AND name = ?",
-                (*values, run, name),
-            )
-        if cursor.rowcount == 0:
+        columns = {field_name: encode(value) if field_name == "definition" else value
+                   for field_name, value in changes.items()}
+        row = self._update("processes", columns, {"run": run, "name": name})
+        if row is None:
             raise KeyError(f"no process {name!r} in run {run!r}")
-        return self.get_process(run, name)
+        return _process_record(row)
 
     def find_process(self, run: str, name: str) -> ProcessRecord | None:
         """The run's process named `name`, or None."""
@@ -558,17 +536,26 @@ class Store(ControlTables):
     def append_event(
         self, run: str, kind: str, node: str | None, data: dict[str, Any]
     ) -> EventRecord:
-        """Append to the run's history with the next sequence number."""
+        """Append to the run's history with the next sequence number.
+
+        One statement takes the number and inserts; when another writer took the same number
+        first (PostgreSQL lets two such statements run at once), it takes the next."""
         encoded = encode(data)
         stamp = now()
-        with self._write() as conn:
-            seq = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run = ?", (run,)
-            ).fetchone()[0]
-            conn.execute(
-                "INSERT INTO events (run, seq, time, kind, node, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (run, seq, stamp, kind, node, encoded),
-            )
+
+        def append(db: Connection) -> int:
+            for _ in range(APPEND_TRIES):
+                row = db.execute(
+                    "INSERT INTO events (run, seq, time, kind, node, data) "
+                    "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ? FROM events WHERE run = ? "
+                    "ON CONFLICT (run, seq) DO NOTHING RETURNING seq",
+                    (run, stamp, kind, node, encoded, run)).one()
+                if row is not None:
+                    return int(row["seq"])
+            raise StateUnavailableError(f"could not append to the history of run {run!r}: "
+                                        f"{APPEND_TRIES} writers took each next number first")
+
+        seq = self._durable(append)
         return EventRecord(run, seq, stamp, kind, node, decode(encoded))
 
     def events(self, run: str, after: int = 0) -> list[EventRecord]:
@@ -584,8 +571,9 @@ class Store(ControlTables):
         ]
 
 
-def _check_run_name(name: str) -> None:
-    if not _RUN_NAME.fullmatch(name):
+def check_run_name(name: str, kept: bool = False) -> None:
+    """A name a new run may have (`kept`: or a kept earlier run's NAME@N); UsageError if not."""
+    if not (_KEPT_RUN_NAME if kept else _RUN_NAME).fullmatch(name):
         raise UsageError(
             f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' "
             f"(starting with a letter or digit, at most 128 characters)"
@@ -600,7 +588,7 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _run_record(row: sqlite3.Row) -> RunRecord:
+def _run_record(row: Row) -> RunRecord:
     return RunRecord(
         name=row["name"],
         plan=row["plan"],
@@ -612,13 +600,13 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
     )
 
 
-def _process_record(row: sqlite3.Row) -> ProcessRecord:
+def _process_record(row: Row) -> ProcessRecord:
     values = {name: row[name] for name in _PROCESS_FIELDS}
     values["definition"] = decode(values["definition"])
     return ProcessRecord(**values)
 
 
-def _node_record(row: sqlite3.Row) -> NodeRecord:
+def _node_record(row: Row) -> NodeRecord:
     values: dict[str, Any] = {}
     for name, column in zip(_NODE_FIELDS, _NODE_COLUMNS, strict=True):
         value = row[column]

@@ -16,6 +16,9 @@ import pytest
 PLANS = Path(__file__).parent / "plans"
 REPO = Path(__file__).resolve().parents[2]
 
+# Runs the test twice: runs recorded in SQLite, then in PostgreSQL (fixture store_backend).
+both_stores = pytest.mark.parametrize("store_backend", ["sqlite", "postgresql"], indirect=True)
+
 
 def cei(home: Path, *args: str, timeout: float = 180, check: int | None = None,
         env: dict[str, str] | None = None,

@@ -236,7 +236,20 @@ def ssh_agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[SSHAgent]:
 
 
 @pytest.fixture
-def home(cei_home: Path) -> Iterator[Path]:
+def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where a test's `cei` commands record runs: SQLite in $CEI_HOME, or, for a test marked
+    `@both_stores` (cli_helpers), once more in a fresh PostgreSQL database that CEI_STATE
+    names (its password in PGPASSWORD)."""
+    backend: str = getattr(request, "param", "sqlite")
+    if backend == "postgresql":
+        monkeypatch.setenv("CEI_STATE", request.getfixturevalue("pg_url"))
+    else:
+        monkeypatch.delenv("CEI_STATE", raising=False)
+    return backend
+
+
+@pytest.fixture
+def home(cei_home: Path, store_backend: str) -> Iterator[Path]:
     """A private $CEI_HOME for tests that run the real `cei`. Whatever a test leaves running is
     terminated afterwards, and any process still working in it is killed by pid."""
     try:

@@ -98,4 +98,5 @@ def local_node_pid(home: Path, run: str, node: str) -> int:
 def stage_file(home: Path, run: str, node: str, service: str, name: str) -> Path:
     """A file in a local node's stage directory (its home is under the run directory)."""
     slug = node.replace("/", "-")
-    return home / "runs" / run / "nodes" / slug / "home" / ".cei" / run / service / name
+    index = node.split("/")[1]
+    return home / "runs" / run / "nodes" / slug / "home" / ".cei" / run / service / index / name

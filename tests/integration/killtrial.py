@@ -60,11 +60,11 @@ def write_plan(directory: Path, emulator: EC2Emulator, image: str, nodes: int = 
     return path
 
 
-def _wait_recorded(home: Path, run: str, proc: subprocess.Popen[bytes]) -> None:
+def wait_recorded(home: Path, run: str, proc: subprocess.Popen[bytes]) -> None:
     """Until the run is in the store (or the launch ended, or RECORD_WAIT passed)."""
     deadline = time.monotonic() + RECORD_WAIT
     while proc.poll() is None and time.monotonic() < deadline:
-        if (home / "cei.db").exists():
+        if os.environ.get("CEI_STATE") or (home / "cei.db").exists():  # never make it here
             with Store(home) as store:
                 if store.find_run(run) is not None:
                     return
@@ -75,11 +75,13 @@ def alive(emulator: EC2Emulator) -> list[str]:
     return [i["InstanceId"] for i in emulator.instances() if i["State"]["Name"] in ALIVE]
 
 
-def run_trial(emulator: EC2Emulator, home: Path, plan: Path, run: str, delay: float) -> Trial:
+def run_trial(emulator: EC2Emulator, home: Path, plan: Path, run: str, delay: float,
+              terminate_home: Path | None = None) -> Trial:
     """Launch, SIGKILL `delay` seconds after the run is recorded (if it still runs; a negative
-    delay: that long after the process started, before anything may be recorded), terminate,
-    count what lives. Counting from the record keeps a slow interpreter start-up on a busy
-    machine from turning every trial into a kill before the cloud is asked anything."""
+    delay: that long after the process started, before anything may be recorded), terminate
+    (from `terminate_home`, another machine sharing the store, if given), count what lives.
+    Counting from the record keeps a slow interpreter start-up on a busy machine from turning
+    every trial into a kill before the cloud is asked anything."""
     env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "launchplan", "launch", str(plan), "--name", run],
@@ -87,14 +89,15 @@ def run_trial(emulator: EC2Emulator, home: Path, plan: Path, run: str, delay: fl
     launch_status: int | None = None
     try:
         if delay >= 0:
-            _wait_recorded(home, run, proc)
+            wait_recorded(home, run, proc)
         launch_status = proc.wait(timeout=abs(delay))
     except subprocess.TimeoutExpired:
         proc.kill()  # SIGKILL: no handler, no cleanup, nothing flushed
         proc.wait(timeout=30)
     created = len(emulator.instances(**{"tag:cei:run": [run]}))
-    recorded = (home / "cei.db").exists() and Store(home).find_run(run) is not None
-    down = cei(home, "terminate", run, timeout=LAUNCH_TIMEOUT)
+    with Store(home) as store:
+        recorded = store.find_run(run) is not None
+    down = cei(terminate_home or home, "terminate", run, timeout=LAUNCH_TIMEOUT)
     return Trial(run=run, delay=delay, launch_status=launch_status,
                  terminate_status=down.returncode, terminate_output=down.stdout + down.stderr,
                  created=created, run_recorded=recorded, leaked=alive(emulator))

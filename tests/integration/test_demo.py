@@ -1,6 +1,6 @@
 """`cei demo sliding-window` end to end: the embedded transport, RabbitMQ, and --run reuse.
 
-The averages in OUT.csv are checked against transforms.sliding_window.brute_force (exact
+The averages in OUT.csv are checked against demo.sliding_window.brute_force (exact
 summation over the raw input) to 1e-9 relative.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from launchplan.dispatch.demo import read_series
-from launchplan.transforms.sliding_window import brute_force
+from launchplan.demo.sliding_window import brute_force
+from launchplan.demo.stream import read_series
 from tests.conftest import require
 from tests.integration import rabbitmq
 from tests.integration.cli_helpers import REPO, cei, cei_json, ndjson, node_processes

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from launchplan.agent.supervisor import proc_starttime
-from tests.integration.cli_helpers import REPO, cei, cei_json, node_processes
+from tests.integration.cli_helpers import REPO, both_stores, cei, cei_json, node_processes
 from tests.integration.cli_helpers import wait_for as shared_wait_for
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def kill_leftovers(home: Path) -> None:
 
 
 @pytest.fixture
-def engines(cei_home: Path) -> Iterator[tuple[Path, str]]:
+def engines(cei_home: Path, store_backend: str) -> Iterator[tuple[Path, str]]:
     """A launched run with two engine nodes; terminated (and swept) afterwards."""
     run = "eng"
     cei(cei_home, "launch", str(PLAN), "--name", run, check=0)
@@ -79,6 +79,7 @@ def test_agent_installed_on_each_engine_node(engines: tuple[Path, str]) -> None:
     assert (home / "runs" / run / "cei-agent.pyz").is_file()
 
 
+@both_stores
 def test_run_list_wait_kill(engines: tuple[Path, str], tmp_path: Path) -> None:
     home, run = engines
     one = cei_json(home, "process", "run", run, str(definition(tmp_path, "one")))
@@ -145,6 +146,7 @@ def test_killed_process_restarts_by_policy(engines: tuple[Path, str], tmp_path: 
         assert gone["restarts"] == 0 and "signal 9" in (gone["last_error"] or "")
 
 
+@both_stores
 def test_lost_engine_node_reschedules_its_processes(engines: tuple[Path, str],
                                                     tmp_path: Path) -> None:
     home, run = engines

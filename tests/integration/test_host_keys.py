@@ -98,15 +98,19 @@ def static_plan(tmp_path: Path, sshd: SSHDServer, name: str, **extra: Any) -> Pa
 
 
 def test_static_host_pinned_by_the_plan(home: Path, tmp_path: Path, sshd: SSHDServer) -> None:
-    plan = static_plan(tmp_path, sshd, "static", host_key=sshd.host_key)
+    """Two nodes on one existing host, each in its own stage directory; terminate leaves
+    nothing of the run behind on the host."""
+    plan = static_plan(tmp_path, sshd, "static", host_key=sshd.host_key,
+                       host=[sshd.host, sshd.host])
     cei(home, "launch", str(plan), "--name", "st", check=0)
-    [node] = cei_json(home, "status", "st")["nodes"]
-    stage = Path(node["outputs"]["stage"])
-    assert stage.is_dir() and stage.name == "app"  # the sshd is this machine
+    stages = [Path(n["outputs"]["stage"]) for n in cei_json(home, "status", "st")["nodes"]]
+    assert [(s.parent.name, s.name) for s in stages] == [("app", "0"), ("app", "1")]
+    assert all(s.is_dir() for s in stages)  # the sshd is this machine
     down = cei(home, "terminate", "st", "--json", check=0)
     summary = ndjson(down.stdout)[-1]
     assert summary["remaining"] == []
-    assert not stage.exists()  # terminate leaves nothing behind on a host it did not create
+    # terminate leaves nothing behind on a host it did not create, not even empty directories
+    assert not stages[0].parent.parent.exists() and stages[0].parent.parent.name == "st"
     assert "destroyed" not in {e.get("state") for e in ndjson(down.stdout)
                                if e.get("event") == "resource"}
     assert Store(home).resources("st") == []  # nothing was ever created

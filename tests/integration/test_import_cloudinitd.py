@@ -155,7 +155,8 @@ def test_imported_plan_runs_as_under_cloudinitd(
     assert outputs["db/0"] == {"token": "tok-5432", "args": "--tag|hello world",
                                "word_ok": "yes"}
     here_stage = Path(outputs["here/0"]["stage"])
-    assert here_stage.name == "here" and here_stage.is_dir()  # the sshd is this machine
+    assert (here_stage.parent.name, here_stage.name) == ("here", "0")  # the node's own
+    assert here_stage.is_dir()  # the sshd is this machine
     db_address = next(n["address"] for n in status["nodes"] if n["node"] == "db/0")
     for node in ("app/0", "app/1"):
         assert outputs[node] == {"seen": "tok-5432|5432|tok-5432|two words", "host": db_address}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.cli_helpers import both_stores
 from tests.integration.cloud_emulator import EC2Emulator
 from tests.integration.killtrial import run_trial, write_plan
 
@@ -20,8 +21,9 @@ SEED = 20240603
 MAX_DELAY = 2.0  # seconds after the run is recorded; a 10-node launch takes about 1.5 s
 
 
+@both_stores
 def test_sigkill_mid_launch_leaves_nothing_after_terminate(
-    tmp_path: Path, ec2_emulator: EC2Emulator, ec2_image: str
+    tmp_path: Path, ec2_emulator: EC2Emulator, ec2_image: str, store_backend: str
 ) -> None:
     plan = write_plan(tmp_path, ec2_emulator, ec2_image)
     rng = random.Random(SEED)

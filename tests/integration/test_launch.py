@@ -7,12 +7,21 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.cli_helpers import PLANS, REPO, cei, cei_json, ndjson, node_processes
+from tests.integration.cli_helpers import (
+    PLANS,
+    REPO,
+    both_stores,
+    cei,
+    cei_json,
+    ndjson,
+    node_processes,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +31,7 @@ def nodes_by_name(status: dict) -> dict[str, dict]:
     return {n["node"]: n for n in status["nodes"]}
 
 
+@both_stores
 def test_three_levels_pass_outputs_through_args_and_config(home: Path) -> None:
     launch = cei(home, "launch", str(PLANS / "chain.yml"), "--name", "c1", "--json", check=0)
     summary = ndjson(launch.stdout)[-1]
@@ -58,13 +68,14 @@ def test_node_environment(home: Path) -> None:
     assert env["CEI_NODE_INDEX"] == "1"
     assert env["CEI_LEVEL"] == "second"
     stage = b1["cwd"]
-    assert stage.endswith("/.cei/env1/b")
+    assert stage.endswith("/.cei/env1/b/1")
     assert b1["stage_mode"] == "0o700"
     for name, file in (("CEI_CONFIG", "config.json"), ("CEI_CONTEXT", "context.json"),
                        ("CEI_OUTPUT", "output.json")):
         assert env[name] == f"{stage}/{file}"
 
 
+@both_stores
 def test_terminate_leaves_no_node_process(home: Path) -> None:
     cei(home, "launch", str(PLANS / "counted.yml"), "--name", "t1", "--var", "n=3", check=0)
     status = cei_json(home, "status", "t1")
@@ -81,6 +92,7 @@ def test_terminate_leaves_no_node_process(home: Path) -> None:
     assert cei_json(home, "status", "t1", "--cached", check=1)["status"] == "terminated"
 
 
+@both_stores
 def test_failing_boot_stops_later_levels_and_terminate_cleans_up(home: Path) -> None:
     proc = cei(home, "launch", str(PLANS / "failing.yml"), "--name", "f1", check=1)
     assert "bad/1" in proc.stderr
@@ -114,6 +126,141 @@ def test_boot_output_must_be_a_json_object(home: Path) -> None:
     assert "one JSON object to $CEI_OUTPUT, not a list" in proc.stderr
 
 
+def test_boot_outputs_past_the_limit_fail_the_node_and_stay_out_of_the_store(
+        home: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "huge.yml"
+    plan.write_text(textwrap.dedent("""\
+        plan: huge
+        levels:
+          - services:
+              liar:
+                boot:
+                  command: |
+                    python3 - <<'PY'
+                    import json, os
+                    json.dump({"blob": "x" * 3000000}, open(os.environ["CEI_OUTPUT"], "w"))
+                    PY
+        """))
+    proc = cei(home, "launch", str(plan), "--name", "huge", check=1)
+    assert "wrote more than 1,048,576 bytes to $CEI_OUTPUT" in proc.stderr
+    assert (home / "cei.db").stat().st_size < 1_000_000
+    cei(home, "terminate", "huge", check=0)
+
+
+def test_a_closed_stdout_never_strands_the_launch(home: Path) -> None:
+    """`cei launch --json | head -3`: the reader goes away; the launch still finishes and the
+    run's state is final."""
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launchplan", "launch", str(PLANS / "counted.yml"), "--name",
+         "piped", "--var", "n=2", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    for _ in range(3):
+        proc.stdout.readline()
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
+    status = cei_json(home, "status", "piped")
+    assert status["status"] == "ready"
+    assert {n["state"] for n in status["nodes"]} == {"ready"}
+    cei(home, "terminate", "piped", check=0)
+
+
+@pytest.mark.parametrize("verdict", ["ok", "fail"])
+def test_secret_variables_reach_programs_but_nothing_cei_writes(home: Path,
+                                                                 verdict: str) -> None:
+    token, password = "tok-" + os.urandom(6).hex(), "pw-" + os.urandom(6).hex()
+    run = f"secret-{verdict}"
+    launch = cei(home, "launch", str(PLANS / "secret-args.yml"), "--name", run, "--json",
+                 "--secret-var", f"token={token}", "--secret-var", f"password={password}",
+                 "--var", f"verdict={verdict}", check=0 if verdict == "ok" else 1)
+    outputs = json.loads(cei(home, "status", run, "--cached", "--json").stdout)["nodes"][0][
+        "outputs"]
+    if verdict == "ok":
+        assert outputs == {"length": len(token)}, "the program saw the real value"
+    history = cei(home, "history", run, "--json", check=0)
+    terminate = cei(home, "terminate", run, "--json", check=0)
+    written = [launch.stdout, launch.stderr, history.stdout, terminate.stdout, terminate.stderr]
+    for path in home.rglob("*"):
+        if path.is_file() and "nodes" not in path.relative_to(home).parts:
+            written.append(path.read_bytes().decode("utf-8", "replace"))
+    assert "got *** and ***" in "".join(written)
+    assert not [text for text in written if token in text or password in text]
+
+
+def test_a_declared_secret_variable_needs_a_value(home: Path) -> None:
+    proc = cei(home, "validate", str(PLANS / "secret-args.yml"), "--var", "token=x", check=2)
+    assert "secret variable password has no value: give --secret-var password=..." in proc.stderr
+
+
+def test_boot_and_terminate_programs_are_retried(home: Path) -> None:
+    cei(home, "launch", str(PLANS / "flaky.yml"), "--name", "flaky", check=0)
+    log = (home / "runs" / "flaky" / "logs" / "flaky-0.log").read_text()
+    assert "boot: exit status 1; attempt 2 of 3" in log
+    assert "boot: exit status 1; attempt 3 of 3" in log
+    cei(home, "terminate", "flaky", check=0)
+    assert "terminate: exit status 1; attempt 2 of 2" in (
+        home / "runs" / "flaky" / "logs" / "flaky-0.log").read_text()
+    assert list((home / "runs" / "flaky" / "nodes").glob("*/terminated-by-program"))
+
+
+def test_cei_logs_prints_and_follows_node_output(home: Path) -> None:
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "launchplan", "launch", str(PLANS / "counted.yml"), "--name",
+         "logged", "--var", "n=2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60  # follow from while the nodes boot
+    while not (home / "runs" / "logged" / "logs").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    follow = subprocess.Popen([sys.executable, "-m", "launchplan", "logs", "logged", "-f"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert launch.wait(timeout=120) == 0
+        one = cei(home, "logs", "logged", "worker/1", check=0).stdout
+        assert "--- " in one and "boot: /bin/sh -c" in one and "worker/0" not in one
+        lines = ndjson(cei(home, "logs", "logged", "worker", "--json", check=0).stdout)
+        assert {line["node"] for line in lines} == {"worker/0", "worker/1"}
+        assert "no node or service 'wroker' (did you mean 'worker'?)" in cei(
+            home, "logs", "logged", "wroker", check=2).stderr
+        cei(home, "terminate", "logged", check=0)
+        out, err = follow.communicate(timeout=30)  # following ends with the run
+    finally:
+        for proc in (launch, follow):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert follow.returncode == 0, err
+    assert "worker/0 | " in out and "worker/1 | " in out
+    assert "terminate: exit status 0" in out
+
+
+@both_stores
+def test_a_reused_run_name_keeps_the_finished_run(home: Path) -> None:
+    for _ in range(2):
+        cei(home, "launch", str(PLANS / "counted.yml"), "--name", "again", check=0)
+        cei(home, "terminate", "again", check=0)
+    cei(home, "launch", str(PLANS / "counted.yml"), "--name", "again", "--var", "n=2", check=0)
+    listed = cei_json(home, "list")["runs"]
+    assert [r["run"] for r in listed] == ["again"]
+    every = cei_json(home, "list", "--all")["runs"]
+    assert [(r["run"], r["status"]) for r in every] == [
+        ("again@1", "terminated"), ("again@2", "terminated"), ("again", "ready")]
+    latest = cei_json(home, "history", "again")
+    assert latest["run"] == "again" and latest["status"] == "ready"
+    assert {e["node"] for e in latest["events"] if e["node"]} == {"worker/0", "worker/1"}
+    runs = ndjson(cei(home, "history", "again", "--all", "--json", check=0).stdout)
+    assert [r["run"] for r in runs] == ["again@1", "again@2", "again"]
+    assert all(r["events"] for r in runs)
+    assert "worker/0" in cei(home, "logs", "again@1", check=0).stdout  # its logs are kept
+    mistyped = cei(home, "history", "agian", check=2)
+    assert "no run named 'agian'; did you mean 'again'?" in mistyped.stderr
+    cei(home, "terminate", "again", check=0)
+
+
+@both_stores
 def test_second_launch_of_a_live_run_is_refused(home: Path) -> None:
     cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=0)
     proc = cei(home, "launch", str(PLANS / "counted.yml"), "--name", "dup", check=2)
@@ -149,6 +296,7 @@ def _interrupted_launch(home: Path, name: str, presses: int) -> tuple[int, str]:
     return proc.returncode, err
 
 
+@both_stores
 def test_ctrl_c_records_what_was_made_and_terminate_finds_it(home: Path) -> None:
     code, err = _interrupted_launch(home, "int1", presses=1)
     assert code == 130, err
@@ -173,6 +321,65 @@ def test_second_ctrl_c_exits_at_once_and_terminate_still_finds_every_node(home: 
     assert node_processes(home) == []
     # what the cut-off programs left in their TMPDIR stays inside the nodes, not in /tmp
     assert set(Path("/tmp").glob("cei-*.pid")) - shared_tmp == set()
+
+
+def test_ctrl_c_during_terminate_exits_130_and_a_second_terminate_finishes(
+        home: Path) -> None:
+    cei(home, "launch", str(PLANS / "slow-terminate.yml"), "--name", "slow", check=0)
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "launchplan", "terminate", "slow"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = home / "runs" / "slow"
+    try:
+        deadline = time.monotonic() + 60
+        while not list(runs.glob("nodes/*/home/slept")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(runs.glob("nodes/*/home/slept")), "the terminate program never started"
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "not torn down yet: base/0, top/0" in err and "cei terminate slow" in err
+    assert not list(runs.glob("nodes/*/*-terminated"))
+    assert node_processes(home)
+    status = json.loads(cei(home, "status", "slow", "--cached", "--json").stdout)
+    assert status["status"] == "terminating"
+    done = cei(home, "terminate", "slow", check=0)
+    assert "terminated" in done.stdout
+    assert sorted(p.name for p in runs.glob("nodes/*/*-terminated")) == ["base-terminated",
+                                                                        "top-terminated"]
+    assert node_processes(home) == []
+
+
+def test_a_node_killed_mid_boot_is_reported_lost(home: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "one-sleeper.yml"
+    plan.write_text("plan: lost\nlevels:\n  - services:\n      sleeper: "
+                    "{boot: {command: 'sleep 60'}}\n")
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launchplan", "launch", str(plan), "--name", "lost"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = home / "runs" / "lost" / "logs" / "sleeper-0.log"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (log.exists() and "boot: " in log.read_text()):
+            time.sleep(0.1)
+        status = json.loads((home / "runs" / "lost" / "nodes" / "sleeper-0" / "status.json")
+                            .read_text())
+        os.kill(status["pid"], signal.SIGKILL)
+        _out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    lost = [line for line in err.splitlines() if line.startswith("error: sleeper/0: ")]
+    assert lost and "node lost: the connection closed before the command ended" in lost[0]
+    assert "status -1" not in err
+    cei(home, "terminate", "lost", check=0)
 
 
 def _cmdline(pid: int) -> bytes:

@@ -465,8 +465,11 @@ def test_destroy_stops_node_and_its_commands(cloud: Cloud, keys: Keys) -> None:
     background = int(out)
     assert pid_alive(background)
     assert [n.resource_id for n in cloud.provider.find(RUN)] == [info.resource_id]
+    assert (node_dir(cloud, info) / "userdata").exists()
     cloud.provider.destroy(info.resource_id)
     assert not pid_alive(node_pid)
+    # the user-data held the node's host private key
+    assert not (node_dir(cloud, info) / "userdata").exists()
     wait_for(lambda: not pid_alive(background), 10, "the background command to be stopped")
     assert cloud.provider.describe(info.resource_id).state == TERMINATED
     cloud.provider.destroy(info.resource_id)
@@ -503,3 +506,20 @@ def test_destroy_never_kills_a_recycled_pid(
         assert cloud.provider.find(RUN) == []
         cloud.provider.destroy(info.resource_id)
         assert sleeper.poll() is None
+
+
+def test_nodes_do_not_inherit_cei_s_environment(
+        tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cloud credentials in cei's environment never reach a local node's processes."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "cei-test-credential")
+    made = Cloud(tmp_path / "runs" / RUN)
+    try:
+        info = made.boot("db/0", full_userdata(keys))
+        pid = read_json(node_dir(made, info) / "status.json")["pid"]  # type: ignore[index]
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"PATH=" in environ and b"cei-test-credential" not in environ
+        with connect(info, keys.host_public, keys.client) as client:
+            status, out, _ = run(client, "env")
+        assert status == 0 and "PATH=" in out and "cei-test-credential" not in out
+    finally:
+        made.destroy_all()

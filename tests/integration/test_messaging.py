@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from launchplan import messaging
 from launchplan.agent.build import build_zipapp
-from launchplan.messaging import MessagingError, connect, filesystem_url, resolve_url
-from launchplan.transforms.sliding_window import brute_force
+from launchplan.demo import messaging
+from launchplan.demo.messaging import MessagingError, connect, filesystem_url, resolve_url
+from launchplan.demo.sliding_window import brute_force
 from tests.integration import rabbitmq
 
 pytestmark = pytest.mark.integration
@@ -61,7 +61,7 @@ def test_unreachable_broker_is_a_messaging_error() -> None:
 
 def test_round_trip_across_two_processes(url: str) -> None:
     peer = textwrap.dedent(f"""
-        from launchplan.messaging import connect
+        from launchplan.demo.messaging import connect
         with connect({url!r}) as bus:
             bus.declare("to-peer", "from-peer")
             bus.publish("from-peer", {{"ready": True}})
@@ -101,7 +101,7 @@ def test_backlog_keeps_publish_order_while_the_publisher_writes(tmp_path: Path) 
     url = filesystem_url(tmp_path / "bus")
     count = 20000
     publisher = textwrap.dedent(f"""
-        from launchplan.messaging import connect
+        from launchplan.demo.messaging import connect
         with connect({url!r}) as bus:
             bus.declare("ordered")
             for i in range({count}):
@@ -202,7 +202,7 @@ def test_worker_under_the_agent_serves_many_runs(url: str, agent_home: tuple[Pat
         bus.purge("out")
         definition = {
             "name": "transform",
-            "module": "launchplan.transforms.worker:main",
+            "module": "launchplan.demo.worker:main",
             "args": ["--transport", url, "--input", "in", "--output", "out", "--window", "10"],
             "pythonpath": [str(REPO)],
             "restart": "abnormal",
@@ -222,7 +222,7 @@ def test_worker_from_the_command_line(url: str) -> None:
         bus.purge("in")
         bus.purge("out")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "launchplan.transforms.worker", "--transport", url,
+            [sys.executable, "-m", "launchplan.demo.worker", "--transport", url,
              "--input", "in", "--output", "out", "--window", "5"],
             env=_child_env(), start_new_session=True, stderr=subprocess.PIPE,
         )

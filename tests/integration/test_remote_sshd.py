@@ -204,9 +204,39 @@ def test_env_and_cwd_arrive_unchanged(session: Session, remote_dir: Path) -> Non
         "import json, os; "
         f"print(json.dumps([os.getcwd(), {{k: os.environ.get(k) for k in {sorted(env)!r}}}]))"
     )
-    result = session.run(shell_command(["python3", "-c", program], cwd=str(cwd), env=env))
+    result = session.run_argv(["python3", "-c", program], cwd=str(cwd), env=env)
     assert result.status == 0, result.stderr_tail
     assert json.loads(result.stdout_tail) == [str(cwd), env]
+    assert not list(cwd.iterdir()), "the environment file is removed once read"
+
+
+def test_environment_values_are_never_in_any_command_line(session: Session,
+                                                          remote_dir: Path) -> None:
+    """While a program runs, no process on the node shows its environment in
+    /proc/PID/cmdline, which every user of the node can read."""
+    secret = "cei-secret-" + os.urandom(8).hex()
+    marker = remote_dir / "running"
+    program = f"open({str(marker)!r}, 'w').close(); import time; time.sleep(3)"
+    box: dict[str, object] = {}
+    worker = threading.Thread(target=lambda: box.update(result=session.run_argv(
+        ["python3", "-c", program], cwd=str(remote_dir), env={"DB_PASSWORD": secret})))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists()
+        seen = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    seen.append(fh.read())
+            except OSError:
+                continue
+        assert len(seen) > 3 and not [c for c in seen if secret.encode() in c]
+    finally:
+        worker.join(30)
+    assert box["result"].status == 0  # type: ignore[attr-defined]
 
 
 def test_exit_status_and_stderr_tail(session: Session) -> None:

@@ -23,14 +23,15 @@ def _spec() -> NodeSpec:
     )
 
 
-def test_stage_dir() -> None:
-    assert stage_dir("r1", "db") == ".cei/r1/db"
+def test_stage_dir_is_per_node() -> None:
+    assert stage_dir("r1", "db", 0) == ".cei/r1/db/0"
+    assert stage_dir("r1", "db", 1) == ".cei/r1/db/1"
 
 
 @pytest.mark.parametrize("run,service", [("", "db"), ("r1", "a/b"), ("..", "db"), ("r1", ".")])
 def test_stage_dir_refuses_path_tricks(run: str, service: str) -> None:
     with pytest.raises(UsageError):
-        stage_dir(run, service)
+        stage_dir(run, service, 0)
 
 
 def test_node_environment() -> None:

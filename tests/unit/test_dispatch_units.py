@@ -8,32 +8,34 @@ from pathlib import Path
 
 import pytest
 
+from launchplan.demo.messaging import split_password, with_password
+from launchplan.demo.stream import Message, definition_option, read_series, worker_definition
 from launchplan.dispatch.definition import check_definition, for_agent, load_definition
-from launchplan.dispatch.demo import Message, definition_option, read_series, worker_definition
 from launchplan.errors import PlanError, UsageError
-from launchplan.messaging import split_password, with_password
 from launchplan.plan.render import agent_settings
 from launchplan.state import ProcessRecord, Store
-from launchplan.state.schema import MIGRATIONS, SCHEMA_VERSION
+from launchplan.state.schema import SCHEMA_VERSION, statements
+from launchplan.state.sqlite import SQLiteDatabase
 
 
 def test_version_1_database_is_migrated_with_its_data(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     conn = sqlite3.connect(str(home / "cei.db"))
-    MIGRATIONS[0](conn)
+    for sql in statements(0, SQLiteDatabase.autoid, SQLiteDatabase.text):
+        conn.execute(sql)
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO runs VALUES ('old', 'p', 'p.yml', 'ready', 't', 't')")
     conn.commit()
     conn.close()
-    with Store(home) as store:
+    with Store(home, "") as store:
         assert store.get_run("old").status == "ready"
         assert store.get_run("old").launch == {}
         assert store.processes("old") == []
         assert store.elastic_services("old") == []
     conn = sqlite3.connect(str(home / "cei.db"))
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     finally:
         conn.close()
 
@@ -101,7 +103,7 @@ def test_read_series_orders_values_by_time_then_column(tmp_path: Path) -> None:
 
 def test_worker_definition_carries_transport_and_queues() -> None:
     local = worker_definition("r1", "filesystem:///tmp/bus", 10, local=True)
-    assert local["module"] == "launchplan.transforms.worker:main"
+    assert local["module"] == "launchplan.demo.worker:main"
     assert definition_option(local, "--transport") == "filesystem:///tmp/bus"
     assert definition_option(local, "--input") == "cei.r1.data"
     assert definition_option(local, "--output") == "cei.r1.averages"

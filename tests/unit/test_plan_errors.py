@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from launchplan.errors import EXIT_USAGE, PlanError, UsageError
-from launchplan.plan import load_plan
+from launchplan.plan import load_plan, machine_problems, render_all
 
 MARK = "#<"  # marks the line an error must point at
 
@@ -125,7 +125,7 @@ CASES = {
           - services:
               db: {count: x}  #<
         """,
-        "service 'db': count must be an integer >= 1, got 'x'",
+        "service 'db': count must be an integer from 1 to 1000, got 'x'",
     ),
     "count zero": (
         """
@@ -134,7 +134,7 @@ CASES = {
               db:
                 count: 0  #<
         """,
-        "count must be an integer >= 1, got 0",
+        "count must be an integer from 1 to 1000, got 0",
     ),
     "negative timeout": (
         """
@@ -212,15 +212,6 @@ CASES = {
                 userdata: [ud.yaml, missing.yaml]  #<
         """,
         "userdata[1]: file not found",
-    ),
-    "missing ssh key": (
-        """
-        levels:
-          - services:
-              db:
-                ssh_key: ~/definitely/not/here/key  #<
-        """,
-        "ssh_key: file not found",
     ),
     "unknown cloud": (
         """
@@ -819,3 +810,44 @@ def test_first_error_in_file_order_is_reported(tmp_path: Path) -> None:
         """,
     )
     expect(plan, "count must be")
+
+
+def test_a_cloud_config_cloud_init_would_reject_is_an_error_at_its_key(tmp_path: Path) -> None:
+    (tmp_path / "bad.cfg").write_text("#cloud-config\npackages: [git]\nruncmd: {not: a list}\n")
+    path = make_plan(tmp_path, """
+        levels:
+          - services:
+              web: {cloud: aws, userdata: bad.cfg}
+        """)
+    plan = load_plan(path)
+    with pytest.raises(PlanError) as info:
+        render_all(plan)
+    assert str(info.value) == f"{tmp_path / 'bad.cfg'}:3: cloud-config: runcmd: must be a list, " \
+        "not dict"
+
+
+def test_userdata_on_an_existing_host_is_refused(tmp_path: Path) -> None:
+    path = make_plan(tmp_path, """
+        levels:
+          - services:
+              web: {host: 192.0.2.10, userdata: ud.yaml}  #<
+        """)
+    with pytest.raises(PlanError) as info:
+        render_all(load_plan(path))
+    assert f"{path}:{marked_line(path)}:" in str(info.value)
+    assert "userdata is for machines cei creates; cloud 'static' (driver static) is an " \
+        "existing host" in str(info.value)
+
+
+def test_a_missing_ssh_key_is_this_machine_s_problem_not_the_plan_s(tmp_path: Path) -> None:
+    path = make_plan(tmp_path, """
+        levels:
+          - services:
+              db:
+                ssh_key: ~/definitely/not/here/key  #<
+        """)
+    plan = load_plan(path)
+    render_all(plan)
+    [problem] = machine_problems(plan)
+    assert f"{path}:{marked_line(path)}:" in str(problem)
+    assert "ssh_key: file not found" in str(problem)

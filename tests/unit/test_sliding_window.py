@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from launchplan.transforms.sliding_window import MultiWindow, SlidingWindow, brute_force
-from launchplan.transforms.worker import Transform
+from launchplan.demo.sliding_window import MultiWindow, SlidingWindow, brute_force
+from launchplan.demo.worker import Transform
 
 REL = 1e-9
 

@@ -1,4 +1,5 @@
-"""The SQLite state store: file modes, WAL, round trips, locks across processes, no secrets."""
+"""The state store on both backends (SQLite and a real PostgreSQL): round trips, locks across
+processes, no secrets; and what only SQLite has: file modes, WAL."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -29,10 +31,13 @@ from launchplan.state import (
     RunRecord,
     Store,
     default_home,
+    locks,
     scrub_secrets,
 )
 from launchplan.state.holders import process_starttime
+from launchplan.state.locks import LOCK_TTL
 from launchplan.state.schema import MIGRATIONS, SCHEMA_VERSION
+from tests.unit.storehelp import execute, lock_rows, raw_contents, store_url
 
 REPO_ROOT = Path(launchplan.__file__).resolve().parents[1]
 
@@ -55,23 +60,22 @@ def make_node(run: str = "r1", node: str = "web-0", **changes: object) -> NodeRe
 
 
 @pytest.fixture
-def store(cei_home: Path):
-    with Store(cei_home) as opened:
+def store(cei_home: Path, state_url: str):
+    with Store(cei_home, state_url) as opened:
         yield opened
 
 
-def lock_rows(home: Path) -> list[tuple]:
-    conn = sqlite3.connect(str(home / "cei.db"))
-    try:
-        return list(conn.execute("SELECT run, pid, starttime, host FROM locks"))
-    finally:
-        conn.close()
+@pytest.fixture
+def sqlite_store(cei_home: Path):
+    with Store(cei_home, "") as opened:
+        yield opened
 
 
 # -- files and database ----------------------------------------------------------------------
 
 
-def test_home_db_and_run_dirs_are_private(store: Store, cei_home: Path) -> None:
+def test_home_db_and_run_dirs_are_private(sqlite_store: Store, cei_home: Path) -> None:
+    store = sqlite_store
     store.create_run("r1", "demo", "/plans/demo.yml")  # a write, so the WAL files exist
     run_dir = store.run_dir("r1")
     assert run_dir == cei_home / "runs" / "r1"
@@ -89,12 +93,12 @@ def test_loose_home_and_db_are_tightened(tmp_path: Path) -> None:
     home.chmod(0o755)
     (home / "cei.db").touch()
     (home / "cei.db").chmod(0o644)
-    Store(home).close()
+    Store(home, "").close()
     assert mode(home) == 0o700
     assert mode(home / "cei.db") == 0o600
 
 
-def test_wal_mode_busy_timeout_and_schema_version(store: Store, cei_home: Path) -> None:
+def test_wal_mode_busy_timeout_and_schema_version(sqlite_store: Store, cei_home: Path) -> None:
     conn = sqlite3.connect(str(cei_home / "cei.db"))
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -103,24 +107,34 @@ def test_wal_mode_busy_timeout_and_schema_version(store: Store, cei_home: Path) 
     finally:
         conn.close()
     assert {"runs", "nodes", "resources", "events", "locks"} <= tables
-    assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    [busy] = sqlite_store._read("PRAGMA busy_timeout")
+    assert busy["timeout"] >= 5000
     assert set(MIGRATIONS) == set(range(SCHEMA_VERSION))
 
 
-def test_reopening_keeps_data(cei_home: Path) -> None:
-    with Store(cei_home) as first:
+def test_reopening_keeps_data(cei_home: Path, state_url: str) -> None:
+    with Store(cei_home, state_url) as first:
         first.create_run("r1", "demo", "demo.yml")
-    with Store(cei_home) as second:
+    with Store(cei_home, state_url) as second:
         assert second.get_run("r1").plan == "demo"
 
 
-def test_newer_schema_is_refused(cei_home: Path) -> None:
-    Store(cei_home).close()
-    conn = sqlite3.connect(str(cei_home / "cei.db"))
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
-    with pytest.raises(CeiError, match="newer"):
-        Store(cei_home)
+def test_newer_schema_is_refused(cei_home: Path, state_url: str) -> None:
+    with Store(cei_home, state_url) as store, store._write("any") as conn:
+        assert store._db.schema_version(conn) == SCHEMA_VERSION
+        store._db.set_schema_version(conn, SCHEMA_VERSION + 1)
+    with pytest.raises(CeiError, match="newer than this cei understands"):
+        Store(cei_home, state_url)
+
+
+def test_postgresql_keeps_its_schema_version_in_a_table(cei_home: Path, pg_url: str) -> None:
+    with Store(cei_home, pg_url) as store:
+        [row] = store._read("SELECT version FROM cei_schema")
+        assert row["version"] == SCHEMA_VERSION
+        tables = {r["tablename"] for r in store._read(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"runs", "nodes", "resources", "events", "locks", "leases", "run_keys"} <= tables
+    assert not (cei_home / "cei.db").exists()  # nothing of the state is kept locally
 
 
 def test_default_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -244,16 +258,14 @@ def test_update_node_validates(store: Store) -> None:
 # -- resources --------------------------------------------------------------------------------
 
 
-def test_resource_intent_then_id_then_state(store: Store, cei_home: Path) -> None:
+def test_resource_intent_then_id_then_state(store: Store, cei_home: Path,
+                                            state_url: str) -> None:
     store.create_run("r1", "demo", "demo.yml")
     intent = store.record_intent("r1", "web-0", "ec2", {"image": "ami-1"}, "tok-web-0")
     # Committed at once: another connection sees the intent before the provider is called.
-    other = sqlite3.connect(str(cei_home / "cei.db"))
-    try:
-        seen = other.execute("SELECT token, state FROM resources WHERE id = ?", (intent,))
-        assert seen.fetchone() == ("tok-web-0", "intent")
-    finally:
-        other.close()
+    with Store(cei_home, state_url) as other:
+        [seen] = other.resources("r1")
+        assert (seen.id, seen.token, seen.state) == (intent, "tok-web-0", "intent")
     [before] = store.resources("r1")
     assert (before.resource_id, before.state) == (None, "intent")
     store.record_resource_id(intent, "i-42")
@@ -313,6 +325,65 @@ def test_delete_run_refuses_while_resources_may_exist(store: Store) -> None:
         store.delete_run("never")
 
 
+def _finished_run(store: Store, name: str) -> None:
+    """A terminated run of `name` with something in each table a run has, and a log."""
+    store.create_run(name, "demo", "demo.yml")
+    (store.run_dir(name) / "node.log").write_text(f"log of {name}")
+    store.save_node(make_node(run=name, state="terminated"))
+    intent = store.record_intent(name, "web-0", "local", {}, f"tok-{name}")
+    store.record_resource_id(intent, f"node-{name}")
+    store.set_resource_state(name, f"node-{name}", "terminated")
+    store.append_event(name, "node.state", "web-0", {"state": "terminated"})
+    store.save_run_key(name, "client_key", "ssh-ed25519 AAAA pub", "private text")
+    store.set_run_status(name, "terminated")
+
+
+def test_archive_run_keeps_a_finished_run_as_name_at_n(store: Store) -> None:
+    _finished_run(store, "r1")
+    store.create_run("r", "demo", "demo.yml")  # a name that r1's is longer than
+    assert store.archive_run("r1") == "r1@1"
+    assert store.find_run("r1") is None
+    kept = store.get_run("r1@1")
+    assert kept.status == "terminated"
+    assert [n.node for n in store.nodes("r1@1")] == ["web-0"]
+    assert [r.resource_id for r in store.resources("r1@1")] == ["node-r1"]
+    assert [e.seq for e in store.events("r1@1")] == [1]
+    assert [k.name for k in store.run_keys("r1@1")] == ["client_key"]
+    assert (store.home / "runs" / "r1@1" / "node.log").read_text() == "log of r1"
+    assert not (store.home / "runs" / "r1").exists()
+    assert store.nodes("r1") == [] and store.events("r1") == [] and store.run_keys("r1") == []
+    _finished_run(store, "r1")  # the name is free again; its history starts anew
+    assert store.archive_run("r1") == "r1@2"
+    store.create_run("r1", "demo", "demo.yml")
+    assert [r.name for r in store.runs_named("r1")] == ["r1@1", "r1@2", "r1"]
+    assert [r.name for r in store.runs_named("r")] == ["r"]
+    store.delete_run("r1@1")  # a number given up is taken again
+    store.set_run_status("r1", "terminated")
+    assert store.archive_run("r1") == "r1@1"
+    with pytest.raises(UnknownRunError, match="did you mean 'r1@2'"):
+        store.get_run("r1@3")
+
+
+def test_archive_run_refuses_a_run_that_may_have_resources_or_is_held(store: Store) -> None:
+    store.create_run("r1", "demo", "demo.yml")
+    intent = store.record_intent("r1", "web-0", "local", {}, "tok-a")
+    store.record_resource_id(intent, "node-a")
+    with pytest.raises(UsageError, match="node-a"):
+        store.archive_run("r1")
+    store.set_resource_state("r1", "node-a", "terminated")
+    execute(store, "INSERT INTO locks (run, pid, starttime, host, acquired, expires) "
+                   "VALUES ('r1', 1, 1, 'busy-host', 't', NULL)")
+    with pytest.raises(RunLockedError, match="busy-host"):
+        store.archive_run("r1")
+    assert store.find_run("r1") is not None and store.runs_named("r1")[0].name == "r1"
+
+
+def test_a_kept_run_name_is_not_one_a_new_run_may_have(store: Store) -> None:
+    with pytest.raises(UsageError, match="invalid run name"):
+        store.create_run("r1@1", "demo", "demo.yml")
+    assert store.run_dir("r1@1").is_dir()  # but the kept run's directory is one
+
+
 # -- events -----------------------------------------------------------------------------------
 
 
@@ -327,8 +398,9 @@ def test_event_round_trip(store: Store) -> None:
     assert store.append_event("r2", "run.status", None, {}).seq == 1
 
 
-def test_event_seq_is_monotonic_from_many_threads(cei_home: Path) -> None:
-    stores = [Store(cei_home), Store(cei_home)]  # two connections, as two processes would have
+def test_event_seq_is_monotonic_from_many_threads(cei_home: Path, state_url: str) -> None:
+    # two connections, as two processes would have
+    stores = [Store(cei_home, state_url), Store(cei_home, state_url)]
     threads_per_store, per_thread = 4, 25
     errors: list[BaseException] = []
 
@@ -386,7 +458,7 @@ def cloud_spec_like() -> dict:
     }
 
 
-def test_secrets_never_reach_the_database_files(store: Store, cei_home: Path) -> None:
+def test_secrets_never_reach_the_database(store: Store) -> None:
     private_key_text = (
         "-----BEGIN OPENSSH PRIVATE KEY-----\n" + SECRETS[5] + "\n-----END OPENSSH PRIVATE KEY-----"
     )
@@ -408,12 +480,8 @@ def test_secrets_never_reach_the_database_files(store: Store, cei_home: Path) ->
         "web-0",
         {"cloud": cloud_spec_like(), "token": "tok-event-1", "key": private_key_text},
     )
-    raw = b"".join(
-        (cei_home / name).read_bytes()
-        for name in ("cei.db", "cei.db-wal")
-        if (cei_home / name).exists()
-    )
-    assert raw, "the database files are empty"
+    raw = raw_contents(store)
+    assert raw, "the database is empty"
     for secret in SECRETS:
         assert secret.encode() not in raw, secret
     # What is not secret is kept: the idempotency tokens, ordinary options.
@@ -457,7 +525,7 @@ LOCK_HOLDER = textwrap.dedent(
     import sys
     from launchplan.state import Store
 
-    store = Store(sys.argv[1])
+    store = Store(sys.argv[1], sys.argv[3])
     with store.locked(sys.argv[2]):
         print("locked", flush=True)
         sys.stdin.readline()
@@ -465,10 +533,10 @@ LOCK_HOLDER = textwrap.dedent(
 )
 
 
-def start_holder(home: Path, run: str) -> subprocess.Popen:
+def start_holder(store: Store, run: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     child = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(home), run],
+        [sys.executable, "-c", LOCK_HOLDER, str(store.home), run, store_url(store)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -492,10 +560,8 @@ def stop_holder(child: subprocess.Popen) -> None:
     child.communicate(timeout=10)  # reaps it and closes its pipes
 
 
-def test_lock_held_by_live_process_then_taken_over_when_it_dies(
-    store: Store, cei_home: Path
-) -> None:
-    child = start_holder(cei_home, "r1")
+def test_lock_held_by_live_process_then_taken_over_when_it_dies(store: Store) -> None:
+    child = start_holder(store, "r1")
     try:
         with pytest.raises(RunLockedError, match=f"pid {child.pid}"), store.locked("r1"):
             pytest.fail("acquired a lock another live process holds")
@@ -504,75 +570,109 @@ def test_lock_held_by_live_process_then_taken_over_when_it_dies(
     finally:
         stop_holder(child)
     # The holder died without releasing: its row is still there and is taken over.
-    assert [row[1] for row in lock_rows(cei_home)] == [child.pid]
+    assert [row["pid"] for row in lock_rows(store)] == [child.pid]
     with store.locked("r1"):
-        assert [row[1] for row in lock_rows(cei_home)] == [os.getpid()]
-    assert lock_rows(cei_home) == []
+        assert [row["pid"] for row in lock_rows(store)] == [os.getpid()]
+    assert lock_rows(store) == []
 
 
-def test_lock_released_normally_by_other_process(store: Store, cei_home: Path) -> None:
-    child = start_holder(cei_home, "r1")
+def test_lock_released_normally_by_other_process(store: Store) -> None:
+    child = start_holder(store, "r1")
     assert child.stdin is not None
     child.communicate(b"\n", timeout=30)
     assert child.returncode == 0
-    assert lock_rows(cei_home) == []
+    assert lock_rows(store) == []
     with store.locked("r1"):
         pass
 
 
-def insert_lock(home: Path, run: str, pid: int, starttime: int | None, host: str) -> None:
-    conn = sqlite3.connect(str(home / "cei.db"))
-    with conn:
-        conn.execute(
-            "INSERT INTO locks (run, pid, starttime, host, acquired) VALUES (?, ?, ?, ?, ?)",
-            (run, pid, starttime, host, "2024-01-01T00:00:00+00:00"),
-        )
-    conn.close()
+def insert_lock(store: Store, run: str, pid: int, starttime: int | None, host: str,
+                expires: float | None = None) -> None:
+    execute(store, "INSERT INTO locks (run, pid, starttime, host, acquired, expires) "
+                   "VALUES (?, ?, ?, ?, ?, ?)",
+            (run, pid, starttime, host, "2024-01-01T00:00:00+00:00", expires))
 
 
-def test_lock_of_dead_pid_is_taken_over(store: Store, cei_home: Path) -> None:
+def test_lock_of_dead_pid_is_taken_over(store: Store) -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait(timeout=30)
-    insert_lock(cei_home, "r1", gone.pid, 12345, store._me.host)
+    insert_lock(store, "r1", gone.pid, 12345, store._me.host, time.time() + 600)
     with store.locked("r1"):
-        assert [row[1] for row in lock_rows(cei_home)] == [os.getpid()]
+        assert [row["pid"] for row in lock_rows(store)] == [os.getpid()]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-def test_lock_of_recycled_pid_is_taken_over(store: Store, cei_home: Path) -> None:
+def test_lock_of_recycled_pid_is_taken_over(store: Store) -> None:
     parent = os.getppid()
     starttime = process_starttime(parent)
     assert starttime is not None
-    insert_lock(cei_home, "r1", parent, starttime + 1, store._me.host)  # same pid, other process
+    insert_lock(store, "r1", parent, starttime + 1, store._me.host)  # same pid, other process
     with store.locked("r1"):
-        assert [row[1] for row in lock_rows(cei_home)] == [os.getpid()]
+        assert [row["pid"] for row in lock_rows(store)] == [os.getpid()]
 
 
-def test_lock_from_another_host_is_respected(store: Store, cei_home: Path) -> None:
-    insert_lock(cei_home, "r1", 1, 1, "some-other-host")
-    with pytest.raises(RunLockedError, match="some-other-host"), store.locked("r1"):
+def test_lock_from_another_host_is_respected_until_it_expires(store: Store) -> None:
+    insert_lock(store, "r1", 1, 1, "some-other-host", time.time() + 600)
+    with pytest.raises(RunLockedError, match=r"some-other-host.*cei unlock r1"), \
+            store.locked("r1"):
         pytest.fail("acquired a lock held on another host")
+    holder = store.lock_holder("r1")
+    assert holder is not None and holder.host == "some-other-host"
+    execute(store, "UPDATE locks SET expires = ?", (time.time() - 1,))
+    assert store.lock_holder("r1") is None  # its machine stopped renewing it: it is stale
+    with store.locked("r1"):
+        [row] = lock_rows(store)
+        assert (row["host"], row["pid"]) == (store._me.host, os.getpid())
+        assert row["expires"] > time.time() + LOCK_TTL / 2
 
 
-def test_lock_is_reentrant_and_released_on_exception(store: Store, cei_home: Path) -> None:
+def test_a_lock_without_expiry_from_another_host_waits_for_unlock(store: Store) -> None:
+    insert_lock(store, "r1", 7, 1, "old-cei-host", None)  # taken by a cei before expiries
+    with pytest.raises(RunLockedError, match="never expires"), store.locked("r1"):
+        pytest.fail("took a lock that never expires")
+    record = store.lock_record("r1")
+    assert record is not None and (record.host, record.pid, record.expires) == (
+        "old-cei-host", 7, None)
+    insert_lock_again = dataclasses.replace(record, acquired="2030-01-01T00:00:00+00:00")
+    assert not store.break_lock(insert_lock_again)  # not the lock it was shown: kept
+    assert store.break_lock(record)
+    assert store.lock_record("r1") is None
+    with store.locked("r1"):
+        pass
+
+
+def test_a_held_lock_is_renewed_while_held(store: Store, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    monkeypatch.setattr(locks, "RENEW_EVERY", 0.05)
+    with store.locked("r1"):
+        [first] = lock_rows(store)
+        execute(store, "UPDATE locks SET expires = ?", (time.time() + 1,))
+        deadline = time.monotonic() + 30
+        while lock_rows(store)[0]["expires"] < time.time() + LOCK_TTL / 2:
+            assert time.monotonic() < deadline, "the lock was not renewed"
+            time.sleep(0.05)
+        assert lock_rows(store)[0]["acquired"] == first["acquired"]
+    assert lock_rows(store) == []
+
+
+def test_lock_is_reentrant_and_released_on_exception(store: Store, cei_home: Path,
+                                                     state_url: str) -> None:
     with store.locked("r1"):
         with store.locked("r1"):
-            assert len(lock_rows(cei_home)) == 1
-        assert len(lock_rows(cei_home)) == 1  # the inner exit keeps the outer's lock
-        with Store(cei_home) as second, second.locked("r1"):
+            assert len(lock_rows(store)) == 1
+        assert len(lock_rows(store)) == 1  # the inner exit keeps the outer's lock
+        with Store(cei_home, state_url) as second, second.locked("r1"):
             pass
-        assert len(lock_rows(cei_home)) == 1
-    assert lock_rows(cei_home) == []
+        assert len(lock_rows(store)) == 1
+    assert lock_rows(store) == []
     with pytest.raises(RuntimeError), store.locked("r1"):
         raise RuntimeError("boom")
-    assert lock_rows(cei_home) == []
+    assert lock_rows(store) == []
 
 
-def test_delete_run_refused_while_another_process_holds_its_lock(
-    store: Store, cei_home: Path
-) -> None:
+def test_delete_run_refused_while_another_process_holds_its_lock(store: Store) -> None:
     store.create_run("r1", "demo", "demo.yml")
-    child = start_holder(cei_home, "r1")
+    child = start_holder(store, "r1")
     try:
         with pytest.raises(RunLockedError):
             store.delete_run("r1")
@@ -583,8 +683,9 @@ def test_delete_run_refused_while_another_process_holds_its_lock(
     assert store.find_run("r1") is None
 
 
-def test_nodes_are_read_again_after_a_write_here_or_in_another_process(cei_home: Path) -> None:
-    with Store(cei_home) as here, Store(cei_home) as elsewhere:
+def test_nodes_are_read_again_after_a_write_here_or_in_another_process(
+        cei_home: Path, state_url: str) -> None:
+    with Store(cei_home, state_url) as here, Store(cei_home, state_url) as elsewhere:
         here.create_run("r1", "demo", "demo.yml")
         here.save_node(make_node())
         assert here.nodes("r1") == here.nodes("r1")

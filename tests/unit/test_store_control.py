@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+import os
 import subprocess
 import sys
 import threading
@@ -14,21 +14,21 @@ import pytest
 from launchplan.errors import RunLockedError
 from launchplan.state import ElasticRecord, Store
 from launchplan.state.records import REQUEST_DONE, REQUEST_PENDING
+from tests.unit.storehelp import execute, raw_contents, store_url
 
 
 @pytest.fixture
-def store(cei_home: Path):
-    with Store(cei_home) as opened:
+def store(cei_home: Path, state_url: str):
+    with Store(cei_home, state_url) as opened:
         opened.create_run("r1", "demo", "demo.yml", launch={"overrides": {"n": "3"}})
         yield opened
 
 
-def test_run_keeps_how_it_was_launched_without_secrets(cei_home: Path) -> None:
-    with Store(cei_home) as store:
-        store.create_run("r2", "demo", "demo.yml",
-                         launch={"overrides": {"n": "3", "db_password": "hunter2"}})
-        assert store.get_run("r2").launch == {"overrides": {"n": "3"}}
-    assert b"hunter2" not in (cei_home / "cei.db").read_bytes()
+def test_run_keeps_how_it_was_launched_without_secrets(store: Store) -> None:
+    store.create_run("r2", "demo", "demo.yml",
+                     launch={"overrides": {"n": "3", "db_password": "hunter2"}})
+    assert store.get_run("r2").launch == {"overrides": {"n": "3"}}
+    assert b"hunter2" not in raw_contents(store)
 
 
 def test_elastic_state_round_trip_and_update(store: Store) -> None:
@@ -71,20 +71,20 @@ def test_deleting_a_run_forgets_its_controller_state(store: Store) -> None:
 LEASE_HOLDER = """
 import sys
 from launchplan.state import Store
-store = Store(sys.argv[1])
+store = Store(sys.argv[1], sys.argv[3])
 store.acquire_lease(sys.argv[2], ttl=600)
 print("leased", flush=True)
 sys.stdin.readline()
 """
 
 
-def test_lease_refused_while_its_holder_lives_and_taken_over_after(
-    store: Store, cei_home: Path
-) -> None:
+def test_lease_refused_while_its_holder_lives_and_taken_over_after(store: Store) -> None:
     repo = Path(__file__).resolve().parents[2]
-    child = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(cei_home), "r1"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
+    env = {"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin",
+           **{k: v for k, v in os.environ.items() if k == "PGPASSWORD"}}
+    child = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(store.home), "r1",
+                              store_url(store)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == b"leased"
@@ -101,34 +101,44 @@ def test_lease_refused_while_its_holder_lives_and_taken_over_after(
     assert store.renew_lease("r1", ttl=30)
 
 
-def _insert_lease(home: Path, host: str, expires: float) -> None:
-    conn = sqlite3.connect(str(home / "cei.db"))
-    with conn:
-        conn.execute("INSERT OR REPLACE INTO leases VALUES ('r1', 1, 1, ?, 't', ?)",
-                     (host, expires))
-    conn.close()
+def _insert_lease(store: Store, host: str, expires: float) -> None:
+    execute(store, "DELETE FROM leases WHERE run = 'r1'")
+    execute(store, "INSERT INTO leases (run, pid, starttime, host, acquired, expires) "
+                   "VALUES ('r1', 1, 1, ?, 't', ?)", (host, expires))
 
 
-def test_lease_of_another_host_holds_until_it_expires(store: Store, cei_home: Path) -> None:
-    _insert_lease(cei_home, "elsewhere", time.time() + 600)
+def test_lease_of_another_host_holds_until_it_expires(store: Store) -> None:
+    _insert_lease(store, "elsewhere", time.time() + 600)
     with pytest.raises(RunLockedError, match="elsewhere"):
         store.acquire_lease("r1", ttl=30)
-    _insert_lease(cei_home, "elsewhere", time.time() - 1)
+    _insert_lease(store, "elsewhere", time.time() - 1)
     assert store.acquire_lease("r1", ttl=30).host != "elsewhere"
 
 
-def test_renew_fails_once_the_lease_was_taken_over(store: Store, cei_home: Path) -> None:
+def test_renew_fails_once_the_lease_was_taken_over(store: Store) -> None:
     store.acquire_lease("r1", ttl=30)
-    _insert_lease(cei_home, "elsewhere", time.time() + 600)
+    assert store.renew_lease("r1", ttl=30)
+    _insert_lease(store, "elsewhere", time.time() + 600)
     assert not store.renew_lease("r1", ttl=30)
 
 
-def test_locked_waits_for_a_lock_another_thread_releases(store: Store, cei_home: Path) -> None:
+def test_a_stale_lease_is_broken_only_as_it_was_shown(store: Store) -> None:
+    _insert_lease(store, "elsewhere", time.time() + 600)
+    shown = store.lease_record("r1")
+    assert shown is not None and shown.host == "elsewhere"
+    _insert_lease(store, "elsewhere", time.time() + 900)  # renewed since: still the same lease
+    assert store.break_lease(shown)
+    assert store.lease_record("r1") is None and store.lease_holder("r1") is None
+    assert not store.break_lease(shown)
+
+
+def test_locked_waits_for_a_lock_another_thread_releases(store: Store, cei_home: Path,
+                                                        state_url: str) -> None:
     """`wait` retries while another holder has the lock, and takes it once it is released."""
-    conn = sqlite3.connect(str(cei_home / "cei.db"))
-    with conn:
-        conn.execute("INSERT INTO locks VALUES ('r1', 1, NULL, 'elsewhere', 't')")
-    release = threading.Timer(0.5, lambda: _delete_locks(cei_home))
+    execute(store, "INSERT INTO locks (run, pid, starttime, host, acquired, expires) "
+                   "VALUES ('r1', 1, NULL, 'elsewhere', 't', NULL)")
+    other = Store(cei_home, state_url)
+    release = threading.Timer(0.5, lambda: execute(other, "DELETE FROM locks"))
     release.start()
     try:
         with pytest.raises(RunLockedError), store.locked("r1", wait=0.0):
@@ -137,11 +147,5 @@ def test_locked_waits_for_a_lock_another_thread_releases(store: Store, cei_home:
             pass
     finally:
         release.cancel()
-        conn.close()
-
-
-def _delete_locks(home: Path) -> None:
-    conn = sqlite3.connect(str(home / "cei.db"))
-    with conn:
-        conn.execute("DELETE FROM locks")
-    conn.close()
+        release.join(timeout=10)
+        other.close()

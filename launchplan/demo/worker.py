@@ -8,8 +8,8 @@ Input documents and what each produces on the output queue:
 - {"control": "ping"} -> {"control": "pong", "pid": P, "window": W, "processed": N}
 - anything malformed -> {"error": "...", "input": <the document>} (the stream goes on)
 
-Runs as `python -m launchplan.transforms.worker --transport URL --input Q --output Q --window W`
-or as an agent process definition {"module": "launchplan.transforms.worker:main", "args": [...]}.
+Runs as `python -m launchplan.demo.worker --transport URL --input Q --output Q --window W`
+or as an agent process definition {"module": "launchplan.demo.worker:main", "args": [...]}.
 SIGTERM/SIGINT finish the message in hand, close the connection and exit 0.
 """
 
@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from launchplan.messaging import (
+from launchplan.demo.messaging import (
     PASSWORD_ENV,
     Bus,
     MessagingError,
@@ -32,7 +32,7 @@ from launchplan.messaging import (
     redact_url,
     with_password,
 )
-from launchplan.transforms.sliding_window import MultiWindow
+from launchplan.demo.sliding_window import MultiWindow
 
 log = logging.getLogger("cei.transform")
 

@@ -36,13 +36,11 @@ from kombu.message import Message
 from kombu.transport import filesystem
 from kombu.utils.json import dumps, loads
 
+from launchplan.errors import MessagingError
+
 FILESYSTEM_SCHEME = "filesystem"
 AMQP_SCHEMES = ("amqp", "pyamqp", "amqps")
 POLL_INTERVAL = 0.005
-
-
-class MessagingError(Exception):
-    """A transport URL that cannot be used, or a broker that cannot be reached."""
 
 
 _sequence = itertools.count()
@@ -323,8 +321,9 @@ def connect(url: str | None = None, *, timeout: float = 10.0, prefetch: int = 64
     resolved = resolve_url(url)
     if resolved.startswith(f"{FILESYSTEM_SCHEME}:"):
         folder = _filesystem_dir(resolved)
-        (folder / ".claimed").mkdir(parents=True, exist_ok=True)
-        (folder / "control").mkdir(exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # messages may carry secrets
+        (folder / ".claimed").mkdir(mode=0o700, exist_ok=True)
+        (folder / "control").mkdir(mode=0o700, exist_ok=True)
         conn = Connection(
             transport=_OrderedTransport,
             transport_options={

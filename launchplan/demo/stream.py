@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import launchplan
+from launchplan.demo.messaging import PASSWORD_ENV, split_password
 from launchplan.dispatch.definition import ENV_FROM
 from launchplan.errors import CeiError, StepTimeout, UsageError
-from launchplan.messaging import PASSWORD_ENV, split_password
 
 WORKER_NAME = "sliding-window"
-WORKER_MODULE = "launchplan.transforms.worker:main"
+WORKER_MODULE = "launchplan.demo.worker:main"
 READY_TIMEOUT = 60.0  # for the transform to answer its first ping
 PING_EVERY = 2.0
 IDLE_TIMEOUT = 30.0  # the longest gap between two outputs before the demo gives up
@@ -170,7 +170,7 @@ def stream(transport: str, run: str, messages: Sequence[Message], window: float,
     windows (with `window`), and then fed while a second connection collects; the output
     stream is bounded by `idle_timeout` between messages.
     """
-    from launchplan.messaging import MessagingError, connect, redact_url
+    from launchplan.demo.messaging import MessagingError, connect, redact_url
 
     input_queue, output_queue = queue_names(run)
     try:

@@ -1,1 +1,0 @@
-"""Stream transforms: the sliding-window average and the worker process that serves it."""
