@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_transform.py --start-rabbitmq
 	$(BIN)/python bench/bench_demo.py --start-rabbitmq
 	$(BIN)/python bench/bench_elastic.py
+	$(BIN)/python bench/bench_ec2_scale.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache *.egg-info

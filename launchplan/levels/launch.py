@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +42,7 @@ from launchplan.levels.runtime import RUN_KEY_MARK, RunContext
 from launchplan.plan import render_service
 from launchplan.plan.model import NodeSpec, NodeView, Plan, ServiceView
 from launchplan.providers import driver_capabilities
-from launchplan.providers.base import RUNNING, NodeRequest, Provider
+from launchplan.providers.base import RUNNING, NodeInfo, NodeRequest, Provider
 from launchplan.providers.tags import node_tags
 from launchplan.remote import Session
 from launchplan.remote.local import LocalSession
@@ -201,18 +201,59 @@ def run_launches(ctx: RunContext, specs: Sequence[NodeSpec], parallel: int,
     if not specs:
         return []
     level_failed = threading.Event()
+    launchers = [_NodeLauncher(ctx, spec, level_failed if stop_together else None)
+                 for spec in specs]
 
-    def one(spec: NodeSpec) -> Failure | None:
+    def one(launcher: _NodeLauncher) -> Failure | None:
         try:
-            return _NodeLauncher(ctx, spec, level_failed if stop_together else None).run()
+            return launcher.run()
         except StateUnavailableError:
             ctx.interrupt()  # nothing more can be recorded: stop every node's work now
             raise
 
     with ThreadPoolExecutor(max_workers=min(max(1, parallel), len(specs)),
                             thread_name_prefix="launch") as pool:
-        outcomes = list(pool.map(one, specs))
-    return [f for f in outcomes if f is not None]
+        _create_together(ctx, launchers, pool, parallel)
+        list(pool.map(one, [launcher for launcher in launchers if not launcher.done]))
+    return [launcher.failure for launcher in launchers if launcher.failure is not None]
+
+
+def _create_together(ctx: RunContext, launchers: Sequence[_NodeLauncher],
+                     pool: ThreadPoolExecutor, parallel: int) -> None:
+    """Create together the nodes whose cloud makes many in one call (capabilities.batches).
+
+    Every node's intent is committed first (in parallel), then one provider.create_many makes
+    as few cloud calls as it can (none more after an interrupt), and each id is committed the
+    moment the cloud gives it. A node that fails or is stopped here is `done`; the others go
+    on from booting in their own threads. Nodes of other clouds are each created in their own
+    thread, so that one boots while the next is still being made.
+    """
+    groups: dict[int, tuple[Provider, list[_NodeLauncher]]] = {}
+    for launcher in launchers:
+        provider = launcher.batching_provider()
+        if provider is not None:
+            groups.setdefault(id(provider), (provider, []))[1].append(launcher)
+    for provider, group in groups.values():
+        requests = list(pool.map(_NodeLauncher.intend, group, [provider] * len(group)))
+        _create_group(provider, [(launcher, request) for launcher, request
+                                 in zip(group, requests, strict=True)
+                                 if request is not None and launcher.may_create()],
+                      parallel, ctx.cancel)
+
+
+def _create_group(provider: Provider, asking: Sequence[tuple[_NodeLauncher, NodeRequest]],
+                  parallel: int, cancel: threading.Event) -> None:
+    by_token = {request.token: launcher for launcher, request in asking}
+    try:
+        results: Sequence[NodeInfo | Exception] = provider.create_many(
+            [request for _, request in asking],
+            lambda request, info: by_token[request.token].created(request, info),
+            parallel, cancel)
+    except Exception as exc:  # a bug: the nodes not yet made fail, the run goes on
+        results = [exc] * len(asking)
+    for (launcher, _), result in zip(asking, results, strict=True):
+        if isinstance(result, Exception):
+            launcher.failed(result)
 
 
 def record_elastic(ctx: RunContext, specs: Sequence[NodeSpec]) -> None:
@@ -306,22 +347,69 @@ class _NodeLauncher:
         self.spec = spec
         self.level_failed = level_failed
         self.state = states.PENDING
+        self.done = False  # failed, or stopped by another's failure or an interrupt
+        self.failure: Failure | None = None
+        self.resource_id: str | None = None  # set once created
+        self._intent: int | None = None
+        self._host_key: HostKey | None = None
 
     def run(self) -> Failure | None:
+        """From pending (or from created, when _create_together made it) to ready or failed."""
+        self._guarded(self._launch)
+        return self.failure
+
+    def _guarded(self, step: Callable[[NodeLog], object]) -> bool:
+        """Run a step of the node; False when that ended the node (`done`, and its `failure`
+        unless another's failure or an interrupt stopped it)."""
         log = NodeLog(node_log_path(self.ctx.run_dir, self.spec.node))
         try:
-            self._launch(log)
-            return None
+            step(log)
+            return True
         except _Stopped as why:  # not a root cause: the failure that stopped it is reported
             self._set(states.FAILED, last_error=str(why), message=str(why))
-            return None
         except CeiError as exc:
-            return self._fail(log, str(exc), timeout=isinstance(exc, StepTimeout))
+            self.failure = self._fail(log, str(exc), timeout=isinstance(exc, StepTimeout))
         except Exception as exc:  # a bug must still fail one node, not the whole run
             log.note("internal error:\n" + traceback.format_exc())
-            return self._fail(log, f"internal error: {exc!r} (see {log.path})")
+            self.failure = self._fail(log, f"internal error: {exc!r} (see {log.path})")
         finally:
             log.close()
+        self.done = True
+        return False
+
+    # -- steps of a create made together with the rest of the level (_create_together) ------
+
+    def batching_provider(self) -> Provider | None:
+        """The node's provider if it creates many nodes in one call, else None."""
+        found: list[Provider] = []
+        self._guarded(lambda log: found.append(self._provider()))
+        return found[0] if found and found[0].capabilities.batches else None
+
+    def intend(self, provider: Provider) -> NodeRequest | None:
+        """The node's create request, its intent committed (None: that ended the node)."""
+        made: list[NodeRequest] = []
+
+        def step(log: NodeLog) -> None:
+            self._step(states.CREATING)
+            made.append(self._intend(provider, hostkeys.key_to_send(self.spec, provider)))
+
+        return made[0] if self._guarded(step) else None
+
+    def may_create(self) -> bool:
+        """Whether the node is still to be made (no interrupt, no failure of the level)."""
+        return self._guarded(lambda log: self._check(states.CREATING))
+
+    def created(self, request: NodeRequest, info: NodeInfo) -> None:
+        self._guarded(lambda log: self._created(request, info, log))
+
+    def failed(self, error: Exception) -> None:
+        def step(log: NodeLog) -> None:
+            raise error
+
+        if not self.done:
+            self._guarded(step)
+
+    # -----------------------------------------------------------------------------------------
 
     def _fail(self, log: NodeLog, message: str, timeout: bool = False) -> Failure:
         if self.ctx.cancel.is_set():
@@ -341,24 +429,31 @@ class _NodeLauncher:
         self.ctx.store.update_node(self.ctx.run, self.spec.node, state=state, **fields)
         self.ctx.emit(ev.NODE_STATE, node=self.spec.node, state=state, message=message)
 
-    def _step(self, state: str) -> None:
+    def _check(self, state: str) -> None:
         if self.ctx.cancel.is_set():
             raise _Stopped(f"interrupted before {state}")
         if self.level_failed is not None and self.level_failed.is_set():
             raise _Stopped(f"stopped before {state}: another node of the level failed")
+
+    def _step(self, state: str) -> None:
+        self._check(state)
         self._set(state)
+
+    def _provider(self) -> Provider:
+        options = dict(self.spec.cloud.options)
+        if self.spec.host:
+            options["host"] = self.spec.host
+        return self.ctx.provider(self.spec.cloud.driver, options)
 
     def _launch(self, log: NodeLog) -> None:
         spec, ctx = self.spec, self.ctx
         deadline = time.monotonic() + spec.timeout
-        options = dict(spec.cloud.options)
-        if spec.host:
-            options["host"] = spec.host
-        provider = ctx.provider(spec.cloud.driver, options)
+        provider = self._provider()
 
-        self._step(states.CREATING)
-        host_key = hostkeys.key_to_send(spec, provider)
-        resource_id = self._create(provider, host_key, log)
+        resource_id = self.resource_id
+        if resource_id is None:  # not made together with its level
+            self._step(states.CREATING)
+            resource_id = self._create(provider, hostkeys.key_to_send(spec, provider), log)
 
         self._step(states.BOOTING)
         info = provider.wait_running(resource_id, timeout=_left(deadline, "the node to run"),
@@ -400,6 +495,11 @@ class _NodeLauncher:
         self._set(states.READY)
 
     def _create(self, provider: Provider, host_key: HostKey | None, log: NodeLog) -> str:
+        request = self._intend(provider, host_key)
+        return self._created(request, provider.create(request), log)
+
+    def _intend(self, provider: Provider, host_key: HostKey | None) -> NodeRequest:
+        """The node's create request; where the cloud creates, its intent is durable first."""
         spec, ctx = self.spec, self.ctx
         authorized = []
         if uses_run_key(spec):
@@ -414,23 +514,29 @@ class _NodeLauncher:
                                       limit=provider.capabilities.userdata_limit) or None
         token = creation_token(ctx.run, spec.node)
         if creates:  # the intent is durable before the cloud is asked
-            intent = ctx.store.record_intent(ctx.run, spec.node, spec.cloud.driver,
-                                             ctx.cloud_record(spec.cloud), token)
+            self._intent = ctx.store.record_intent(ctx.run, spec.node, spec.cloud.driver,
+                                                   ctx.cloud_record(spec.cloud), token)
+        self._host_key = host_key
         tags = node_tags(ctx.run, spec.service, spec.node)
-        info = provider.create(NodeRequest(
+        return NodeRequest(
             run=ctx.run, service=spec.service, node=spec.node, token=token,
-            options=provider.options, userdata=userdata, tags=tags))
+            options=provider.options, userdata=userdata, tags=tags)
+
+    def _created(self, request: NodeRequest, info: NodeInfo, log: NodeLog) -> str:
+        """Commit the id the cloud gave the node, at once."""
+        spec, ctx, host_key = self.spec, self.ctx, self._host_key
         try:
-            if creates:
-                ctx.store.record_resource_id(intent, info.resource_id)
+            if self._intent is not None:
+                ctx.store.record_resource_id(self._intent, info.resource_id)
         finally:  # the node learns its id too, even if the database is away (then later)
             ctx.store.update_node(
-                ctx.run, spec.node, resource_id=info.resource_id, token=token,
+                ctx.run, spec.node, resource_id=info.resource_id, token=request.token,
                 host_key=host_key.public if host_key else None,
                 host_key_fingerprint=host_key.fingerprint if host_key else None)
         log.note(f"created {spec.cloud.driver} node {info.resource_id}")
         ctx.emit(ev.RESOURCE, node=spec.node, state="created", driver=spec.cloud.driver,
                  resource_id=info.resource_id)
+        self.resource_id = info.resource_id
         return info.resource_id
 
     def _contextualize(self, session: Session | LocalSession, log: NodeLog,

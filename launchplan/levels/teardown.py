@@ -33,7 +33,7 @@ from launchplan.levels.runtime import RunContext
 from launchplan.levels.sites import Elsewhere, unreachable
 from launchplan.plan.model import ProgramSpec
 from launchplan.providers import driver_capabilities
-from launchplan.providers.base import RUNNING, TERMINATED
+from launchplan.providers.base import RUNNING, TERMINATED, Provider
 from launchplan.remote import Session
 from launchplan.state import NodeRecord, ResourceRecord
 from launchplan.state.records import (
@@ -90,8 +90,9 @@ class Terminator:
             for node in ctx.store.nodes(ctx.run):
                 levels[node.level].append(node)
             for level in sorted(levels, reverse=True):
-                nodes = levels[level]
-                with ThreadPoolExecutor(max_workers=min(self.parallel, len(nodes))) as pool:
+                nodes = self._destroy_together(levels[level], by_node, programs)
+                with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, len(nodes)))
+                                        ) as pool:
                     self.result.destroyed += sum(pool.map(
                         lambda n: take_down(ctx, n, by_node.get(n.node, []), programs,
                                             self._warn), nodes))
@@ -141,6 +142,48 @@ class Terminator:
                 store.finish_request(request.id, REQUEST_FAILED, {"error": str(problem)})
                 raise problem
 
+    def _destroy_together(self, nodes: list[NodeRecord],
+                          by_node: dict[str | None, list[ResourceRecord]],
+                          programs: bool) -> list[NodeRecord]:
+        """Destroy at once, one provider.destroy_many per cloud, the nodes of clouds that
+        destroy many in one call (capabilities.batches) and that have nothing to run first
+        (never contextualized, or `cei clean`). Returns the other nodes, for take_down."""
+        ctx = self.ctx
+        if ctx.cancel.is_set():
+            return nodes
+        rest: list[NodeRecord] = []
+        together: dict[int, tuple[Provider, list[ResourceRecord]]] = {}
+        taken: list[NodeRecord] = []
+        for node in nodes:
+            live = [r for r in by_node.get(node.node, [])
+                    if r.resource_id is not None and r.state != TERMINATED]
+            batching = [(r, p) for r in live if (p := _batching(ctx, r)) is not None]
+            if not live or (programs and _contextualized(node)) or len(batching) < len(live):
+                rest.append(node)
+                continue
+            taken.append(node)
+            for res, provider in batching:
+                together.setdefault(id(provider), (provider, []))[1].append(res)
+        for node in taken:
+            ctx.store.update_node(ctx.run, node.node, state=states.TERMINATING)
+            ctx.emit(ev.NODE_STATE, node=node.node, state=states.TERMINATING)
+        left: set[str | None] = set()
+        for provider, resources in together.values():
+            errors = provider.destroy_many([str(r.resource_id) for r in resources])
+            for res in resources:
+                error = errors.get(str(res.resource_id))
+                if error is not None:
+                    self._warn(res.node, f"destroy of {res.resource_id} failed: {error}")
+                    left.add(res.node)
+                    continue
+                _destroyed(ctx, res.node, res.driver, str(res.resource_id))
+                self.result.destroyed += 1
+        for node in taken:
+            if node.node not in left:
+                ctx.store.update_node(ctx.run, node.node, state=states.TERMINATED)
+                ctx.emit(ev.NODE_STATE, node=node.node, state=states.TERMINATED)
+        return rest
+
     def _warn(self, node: str | None, message: str) -> None:
         self.result.warnings.append(f"{node}: {message}" if node else message)
         self.ctx.emit(ev.WARNING, node=node, message=message)
@@ -183,8 +226,10 @@ class Terminator:
                 ctx.store.set_intent_state(intent.id, RESOURCE_NOT_CREATED)
 
     def _verify(self) -> None:
-        for res in self.ctx.store.resources(self.ctx.run):
-            remaining = verify(self.ctx, res)
+        resources = self.ctx.store.resources(self.ctx.run)
+        known = _states(self.ctx, resources)
+        for res in resources:
+            remaining = verify(self.ctx, res, known.get(str(res.resource_id)))
             if remaining is not None:
                 self.result.remaining.append(remaining)
 
@@ -252,8 +297,9 @@ def retire_node(ctx: RunContext, node: NodeRecord, warn: Warn, programs: bool = 
     return remaining
 
 
-def verify(ctx: RunContext, res: ResourceRecord) -> Remaining | None:
-    """What the cloud says of a resource cei destroyed: None when it is gone."""
+def verify(ctx: RunContext, res: ResourceRecord, state: str | None = None) -> Remaining | None:
+    """What the cloud says of a resource cei destroyed (its `state` when already asked):
+    None when it is gone."""
     elsewhere = (unreachable(res.driver, res.cloud, ctx.site)
                  if res.state not in RESOURCE_GONE_STATES else None)
     if elsewhere is not None:
@@ -261,10 +307,11 @@ def verify(ctx: RunContext, res: ResourceRecord) -> Remaining | None:
                          elsewhere)
     if res.resource_id is None:
         return None
-    try:
-        state = ctx.provider(res.driver, res.cloud).describe(res.resource_id).state
-    except CeiError as exc:
-        state = f"unknown ({exc})"
+    if state is None:
+        try:
+            state = ctx.provider(res.driver, res.cloud).describe(res.resource_id).state
+        except CeiError as exc:
+            state = f"unknown ({exc})"
     if state != TERMINATED:
         return Remaining(res.node, res.driver, res.resource_id, f"still {state}")
     if res.state != TERMINATED:
@@ -280,9 +327,39 @@ def destroy(ctx: RunContext, node: str | None, driver: str, cloud: dict[str, Any
     except CeiError as exc:
         warn(node, f"destroy of {resource_id} failed: {exc}")
         return False
+    _destroyed(ctx, node, driver, resource_id)
+    return True
+
+
+def _destroyed(ctx: RunContext, node: str | None, driver: str, resource_id: str) -> None:
     ctx.store.set_resource_state(ctx.run, resource_id, TERMINATED)
     ctx.emit(ev.RESOURCE, node=node, state="destroyed", driver=driver, resource_id=resource_id)
-    return True
+
+
+def _batching(ctx: RunContext, res: ResourceRecord) -> Provider | None:
+    """The resource's provider if it handles many nodes in one call, else None."""
+    try:
+        provider = ctx.provider(res.driver, res.cloud)
+    except CeiError:  # destroy() says why, node by node
+        return None
+    return provider if provider.capabilities.batches else None
+
+
+def _states(ctx: RunContext, resources: list[ResourceRecord]) -> dict[str, str]:
+    """The states of the resources of clouds that describe many in one call, asked at once;
+    verify() asks the others (and any a cloud could not answer for) one by one."""
+    ids: dict[int, tuple[Provider, list[str]]] = {}
+    for res in resources:
+        provider = _batching(ctx, res) if res.resource_id is not None else None
+        if provider is not None:
+            ids.setdefault(id(provider), (provider, []))[1].append(str(res.resource_id))
+    known: dict[str, str] = {}
+    for provider, chunk in ids.values():
+        try:
+            known.update(provider.states(chunk))
+        except CeiError:
+            continue
+    return known
 
 
 def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> None:
@@ -327,6 +404,11 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
     finally:
         session.close()
         log.close()
+
+
+def _contextualized(node: NodeRecord) -> bool:
+    """Whether cei staged anything on the node, so _run_terminate_program has work there."""
+    return bool(node.address and node.programs.get("env"))
 
 
 def _running(ctx: RunContext, node: NodeRecord) -> bool:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from launchplan.errors import StepTimeout
+from launchplan.errors import CeiError, Interrupted, StepTimeout
 
 # Node states a provider reports, normalised across clouds.
 PENDING = "pending"
@@ -79,6 +79,10 @@ class Capabilities:
     on_this_machine: bool = False
     # Seconds between describe() calls while waiting for a node to run.
     poll_interval: float = 1.0
+    # create_many(), destroy_many() and states() make one cloud call for many nodes, so the
+    # engine hands them a whole level at once; otherwise it creates and destroys each node in
+    # its own thread, which lets one node boot while the next is still being made.
+    batches: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,33 @@ class Provider(ABC):
     def create(self, request: NodeRequest) -> NodeInfo:
         """Start creating a node; returns as soon as the cloud has given it an id."""
 
+    def create_many(
+        self,
+        requests: Sequence[NodeRequest],
+        created: Callable[[NodeRequest, NodeInfo], None],
+        parallel: int = 1,
+        cancel: threading.Event | None = None,
+    ) -> list[NodeInfo | CeiError]:
+        """Create several nodes, with at most `parallel` cloud calls at once: in the order of
+        `requests`, each node's info or the error that stopped it (Interrupted for those not
+        asked for once `cancel` is set). `created` is called (from any thread) with each
+        node's info as soon as the cloud has given its id, before that thread's next call, so
+        the caller records every id at once. This default creates one node at a time;
+        drivers whose cloud makes many nodes in one call override it (and declare
+        `batches`)."""
+        results: list[NodeInfo | CeiError] = []
+        for request in requests:
+            try:
+                if cancel is not None and cancel.is_set():
+                    raise Interrupted(f"interrupted before creating node {request.node}")
+                info = self.create(request)
+            except CeiError as exc:
+                results.append(exc)
+                continue
+            created(request, info)
+            results.append(info)
+        return results
+
     @abstractmethod
     def describe(self, resource_id: str) -> NodeInfo:
         """Current state and addresses; TERMINATED for a node that no longer exists."""
@@ -126,6 +157,17 @@ class Provider(ABC):
     @abstractmethod
     def destroy(self, resource_id: str) -> None:
         """Destroy the node. Idempotent: destroying a destroyed node succeeds."""
+
+    def destroy_many(self, resource_ids: Sequence[str]) -> dict[str, CeiError]:
+        """Destroy several nodes, each as destroy() would; the errors by id (empty: all are
+        gone). This default destroys one at a time; drivers with a batch call override it."""
+        errors: dict[str, CeiError] = {}
+        for resource_id in resource_ids:
+            try:
+                self.destroy(resource_id)
+            except CeiError as exc:
+                errors[resource_id] = exc
+        return errors
 
     @abstractmethod
     def find(self, run: str) -> list[NodeInfo]:

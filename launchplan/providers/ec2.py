@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from launchplan.errors import CeiError, ProviderError, StepTimeout, UsageError
+from launchplan.errors import CeiError, Interrupted, ProviderError, StepTimeout, UsageError
 from launchplan.providers.base import (
     ERROR,
     PENDING,
@@ -33,7 +38,16 @@ from launchplan.providers.base import (
     Provider,
 )
 from launchplan.providers.retry import is_transient_message
-from launchplan.providers.tags import PREFIX, RUN, TOKEN, client_token, merged_tags
+from launchplan.providers.tags import (
+    BATCH,
+    NODE,
+    PREFIX,
+    RUN,
+    SERVICE,
+    TOKEN,
+    client_token,
+    merged_tags,
+)
 
 # EC2 instance states -> cei's normalised states.
 _STATES = {
@@ -54,6 +68,12 @@ READ_TIMEOUT = 60
 
 _NOT_FOUND = frozenset({"InvalidInstanceID.NotFound"})
 _STATUS_IDS = 100  # instance ids per DescribeInstanceStatus call
+# Instances per RunInstances, and ids per DescribeInstances or TerminateInstances call (the
+# most EC2 takes in one of those).
+BATCH_SIZE = 1000
+# A node's own tags: a batch's instances get them just after RunInstances, each its own.
+_OWN_TAGS = (NODE, TOKEN, "Name")
+_FINAL = (RUNNING, ERROR, TERMINATED)  # what a wait for a node to run ends on
 _INSTANCE_ID = re.compile(r"\bi-[0-9a-f]+\b")
 # Answers that mean the credentials (or the endpoint) are wrong: every other check would fail
 # the same way, so `check` reports once and stops.
@@ -125,12 +145,142 @@ def _tags_dict(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
     return {str(t["Key"]): str(t.get("Value", "")) for t in tags or ()}
 
 
+def _shared(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A node's RunInstances parameters without what is its own (client token, node and token
+    tags, Name), and those own tags: nodes whose shared parameters are equal can be one call."""
+    shared = {k: v for k, v in kwargs.items() if k != "ClientToken"}
+    own: dict[str, str] = {}
+    specs = []
+    for spec in kwargs.get("TagSpecifications") or []:
+        if spec.get("ResourceType") == "instance":
+            own = {t["Key"]: t["Value"] for t in spec["Tags"] if t["Key"] in _OWN_TAGS}
+            spec = {**spec, "Tags": [t for t in spec["Tags"] if t["Key"] not in _OWN_TAGS]}
+        specs.append(spec)
+    shared["TagSpecifications"] = specs
+    return shared, own
+
+
+def batch_token(tokens: Sequence[str]) -> str:
+    """The client token of one RunInstances for several nodes: their tokens in order, hashed,
+    so the same nodes asked again make the same call (which EC2 answers with the same
+    instances) and are recognised by it (tag cei:batch) if cei stopped before tagging them."""
+    return hashlib.sha256(("\n".join(tokens)).encode()).hexdigest()
+
+
+class _Earlier:
+    """What one paged DescribeInstances found of a run's live instances: who each is by its
+    cei:token tag, and the instances of each batch by launch index (the tagged and those cei
+    stopped before tagging)."""
+
+    def __init__(self, instances: Iterable[Mapping[str, Any]]) -> None:
+        self.by_token: dict[str, Mapping[str, Any]] = {}
+        self.batches: dict[str, dict[int, Mapping[str, Any]]] = {}
+        self.untagged: dict[str, str] = {}  # instance id -> service, of batch members
+        for instance in instances:
+            tags = _tags_dict(instance.get("Tags"))
+            if TOKEN in tags:
+                self.by_token[tags[TOKEN]] = instance
+            if BATCH in tags:
+                members = self.batches.setdefault(tags[BATCH], {})
+                members[int(instance.get("AmiLaunchIndex") or 0)] = instance
+                if TOKEN not in tags:
+                    self.untagged[str(instance["InstanceId"])] = tags.get(SERVICE, "")
+
+    def strays(self, batches: Iterable[str]) -> set[str]:
+        """Services with untagged instances of a batch other than `batches`: cei cannot tell
+        which of their nodes those are, so it makes no new node of them."""
+        ours = {str(i["InstanceId"]) for b in batches for i in self.batches.get(b, {}).values()}
+        return {service for rid, service in self.untagged.items() if rid not in ours}
+
+
+@dataclass
+class _CreateCall:
+    """What the groups of one create_many share."""
+
+    requests: Sequence[NodeRequest]
+    kwargs: Mapping[int, dict[str, Any]]  # each request's RunInstances parameters, by index
+    earlier: _Earlier
+    strays: set[str]  # services not to make new nodes of (_Earlier.strays)
+    created: Callable[[NodeRequest, NodeInfo], None]
+    parallel: int
+    cancel: threading.Event | None
+    memo: dict[tuple[str, ...], list[str]] = field(default_factory=dict)  # security groups
+
+    def own(self, index: int) -> dict[str, str]:
+        """The tags of the request's node alone (node, token, Name)."""
+        return _shared(self.kwargs[index])[1]
+
+    def go_on(self, what: str) -> None:
+        """Interrupted, once `cancel` is set, before `what` is asked of the cloud."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Interrupted(f"interrupted before {what}")
+
+
+class _Answers:
+    """The latest state of each instance cei waits for, refreshed for all of them at once.
+
+    Whenever a waiter needs a newer answer than it has, one round of DescribeInstances (up to
+    BATCH_SIZE ids a call) asks about every instance being waited for and every one created
+    since the last round, and the other waiters take their answers from it: N nodes of a level
+    cost a call per round, not one per node per poll, and stay clear of EC2's rate limits on
+    DescribeInstances.
+    """
+
+    def __init__(self, describe: Callable[[list[str]], dict[str, NodeInfo]]) -> None:
+        self._describe = describe
+        self._cond = threading.Condition()
+        self._answers: dict[str, tuple[float, NodeInfo]] = {}  # id -> (round start, answer)
+        self._waiting: set[str] = set()  # ids a wait_running is waiting for
+        self._created: set[str] = set()  # ids created since the last round began
+        self._polling = False
+
+    def expect(self, resource_ids: Iterable[str]) -> None:
+        """Instances just created: the next round asks about them too."""
+        with self._cond:
+            self._created.update(resource_ids)
+
+    def forget(self, resource_ids: Iterable[str]) -> None:
+        with self._cond:
+            for rid in resource_ids:
+                self._waiting.discard(rid)
+                self._created.discard(rid)
+                self._answers.pop(rid, None)
+
+    def latest(self, resource_id: str, newer_than: float) -> NodeInfo:
+        """The instance's state from a round begun after `newer_than` (time.monotonic())."""
+        with self._cond:
+            self._waiting.add(resource_id)
+            while True:
+                answer = self._answers.get(resource_id)
+                if answer is not None and answer[0] > newer_than:
+                    return answer[1]
+                if not self._polling:
+                    break
+                self._cond.wait()
+            self._polling = True
+            ids = sorted(self._waiting | self._created | {resource_id})
+            self._created.clear()
+        started = time.monotonic()
+        answers: dict[str, NodeInfo] = {}
+        try:
+            found = self._describe(ids)
+            answers = {rid: found.get(rid) or NodeInfo(resource_id=rid, state=UNKNOWN)
+                       for rid in ids}
+        finally:  # after a failed round, the next waiter tries again
+            with self._cond:
+                self._polling = False
+                self._answers.update((rid, (started, info)) for rid, info in answers.items())
+                self._cond.notify_all()
+        return answers[resource_id]
+
+
 class EC2Provider(Provider):
     """Nodes are EC2 instances, tagged with cei:run/cei:service/cei:node at creation."""
 
     driver: ClassVar[str] = "ec2"
-    # EC2 refuses user-data over 16 KiB (counted before base64).
-    CAPABILITIES: ClassVar[Capabilities] = Capabilities(userdata_limit=16384)
+    # EC2 refuses user-data over 16 KiB (counted before base64). RunInstances makes many
+    # nodes at once and TerminateInstances takes many ids.
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(userdata_limit=16384, batches=True)
 
     def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
         super().__init__(options, run_dir)
@@ -140,6 +290,7 @@ class EC2Provider(Provider):
         self.address_kind: str = address
         self._client: Any = None
         self._lock = threading.Lock()
+        self._answers = _Answers(self._describe_ids)
 
     def __repr__(self) -> str:
         return f"EC2Provider(region={self.options.get('region')!r})"
@@ -238,8 +389,9 @@ class EC2Provider(Provider):
         ]
 
     def _instances(self, what: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """The instances the filters in `kwargs` match, BATCH_SIZE a page."""
         try:
-            return self._paginate(**kwargs)
+            return self._paginate(**kwargs, PaginationConfig={"PageSize": BATCH_SIZE})
         except CeiError:
             raise
         except Exception as exc:
@@ -301,25 +453,39 @@ class EC2Provider(Provider):
         kwargs.update(extra)
         return kwargs
 
-    def _by_token(self, request: NodeRequest) -> NodeInfo | None:
-        """A live instance already made with this token (for endpoints that ignore ClientToken)."""
-        instances = self._instances(
-            f"ec2: looking for node {request.node}",
+    def _earlier(self, requests: Sequence[NodeRequest]) -> _Earlier:
+        """The live instances of the requests' runs and services, in one paged call: a create
+        asked again (cei stopped and retried, or a cloud that ignores ClientToken) finds what
+        the first attempt made instead of making it twice."""
+        return _Earlier(self._instances(
+            "ec2: looking for nodes made before",
             Filters=[
-                {"Name": f"tag:{TOKEN}", "Values": [client_token(request.token)]},
-                {"Name": f"tag:{RUN}", "Values": [request.run]},
+                {"Name": f"tag:{RUN}", "Values": sorted({r.run for r in requests})},
+                {"Name": f"tag:{SERVICE}", "Values": sorted({r.service for r in requests})},
                 {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
             ],
-        )
-        return self._info(instances[0]) if instances else None
+        ))
 
-    def _vpc_group_ids(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _vpc_group_ids(self, kwargs: dict[str, Any],
+                       memo: dict[tuple[str, ...], list[str]] | None = None) -> dict[str, Any]:
         """In a VPC (a subnet is given) EC2 takes security groups by id only: look the names
-        up among the subnet's VPC's groups, so a plan may name them as in the default VPC."""
+        up among the subnet's VPC's groups, so a plan may name them as in the default VPC.
+        `memo` keeps what one create_many looked up already."""
         names = kwargs.get("SecurityGroups")
         subnet = kwargs.get("SubnetId")
         if not names or not subnet:
             return kwargs
+        key = (subnet, *names)
+        ids = memo.get(key) if memo is not None else None
+        if ids is None:
+            ids = self._group_ids(subnet, names)
+            if memo is not None:
+                memo[key] = ids
+        resolved = {k: v for k, v in kwargs.items() if k != "SecurityGroups"}
+        resolved["SecurityGroupIds"] = [*kwargs.get("SecurityGroupIds", []), *ids]
+        return resolved
+
+    def _group_ids(self, subnet: str, names: Sequence[str]) -> list[str]:
         what = f"ec2: looking up security groups {', '.join(names)}"
         subnets = self._call(what, "describe_subnets", SubnetIds=[subnet])["Subnets"]
         found = self._call(what, "describe_security_groups", Filters=[
@@ -332,72 +498,241 @@ class EC2Provider(Provider):
             raise ProviderError(
                 f"ec2: no security group {', '.join(map(repr, missing))} in the VPC "
                 f"{subnets[0]['VpcId']} of subnet {subnet}", transient=False)
-        resolved = {k: v for k, v in kwargs.items() if k != "SecurityGroups"}
-        resolved["SecurityGroupIds"] = [*kwargs.get("SecurityGroupIds", []),
-                                        *(ids[n] for n in names)]
-        return resolved
+        return [ids[n] for n in names]
 
     def create(self, request: NodeRequest) -> NodeInfo:
         """RunInstances with ClientToken and tags; a retry with the same token finds the first."""
-        kwargs = self._vpc_group_ids(self.run_instances_kwargs(request))
-        existing = self._by_token(request)
-        if existing is not None:
-            return existing
-        response = self._call(f"ec2: creating node {request.node}", "run_instances", **kwargs)
-        instances = response.get("Instances") or []
-        if not instances:
-            raise ProviderError(f"ec2: RunInstances for {request.node} returned no instance")
-        return self._info(instances[0])
+        [result] = self.create_many([request], lambda request, info: None)
+        if isinstance(result, CeiError):
+            raise result
+        return result
+
+    def create_many(
+        self,
+        requests: Sequence[NodeRequest],
+        created: Callable[[NodeRequest, NodeInfo], None],
+        parallel: int = 1,
+        cancel: threading.Event | None = None,
+    ) -> list[NodeInfo | CeiError]:
+        """One paged DescribeInstances for nodes made before, then one RunInstances per group
+        of nodes whose parameters are the same but for their own tags (up to BATCH_SIZE a
+        call, MinCount = MaxCount = their number), each node tagged as itself just after;
+        up to `parallel` calls at once, and none begun once `cancel` is set.
+
+        Nodes share a call only where their user-data is byte for byte the same. cei's default
+        host key policy (`pinned`) puts each node's own SSH host private key in its user-data,
+        so those nodes are made one call each: one key shared by a group would let any of its
+        nodes impersonate the others, and a private key cannot move into tags, which anyone
+        allowed to describe instances reads. Nodes that carry no key of their own
+        (host_key_policy console or accept-new) and are rendered alike share calls.
+        """
+        results: dict[int, NodeInfo | CeiError] = {}
+        kwargs: dict[int, dict[str, Any]] = {}
+        for index, request in enumerate(requests):
+            try:
+                kwargs[index] = self.run_instances_kwargs(request)
+            except CeiError as exc:
+                results[index] = exc
+        groups: dict[str, list[int]] = {}
+        for index, params in kwargs.items():
+            key = json.dumps(_shared(params)[0], sort_keys=True, default=repr)
+            groups.setdefault(key, []).append(index)
+        chunks = [indexes[start:start + BATCH_SIZE] for indexes in groups.values()
+                  for start in range(0, len(indexes), BATCH_SIZE)]
+        tokens = [batch_token([client_token(requests[i].token) for i in chunk])
+                  if len(chunk) > 1 else None for chunk in chunks]
+        try:
+            earlier = self._earlier([requests[i] for i in kwargs]) if kwargs else _Earlier(())
+        except CeiError as exc:
+            results.update((index, exc) for index in kwargs)
+            return [results[index] for index in range(len(requests))]
+
+        def made(request: NodeRequest, info: NodeInfo) -> None:
+            self._answers.expect([info.resource_id])
+            created(request, info)
+
+        call = _CreateCall(requests, kwargs, earlier, earlier.strays(t for t in tokens if t),
+                           made, parallel, cancel)
+        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(chunks))),
+                                thread_name_prefix="ec2-create") as pool:
+            for outcome in pool.map(partial(self._make, call), chunks, tokens):
+                results.update(outcome)
+        return [results[index] for index in range(len(requests))]
+
+    def _make(self, call: _CreateCall, chunk: list[int], token: str | None
+              ) -> dict[int, NodeInfo | CeiError]:
+        """The nodes of one group chunk: found (by the chunk's batch or each node's token),
+        else made in one call when none of them was made before, else one call each."""
+        requests = call.requests
+        results: dict[int, NodeInfo | CeiError] = {}
+        found: dict[int, Mapping[str, Any]] = {}
+        for launch_index, instance in call.earlier.batches.get(token or "", {}).items():
+            if launch_index < len(chunk):
+                found[chunk[launch_index]] = instance
+        for index in chunk:
+            mine = call.earlier.by_token.get(client_token(requests[index].token))
+            if index not in found and mine is not None:
+                found[index] = mine
+        infos = {index: self._info(instance) for index, instance in found.items()}
+        for index, info in infos.items():
+            call.created(requests[index], info)
+        results.update(self._tag_all(call, {  # those cei stopped before tagging
+            index: info for index, info in infos.items() if TOKEN not in info.tags}))
+        results.update({index: self._own(info, call.own(index))
+                        for index, info in infos.items() if index not in results})
+        rest = [index for index in chunk if index not in found]
+        for index in rest:
+            if requests[index].service in call.strays:
+                results[index] = ProviderError(
+                    f"ec2: node {requests[index].node} may exist already: instances of service "
+                    f"{requests[index].service} of an interrupted create carry no node tag "
+                    f"yet (tag {BATCH}); terminate the run rather than make nodes twice")
+        rest = [index for index in rest if index not in results]
+        if token is not None and len(rest) == len(chunk):
+            results.update(self._run_batch(call, rest, token))
+            return results
+        for index in rest:
+            what = f"ec2: creating node {requests[index].node}"
+            try:
+                call.go_on(f"creating node {requests[index].node}")
+                response = self._call(what, "run_instances",
+                                      **self._vpc_group_ids(call.kwargs[index], call.memo))
+                instances = response.get("Instances") or []
+                if not instances:
+                    raise ProviderError(f"{what}: RunInstances returned no instance")
+            except CeiError as exc:
+                results[index] = exc
+                continue
+            info = self._info(instances[0])
+            call.created(requests[index], info)
+            results[index] = info
+        return results
+
+    def _run_batch(self, call: _CreateCall, chunk: list[int], token: str
+                   ) -> dict[int, NodeInfo | CeiError]:
+        """One RunInstances for the chunk's nodes, the n-th node being the instance of launch
+        index n; every id is reported before the nodes' own tags are put on."""
+        params, _ = _shared(call.kwargs[chunk[0]])
+        for spec in params["TagSpecifications"]:
+            if spec.get("ResourceType") == "instance":
+                spec["Tags"] = [*spec["Tags"], {"Key": BATCH, "Value": token}]
+        params.update(MinCount=len(chunk), MaxCount=len(chunk), ClientToken=token)
+        what = (f"ec2: creating nodes {call.requests[chunk[0]].node} .. "
+                f"{call.requests[chunk[-1]].node}")
+        try:
+            call.go_on(what.removeprefix("ec2: "))
+            response = self._call(what, "run_instances",
+                                  **self._vpc_group_ids(params, call.memo))
+        except CeiError as exc:
+            return dict.fromkeys(chunk, exc)
+        instances = sorted(response.get("Instances") or [],
+                           key=lambda i: int(i.get("AmiLaunchIndex") or 0))
+        infos = {index: self._info(instance)
+                 for index, instance in zip(chunk, instances, strict=False)}
+        for index, info in infos.items():
+            call.created(call.requests[index], info)
+        results = self._tag_all(call, infos)
+        for index in chunk:
+            if index not in infos:
+                results[index] = ProviderError(
+                    f"{what}: RunInstances made {len(instances)} of {len(chunk)} instances")
+        return results
+
+    def _own(self, info: NodeInfo, own: Mapping[str, str]) -> NodeInfo:
+        return replace(info, tags={**info.tags, **own})
+
+    def _tag_all(self, call: _CreateCall, infos: Mapping[int, NodeInfo]
+                 ) -> dict[int, NodeInfo | CeiError]:
+        """Put batch members' own tags on them (their ids are recorded already), each its
+        own CreateTags (tags that differ cannot share one), up to `parallel` at once."""
+
+        def tag(index: int) -> NodeInfo | CeiError:
+            own, rid = call.own(index), infos[index].resource_id
+            try:
+                self._call(f"ec2: tagging {rid}", "create_tags", Resources=[rid],
+                           Tags=[{"Key": k, "Value": v} for k, v in own.items()])
+            except CeiError as exc:
+                return exc
+            return self._own(infos[index], own)
+
+        if not infos:
+            return {}
+        with ThreadPoolExecutor(max_workers=max(1, min(call.parallel, len(infos))),
+                                thread_name_prefix="ec2-tag") as pool:
+            return dict(zip(infos, pool.map(tag, infos), strict=True))
+
+    def _known_only(self, ids: list[str], call: Callable[[list[str]], None], what: str) -> None:
+        """`call(ids)`; when EC2 refuses the whole call because some ids do not exist (any
+        more, or not yet), again without the ids its message names."""
+        while ids:
+            try:
+                call(ids)
+                return
+            except CeiError:
+                raise
+            except Exception as exc:
+                gone = set(_INSTANCE_ID.findall(str(exc))) & set(ids)
+                if error_code(exc) not in _NOT_FOUND or not gone:
+                    raise to_provider_error(exc, what) from exc
+                ids = [rid for rid in ids if rid not in gone]
+
+    def _describe_ids(self, resource_ids: Sequence[str]) -> dict[str, NodeInfo]:
+        """DescribeInstances of up to BATCH_SIZE ids a call; ids EC2 does not know are left out."""
+        found: dict[str, NodeInfo] = {}
+
+        def describe(chunk: list[str]) -> None:
+            found.update((i.resource_id, i) for i in map(self._info,
+                                                         self._paginate(InstanceIds=chunk)))
+
+        ids = list(dict.fromkeys(resource_ids))
+        for start in range(0, len(ids), BATCH_SIZE):
+            chunk = ids[start:start + BATCH_SIZE]
+            self._known_only(chunk, describe, f"ec2: describing {', '.join(chunk[:3])}"
+                             + (f" and {len(chunk) - 3} more" if len(chunk) > 3 else ""))
+        return found
 
     def describe(self, resource_id: str) -> NodeInfo:
-        try:
-            instances = self._paginate(InstanceIds=[resource_id])
-        except CeiError:
-            raise
-        except Exception as exc:
-            if error_code(exc) in _NOT_FOUND:
-                return NodeInfo(resource_id=resource_id, state=TERMINATED)
-            raise to_provider_error(exc, f"ec2: describing {resource_id}") from exc
-        if not instances:
-            return NodeInfo(resource_id=resource_id, state=TERMINATED)
-        return self._info(instances[0])
+        info = self._describe_ids([resource_id]).get(resource_id)
+        return info or NodeInfo(resource_id=resource_id, state=TERMINATED)
 
     def states(self, resource_ids: Sequence[str]) -> dict[str, str]:
         """DescribeInstanceStatus, 100 ids a call: a tenth of DescribeInstances' answer to
-        parse. An id the cloud no longer knows fails the whole call; the ids its message
-        names are gone (TERMINATED) and the call is made again without them."""
+        parse. Ids the cloud no longer knows are gone (TERMINATED)."""
         result: dict[str, str] = {}
+
+        def status(chunk: list[str]) -> None:
+            pages = self.client.get_paginator("describe_instance_status").paginate(
+                InstanceIds=chunk, IncludeAllInstances=True)
+            for page in pages:
+                for item in page.get("InstanceStatuses", []):
+                    raw = str(item.get("InstanceState", {}).get("Name"))
+                    result[str(item["InstanceId"])] = _STATES.get(raw, UNKNOWN)
+
         ids = list(dict.fromkeys(resource_ids))
         for start in range(0, len(ids), _STATUS_IDS):
-            chunk = ids[start:start + _STATUS_IDS]
-            while chunk:
-                try:
-                    pages = self.client.get_paginator("describe_instance_status").paginate(
-                        InstanceIds=chunk, IncludeAllInstances=True)
-                    for page in pages:
-                        for status in page.get("InstanceStatuses", []):
-                            raw = str(status.get("InstanceState", {}).get("Name"))
-                            result[str(status["InstanceId"])] = _STATES.get(raw, UNKNOWN)
-                    break
-                except CeiError:
-                    raise
-                except Exception as exc:
-                    gone = set(_INSTANCE_ID.findall(str(exc))) & set(chunk)
-                    if error_code(exc) not in _NOT_FOUND or not gone:
-                        raise to_provider_error(exc, "ec2: instance states") from exc
-                    result.update((rid, TERMINATED) for rid in gone)
-                    chunk = [rid for rid in chunk if rid not in gone]
+            self._known_only(ids[start:start + _STATUS_IDS], status, "ec2: instance states")
         return {rid: result.get(rid, TERMINATED) for rid in ids}
 
     def destroy(self, resource_id: str) -> None:
-        try:
-            self.client.terminate_instances(InstanceIds=[resource_id])
-        except CeiError:
-            raise
-        except Exception as exc:
-            if error_code(exc) in _NOT_FOUND:
-                return
-            raise to_provider_error(exc, f"ec2: terminating {resource_id}") from exc
+        error = self.destroy_many([resource_id]).get(resource_id)
+        if error is not None:
+            raise error
+
+    def destroy_many(self, resource_ids: Sequence[str]) -> dict[str, CeiError]:
+        """TerminateInstances, up to BATCH_SIZE ids a call; an id EC2 no longer knows is gone."""
+        errors: dict[str, CeiError] = {}
+        ids = list(dict.fromkeys(resource_ids))
+        for start in range(0, len(ids), BATCH_SIZE):
+            chunk = ids[start:start + BATCH_SIZE]
+            what = (f"ec2: terminating {chunk[0]}" if len(chunk) == 1
+                    else f"ec2: terminating {len(chunk)} instances ({chunk[0]} ..)")
+            try:
+                self._known_only(chunk, lambda known: self.client.terminate_instances(
+                    InstanceIds=known), what)
+            except CeiError as exc:
+                errors.update(dict.fromkeys(chunk, exc))
+        self._answers.forget(ids)
+        return errors
 
     def check(self) -> list[Problem]:
         """One read-only describe call per thing RunInstances would use (image, instance type,
@@ -489,38 +824,27 @@ class EC2Provider(Provider):
         cancel: threading.Event | None = None,
         interval: float | None = None,
     ) -> NodeInfo:
-        """boto3's `instance_running` waiter, one attempt at a time so `cancel` is honoured."""
-        from botocore.exceptions import WaiterError
-
+        """Until EC2 says the instance runs (or is gone): each answer comes from a round of
+        DescribeInstances shared with every other node being waited for (see _Answers), a
+        newer one every `interval` seconds; `cancel` is honoured between answers. An id EC2
+        does not know yet (it is eventually consistent) is waited for like a pending one."""
         delay = max(interval or self.capabilities.poll_interval, 0.05)
-        attempts = max(1, math.ceil(timeout / delay) + 1)
         deadline = time.monotonic() + timeout
-        waiter = self.client.get_waiter("instance_running")
-        for _ in range(attempts):
-            try:
-                waiter.wait(InstanceIds=[resource_id], WaiterConfig={"Delay": 1, "MaxAttempts": 1})
-                return self.describe(resource_id)
-            except WaiterError as exc:
-                if "terminal failure" in str(exc):
-                    return self.describe(resource_id)
-                last = exc.last_response or {}
-                if "Error" in last and last["Error"].get("Code") not in _NOT_FOUND:
-                    raise response_error(last, f"ec2: waiting for {resource_id}") from exc
-            except CeiError:
-                raise
-            except Exception as exc:  # connection errors that outlasted botocore's retries
-                raise to_provider_error(exc, f"ec2: waiting for {resource_id}") from exc
-            if time.monotonic() >= deadline:
-                break
-            if cancel is not None:
-                if cancel.wait(delay):
-                    return self.describe(resource_id)
-            else:
-                time.sleep(delay)
-        info = self.describe(resource_id)
-        if info.state in (RUNNING, ERROR, TERMINATED):
-            return info
-        raise StepTimeout(
-            f"ec2 instance {resource_id} was still {info.state} after {timeout:g}s "
-            "(waiting for EC2 to report it running)"
-        )
+        asked = -math.inf
+        try:
+            while True:
+                info = self._answers.latest(resource_id, asked)
+                if info.state in _FINAL:
+                    return info
+                if time.monotonic() >= deadline:
+                    raise StepTimeout(
+                        f"ec2 instance {resource_id} was still {info.state} after {timeout:g}s "
+                        "(waiting for EC2 to report it running)")
+                asked = time.monotonic()
+                if cancel is not None:
+                    if cancel.wait(delay):
+                        return info
+                else:
+                    time.sleep(delay)
+        finally:
+            self._answers.forget([resource_id])

@@ -16,6 +16,9 @@ RUN = "cei:run"
 SERVICE = "cei:service"
 NODE = "cei:node"
 TOKEN = "cei:token"
+# On nodes one cloud call made together (EC2's MinCount/MaxCount): that call's client token.
+# Such nodes get their own NODE and TOKEN tags just after the call.
+BATCH = "cei:batch"
 
 TOKEN_LIMIT = 64  # EC2's ClientToken limit, and short enough for every cloud's tag values
 

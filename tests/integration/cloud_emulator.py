@@ -4,6 +4,8 @@ A WSGI middleware sits in front of moto and does two things a real test needs:
 - fixes moto's EC2 XML namespace ("http://ec2.amazonaws.com/doc/2016-11-15") to end with "/",
   as libcloud 3.9 expects, and drops the namespace moto puts on error documents (EC2's have
   none); the fixes are on the server side so cei itself stays clean;
+- counts the EC2 requests it is sent by action (`actions`), so tests can hold cei to a budget of
+  calls and benchmarks can report them;
 - answers the next N EC2 requests with a throttling error (HTTP 503, RequestLimitExceeded) when
   a test asks for it, so tests prove that retries happen;
 - refuses every RunInstances (HTTP 400, InstanceLimitExceeded) while `refuse_creates` is set,
@@ -29,6 +31,7 @@ import threading
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -257,6 +260,7 @@ class EmulatorMiddleware:
         self.farm: NodeFarm | None = None  # when set, running instances become local nodes
         self.refuse_creates = False  # answer every RunInstances with InstanceLimitExceeded
         self.refused = 0  # RunInstances requests refused so far
+        self.actions: Counter[str] = Counter()  # EC2 requests by action (throttled included)
 
     def throttle(self, count: int) -> None:
         """Answer the next `count` EC2 requests with 503 RequestLimitExceeded."""
@@ -270,6 +274,12 @@ class EmulatorMiddleware:
             self.ec2_requests = 0
             self.refuse_creates = False
             self.refused = 0
+            self.actions.clear()
+
+    def _count(self, environ: dict[str, Any]) -> None:
+        params, _ = _params(environ)
+        with self._lock:
+            self.actions[(params.get("Action") or ["?"])[0]] += 1
 
     def _refuse(self, environ: dict[str, Any], start_response: StartResponse
                 ) -> Iterable[bytes] | None:
@@ -299,6 +309,8 @@ class EmulatorMiddleware:
             return False
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self._is_ec2(environ):
+            self._count(environ)
         if self._is_ec2(environ) and self._take_throttle():
             start_response(
                 "503 Service Unavailable",
@@ -393,6 +405,12 @@ class EC2Emulator:
     @property
     def throttled(self) -> int:
         return self.middleware.throttled
+
+    @property
+    def actions(self) -> Counter[str]:
+        """The EC2 requests served since the last reset, by action."""
+        with self.middleware._lock:
+            return Counter(self.middleware.actions)
 
     def client(self) -> Any:
         """A plain boto3 EC2 client on the emulator, for checking what cei did."""

@@ -24,9 +24,16 @@ from libcloud.common.exceptions import RateLimitReachedError
 from libcloud.compute.base import Node, NodeImage, NodeSize
 from libcloud.compute.drivers.dummy import DummyNodeDriver
 
-from launchplan.errors import CeiError
+from launchplan.errors import CeiError, Interrupted
 from launchplan.providers import Capabilities, Provider, get_provider
-from launchplan.providers.base import ERROR, PENDING, RUNNING, TERMINATED, NodeRequest
+from launchplan.providers.base import (
+    ERROR,
+    PENDING,
+    RUNNING,
+    TERMINATED,
+    NodeInfo,
+    NodeRequest,
+)
 from launchplan.providers.libcloud import LibcloudProvider
 from launchplan.providers.retry import Backoff
 from launchplan.providers.tags import node_tags
@@ -266,3 +273,41 @@ def test_throttling_is_retried(remote_backend: Backend) -> None:
                                                   userdata_for(provider.capabilities)))
     assert remote_backend.throttled() == 3
     assert [n.resource_id for n in provider.find("r1")] == [made.resource_id]
+
+
+def test_create_many_and_destroy_many(backend: Backend) -> None:
+    """The batch verbs: every id is reported through `created` before create_many returns,
+    asking again makes nothing twice, and destroy_many is as idempotent as destroy."""
+    provider = backend.make("r1")
+    userdata = userdata_for(provider.capabilities)
+    requests = [backend.request("r1", f"db/{i}", f"t-{i}", userdata) for i in range(3)]
+    reported: dict[str, str] = {}
+
+    def created(request: NodeRequest, info: NodeInfo) -> None:
+        reported[request.node] = info.resource_id
+
+    made = provider.create_many(requests, created, parallel=2)
+    assert all(not isinstance(m, Exception) for m in made), made
+    ids = [m.resource_id for m in made if not isinstance(m, Exception)]
+    assert reported == {r.node: rid for r, rid in zip(requests, ids, strict=True)}
+    again = backend.make("r1").create_many(requests, lambda r, info: None)
+    assert [a.resource_id for a in again if not isinstance(a, Exception)] == ids
+    fresh = backend.make("r1")
+    if fresh.capabilities.creates_machines:
+        assert sorted(n.resource_id for n in fresh.find("r1")) == sorted(ids)
+        if fresh.capabilities.tags:
+            assert {n.tags["cei:node"] for n in fresh.find("r1")} == {"db/0", "db/1", "db/2"}
+    assert fresh.destroy_many([*ids, backend.missing_id]) == {}
+    assert fresh.destroy_many(ids) == {}
+    assert fresh.find("r1") == []
+
+
+def test_create_many_asks_nothing_more_once_cancelled(backend: Backend) -> None:
+    provider = backend.make("r1")
+    cancel = threading.Event()
+    cancel.set()
+    requests = [backend.request("r1", f"db/{i}", f"t-{i}", userdata_for(provider.capabilities))
+                for i in range(2)]
+    made = provider.create_many(requests, lambda r, info: None, parallel=2, cancel=cancel)
+    assert all(isinstance(m, Interrupted) for m in made), made
+    assert provider.find("r1") == []
