@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,22 @@ def cei(home: Path, *args: str, timeout: float = 180, check: int | None = None,
             f"cei {' '.join(args)} exited {proc.returncode}, expected {check}\n"
             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+@contextmanager
+def cei_running(home: Path, *args: str, stdout: int = subprocess.PIPE
+                ) -> Iterator[subprocess.Popen[str]]:
+    """`cei ARGS` started in the background with $CEI_HOME at home (for a test to signal it),
+    killed and reaped on leaving if it is still running."""
+    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "launchplan", *args], env=env,
+                            stdout=stdout, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def cei_json(home: Path, *args: str, check: int = 0) -> Any:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,9 +13,9 @@ import pytest
 from launchplan.state import Store
 from tests.integration.cli_helpers import (
     PLANS,
-    REPO,
     cei,
     cei_json,
+    cei_running,
     ndjson,
     node_processes,
     wait_for,
@@ -126,20 +124,13 @@ def test_deadline_stops_the_launch_and_tears_it_down(home: Path, tmp_path: Path)
 
 
 def test_an_interrupted_launch_still_writes_its_report(home: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
     report = tmp_path / "launch.xml"
-    proc = subprocess.Popen([sys.executable, "-m", "launchplan", "launch", SMOKE, "--name",
-                             "cut", "--var", "boot_seconds=60", "--junit", str(report)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    with cei_running(home, "launch", SMOKE, "--name", "cut", "--var", "boot_seconds=60",
+                     "--junit", str(report), stdout=subprocess.DEVNULL) as proc:
         log = home / "runs" / "cut" / "logs" / "store-0.log"
         wait_for(lambda: log.exists() and "boot: " in log.read_text(), 60, "the slow boot")
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, err
     boot = by_name(read_report(report))["store/0 boot"]
     assert (boot.outcome, boot.type) == ("error", "interrupted")

@@ -19,6 +19,7 @@ from tests.integration.cli_helpers import (
     both_stores,
     cei,
     cei_json,
+    cei_running,
     ndjson,
     node_processes,
 )
@@ -326,21 +327,14 @@ def test_second_ctrl_c_exits_at_once_and_terminate_still_finds_every_node(home: 
 def test_ctrl_c_during_terminate_exits_130_and_a_second_terminate_finishes(
         home: Path) -> None:
     cei(home, "launch", str(PLANS / "slow-terminate.yml"), "--name", "slow", check=0)
-    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "launchplan", "terminate", "slow"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = home / "runs" / "slow"
-    try:
+    with cei_running(home, "terminate", "slow") as proc:
         deadline = time.monotonic() + 60
         while not list(runs.glob("nodes/*/home/slept")) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert list(runs.glob("nodes/*/home/slept")), "the terminate program never started"
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, err
     assert "not torn down yet: base/0, top/0" in err and "cei terminate slow" in err
     assert not list(runs.glob("nodes/*/*-terminated"))
@@ -358,12 +352,8 @@ def test_a_node_killed_mid_boot_is_reported_lost(home: Path, tmp_path: Path) -> 
     plan = tmp_path / "one-sleeper.yml"
     plan.write_text("plan: lost\nlevels:\n  - services:\n      sleeper: "
                     "{boot: {command: 'sleep 60'}}\n")
-    env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "launchplan", "launch", str(plan), "--name", "lost"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = home / "runs" / "lost" / "logs" / "sleeper-0.log"
-    try:
+    with cei_running(home, "launch", str(plan), "--name", "lost") as proc:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (log.exists() and "boot: " in log.read_text()):
             time.sleep(0.1)
@@ -371,10 +361,6 @@ def test_a_node_killed_mid_boot_is_reported_lost(home: Path, tmp_path: Path) -> 
                             .read_text())
         os.kill(status["pid"], signal.SIGKILL)
         _out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 1, err
     lost = [line for line in err.splitlines() if line.startswith("error: sleeper/0: ")]
     assert lost and "node lost: the connection closed before the command ended" in lost[0]
