@@ -6,8 +6,9 @@ With a broker it also measures, in the same run, bare kombu and bare pika worker
 same job one message at a time (bench/transform_baselines.py), and prints cei's ratios to them.
 
 End to end: a worker process (`python -m launchplan.demo.worker`) on the transport; a
-publisher thread streams N data messages while this process consumes the N outputs; the figure
-is N divided by the time from the first publish to the last output received.
+publisher thread streams N data messages in batches of stream.PUBLISH_BATCH, as `cei demo`
+does, while this process consumes the N outputs; the figure is N divided by the time from the
+first publish to the last output received.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import transform_baselines as baselines  # noqa: E402
 
 from launchplan.demo.messaging import connect, filesystem_url, redact_url  # noqa: E402
 from launchplan.demo.sliding_window import MultiWindow  # noqa: E402
+from launchplan.demo.stream import PUBLISH_BATCH  # noqa: E402
 from launchplan.demo.worker import Transform  # noqa: E402
 
 VARIABLES = ("temperature", "salinity", "pressure", "oxygen")
@@ -80,8 +82,8 @@ def bench_end_to_end(url: str, msgs: list[dict[str, Any]], window: float) -> flo
 
             def publish() -> None:
                 with connect(url) as pub:
-                    for m in msgs:
-                        pub.publish(q_in, m)
+                    for i in range(0, len(msgs), PUBLISH_BATCH):
+                        pub.publish_many(q_in, msgs[i:i + PUBLISH_BATCH])
 
             publisher = threading.Thread(target=publish)
             start = time.perf_counter()
