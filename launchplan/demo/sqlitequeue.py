@@ -16,10 +16,11 @@ one publisher are read in the order it wrote them, and a row given back keeps it
 Claims and redelivery: a consumer claims rows by writing its holder id into them; `commit`
 deletes the rows of a batch and inserts the rows it publishes in one transaction (exactly once).
 A consumer holds an exclusive flock on `holders/ID` for as long as it lives, and the kernel
-drops that lock when it dies however it dies: any consumer that finds a queue empty checks the
-holders of claimed rows (at most once a second) and gives back the rows of those whose lock it
-can take. The lock file is locked before it is renamed into `holders/`, so a live holder's file
-is never seen unlocked.
+drops that lock when it dies however it dies. Before it claims rows of a queue, a consumer
+checks the holders of that queue's claimed rows and gives back the rows of those whose lock it
+can take, so they are delivered again before anything newer; a consumer waiting on an empty
+queue checks once a second. The lock file is locked before it is renamed into `holders/`, so a
+live holder's file is never seen unlocked.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from launchplan.errors import MessagingError
 
 DATABASE = "queues.db"
 HOLDERS = "holders"
-RECOVER_EVERY = 1.0  # seconds between looks for the claims of dead consumers
+RECOVER_EVERY = 1.0  # an idle consumer looks for the claims of dead ones this often
 POLL_FIRST, POLL_MAX = 0.0005, 0.05  # an empty queue is polled again after this, doubling
 
 SCHEMA = """
@@ -53,7 +54,7 @@ CREATE TABLE IF NOT EXISTS messages (
     holder TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, id) WHERE holder IS NULL;
-CREATE INDEX IF NOT EXISTS messages_held ON messages (holder) WHERE holder IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_held ON messages (queue, holder) WHERE holder IS NOT NULL;
 """
 
 
@@ -133,6 +134,7 @@ class SqliteBus(Bus):
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
         if version == self._version and time.monotonic() - self._recovered < RECOVER_EVERY:
             return []  # nothing was committed since the last look found the queue empty
+        self._recover(queue)
         holder = self._holder_id()
         with self._transaction() as db:
             rows = db.execute(
@@ -141,17 +143,17 @@ class SqliteBus(Bus):
                 (holder, queue, self._prefetch)).fetchall()
         if not rows:
             self._version = version
-            if time.monotonic() - self._recovered >= RECOVER_EVERY:
-                self._recover()
             return []
         rows.sort()
         return [(row, json.loads(body)) for row, body in rows]
 
-    def _recover(self) -> None:
-        """Give back the rows held by consumers that died."""
+    def _recover(self, queue: str) -> None:
+        """Give back the rows of `queue` held by consumers that died, before any newer row
+        of it is claimed, so that they keep their place."""
         self._recovered = time.monotonic()
         holders = [h for (h,) in self._db.execute(
-            "SELECT DISTINCT holder FROM messages WHERE holder IS NOT NULL") if h != self._holder]
+            "SELECT DISTINCT holder FROM messages WHERE queue = ? AND holder IS NOT NULL",
+            (queue,)) if h != self._holder]
         for holder in holders:
             lock = self._folder / HOLDERS / holder
             try:
@@ -169,7 +171,6 @@ class SqliteBus(Bus):
                 db.execute("UPDATE messages SET holder = NULL WHERE holder = ?", (holder,))
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
-            self._version = None
 
     def _poll(self, queue: str, timeout: float) -> list[tuple[int, list[Any]]]:
         """Claimed rows of `queue`, polling for at most `timeout` seconds; [] if none came."""
