@@ -127,6 +127,9 @@ class SqliteBus(Bus):
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.rename(staging, holders / holder)
             self._holder, self._lock_fd = holder, fd
+            for stale in holders.iterdir():
+                if not stale.name.startswith(".") and stale.name != holder:
+                    self._release_if_dead(stale.name)
         return self._holder
 
     def _claim(self, queue: str) -> list[tuple[int, list[Any]]]:
@@ -155,22 +158,26 @@ class SqliteBus(Bus):
             "SELECT DISTINCT holder FROM messages WHERE queue = ? AND holder IS NOT NULL",
             (queue,)) if h != self._holder]
         for holder in holders:
-            lock = self._folder / HOLDERS / holder
+            self._release_if_dead(holder)
+
+    def _release_if_dead(self, holder: str) -> None:
+        """If `holder` is dead, give back its rows and remove its lock file."""
+        lock = self._folder / HOLDERS / holder
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            fd = None  # its lock is gone: another consumer found it dead first
+        if fd is not None:
             try:
-                fd = os.open(lock, os.O_RDWR)
-            except FileNotFoundError:
-                fd = None  # its lock is gone: another consumer found it dead first
-            if fd is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # alive
-                finally:
-                    os.close(fd)
-            with self._transaction() as db:
-                db.execute("UPDATE messages SET holder = NULL WHERE holder = ?", (holder,))
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # alive
+            finally:
+                os.close(fd)
+        with self._transaction() as db:
+            db.execute("UPDATE messages SET holder = NULL WHERE holder = ?", (holder,))
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
 
     def _poll(self, queue: str, timeout: float) -> list[tuple[int, list[Any]]]:
         """Claimed rows of `queue`, polling for at most `timeout` seconds; [] if none came."""
