@@ -2,9 +2,13 @@
 
     python bench/bench_transform.py [--messages N] [--amqp URL | --start-rabbitmq]
 
+With a broker it also measures, in the same run, bare kombu and bare pika workers doing the
+same job one message at a time (bench/transform_baselines.py), and prints cei's ratios to them.
+
 End to end: a worker process (`python -m launchplan.demo.worker`) on the transport; a
-publisher thread streams N data messages while this process consumes the N outputs; the figure
-is N divided by the time from the first publish to the last output received.
+publisher thread streams N data messages in batches of stream.PUBLISH_BATCH, as `cei demo`
+does, while this process consumes the N outputs; the figure is N divided by the time from the
+first publish to the last output received.
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import transform_baselines as baselines  # noqa: E402
+
 from launchplan.demo.messaging import connect, filesystem_url, redact_url  # noqa: E402
 from launchplan.demo.sliding_window import MultiWindow  # noqa: E402
+from launchplan.demo.stream import PUBLISH_BATCH  # noqa: E402
 from launchplan.demo.worker import Transform  # noqa: E402
 
 VARIABLES = ("temperature", "salinity", "pressure", "oxygen")
@@ -75,8 +82,8 @@ def bench_end_to_end(url: str, msgs: list[dict[str, Any]], window: float) -> flo
 
             def publish() -> None:
                 with connect(url) as pub:
-                    for m in msgs:
-                        pub.publish(q_in, m)
+                    for i in range(0, len(msgs), PUBLISH_BATCH):
+                        pub.publish_many(q_in, msgs[i:i + PUBLISH_BATCH])
 
             publisher = threading.Thread(target=publish)
             start = time.perf_counter()
@@ -117,8 +124,8 @@ def main() -> int:
 
     msgs = make_messages(args.messages)
     with tempfile.TemporaryDirectory() as tmp:
-        rate = bench_end_to_end(filesystem_url(Path(tmp) / "bus"), msgs, args.window)
-    print(f"end to end  embedded (filesystem) {rate:>8,.0f} msg/s ({args.messages} messages)")
+        embedded = bench_end_to_end(filesystem_url(Path(tmp) / "bus"), msgs, args.window)
+    print(f"end to end  cei embedded      {embedded:>12,.0f} msg/s ({args.messages} messages)")
 
     broker = None
     url = args.amqp
@@ -131,9 +138,17 @@ def main() -> int:
         url = broker.url
     try:
         if url:
-            rate = bench_end_to_end(url, msgs, args.window)
-            print(f"end to end  RabbitMQ {redact_url(url)} {rate:>8,.0f} msg/s "
-                  f"({args.messages} messages)")
+            print(f"RabbitMQ {redact_url(url)}, {args.messages} messages:")
+            rates = {lib: baselines.drive(lib, url, msgs, args.window)
+                     for lib in ("kombu", "pika")}
+            rates["cei"] = bench_end_to_end(url, msgs, args.window)
+            for name, label in (("kombu", "bare kombu"), ("pika", "bare pika"),
+                                ("cei", "cei RabbitMQ")):
+                print(f"end to end  {label:<17} {rates[name]:>12,.0f} msg/s")
+            for name, label in (("cei", "cei RabbitMQ"), ("embedded", "cei embedded")):
+                rate = embedded if name == "embedded" else rates["cei"]
+                print(f"ratio       {label:<17} {rate / rates['kombu']:>8.2f}x kombu "
+                      f"{rate / rates['pika']:>6.2f}x pika")
     finally:
         if broker is not None:
             broker.stop()

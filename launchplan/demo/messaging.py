@@ -1,132 +1,33 @@
-"""JSON messages on named queues over kombu: an embedded transport or RabbitMQ.
+"""JSON documents on named queues: the embedded transport or RabbitMQ, behind one `Bus`.
 
 A transport URL picks the broker:
-- `filesystem:///ABS/DIR`: kombu's filesystem transport in DIR. It needs no server and every
-  process on the machine that opens the same DIR shares the queues. `connect(None)` uses
-  `$CEI_HOME/bus` (default `~/.cei/bus`).
-- `amqp://user:pass@host:port/vhost` (or `pyamqp://`): RabbitMQ.
+- `filesystem:///ABS/DIR`: the embedded transport, a SQLite queue in DIR (see `sqlitequeue`).
+  It needs no server, and every process on the machine that opens the same DIR shares the
+  queues. `connect(None)` uses `$CEI_HOME/bus` (default `~/.cei/bus`).
+- `amqp://user:pass@host:port/vhost` (or `pyamqp://`): RabbitMQ through kombu (see `amqpbus`).
 
-Queues are addressed through the default exchange (routing key = queue name), which both
-transports implement, so the same code runs on either.
-
-The stock filesystem transport names message files by millisecond and a random uuid and lists
-the whole directory on every read, so messages published within one millisecond come out in
-random order and a backlog costs O(n) per message. `_OrderedChannel` fixes both: names carry a
-nanosecond clock, the publishing pid and a per-process sequence number (FIFO per publisher), and
-a consumer reads from a cached sorted listing, claiming each file by an atomic rename.
+Both keep FIFO order per publisher and move documents in batches: `publish_many` sends many
+documents as one message, and a consumer that `take`s a batch settles it with `commit`, which
+publishes the batch's results and acknowledges the batch as one transaction. A consumer that
+dies before its commit leaves the batch to be delivered again, and nothing it published is
+seen: every document is processed into exactly one result.
 """
 
 from __future__ import annotations
 
-import fcntl
-import itertools
 import os
-import threading
-import time
-from collections import deque
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from queue import Empty
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
-
-from kombu import Connection, Consumer, Producer, Queue
-from kombu.message import Message
-from kombu.transport import filesystem
-from kombu.utils.json import dumps, loads
 
 from launchplan.errors import MessagingError
 
 FILESYSTEM_SCHEME = "filesystem"
 AMQP_SCHEMES = ("amqp", "pyamqp", "amqps")
-POLL_INTERVAL = 0.005
-
-
-_sequence = itertools.count()
-_sequence_lock = threading.Lock()
-
-
-class _OrderedChannel(filesystem.Channel):
-    """Filesystem channel with publish order kept per publisher and O(1) reads from a backlog.
-
-    A directory listing taken while files are renamed into the directory may return a later
-    message and miss an earlier one (readdir gives no guarantee for entries added during the
-    scan). Publishers therefore rename under a shared lock and a consumer lists under an
-    exclusive one: a listing holds every message published before it, and none after.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._listing: dict[str, deque[str]] = {}
-        self._lock_fds: dict[str, int] = {}
-
-    def _folder_lock(self, folder: str) -> int:
-        fd = self._lock_fds.get(folder)
-        if fd is None:
-            fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-            self._lock_fds[folder] = fd
-        return fd
-
-    def close(self) -> None:
-        for fd in self._lock_fds.values():
-            os.close(fd)
-        self._lock_fds.clear()
-        super().close()
-
-    # kombu's own stubs disagree on the argument's name (message/payload); we match our parent.
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        with _sequence_lock:
-            seq = next(_sequence)
-        name = f"{time.monotonic_ns():020d}_{os.getpid():010d}_{seq:016d}.{queue}.msg"
-        folder = self.data_folder_out
-        tmp = os.path.join(folder, f".{name}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(dumps(payload).encode())
-        lock = self._folder_lock(folder)
-        fcntl.flock(lock, fcntl.LOCK_SH)
-        try:
-            os.rename(tmp, os.path.join(folder, name))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def _get(self, queue: str, timeout: float | None = None) -> Any:
-        pending = self._listing.get(queue)
-        if not pending:
-            suffix = f".{queue}.msg"
-            lock = self._folder_lock(self.data_folder_in)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                listing = os.listdir(self.data_folder_in)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-            names = [
-                n for n in listing if not n.startswith(".") and n.partition(".")[2] == suffix[1:]
-            ]
-            names.sort()
-            pending = self._listing[queue] = deque(names)
-        claimed_dir = os.path.join(self.data_folder_in, ".claimed")
-        while pending:
-            name = pending.popleft()
-            claimed = os.path.join(claimed_dir, f"{os.getpid()}-{name}")
-            try:
-                os.rename(os.path.join(self.data_folder_in, name), claimed)
-            except FileNotFoundError:
-                continue  # another consumer took it, or it was purged
-            with open(claimed, "rb") as fh:
-                payload = fh.read()
-            os.unlink(claimed)
-            return loads(payload)
-        raise Empty()
-
-    def _purge(self, queue: str) -> int:
-        self._listing.pop(queue, None)
-        return int(super()._purge(queue))
-
-
-class _OrderedTransport(filesystem.Transport):
-    Channel = _OrderedChannel
-    global_state = filesystem.Transport.global_state
 
 
 def default_bus_dir() -> Path:
@@ -198,91 +99,66 @@ def redact_url(url: str) -> str:
     return parsed._replace(netloc=f"{user}{host}{port}").geturl()
 
 
-class Bus:
-    """One kombu connection with JSON publish/consume helpers on named queues.
+@dataclass
+class Batch:
+    """Documents taken from one queue and not yet acknowledged: settle them with `commit`."""
 
-    Not thread-safe: use one Bus per thread. Messages are acknowledged when `get` hands them
-    out, so with RabbitMQ a consumer that dies keeps at most `prefetch` unread messages queued.
+    queue: str
+    docs: list[Any]
+    handle: Any  # the transport's own record of what to acknowledge
+
+
+class Bus(ABC):
+    """JSON documents on named queues over one connection.
+
+    Not thread-safe: use one Bus per thread at a time. `get` acknowledges a message when it
+    hands out its first document (what it has handed out is never delivered again); `take` and
+    `commit` acknowledge a batch only together with the documents published for it.
     """
 
-    def __init__(self, url: str, connection: Connection, prefetch: int = 64) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        self._conn = connection
-        self._prefetch = prefetch
-        self._declared: set[str] = set()
-        self._producer: Producer | None = None
-        self._consumers: dict[str, Consumer] = {}
-        self._buffers: dict[str, deque[tuple[Any, Message]]] = {}
 
     @property
     def is_embedded(self) -> bool:
-        """True for the filesystem transport."""
+        """True for the embedded transport."""
         return self.url.startswith(f"{FILESYSTEM_SCHEME}:")
 
-    def _queue(self, name: str) -> Queue:
-        return Queue(name, routing_key=name, durable=False, auto_delete=False)
-
+    @abstractmethod
     def declare(self, *queues: str) -> None:
         """Create the queues (idempotent) so messages published to them are kept."""
-        for name in queues:
-            if name not in self._declared:
-                self._queue(name)(self._conn.default_channel).declare()
-                self._declared.add(name)
 
+    @abstractmethod
     def purge(self, queue: str) -> int:
-        """Drop every message waiting in `queue` (and any delivered here unread); how many."""
-        self.declare(queue)
-        consumer = self._consumers.pop(queue, None)
-        if consumer is not None:
-            # Cancelling waits for the broker's cancel-ok, which follows every delivery made
-            # to this consumer, so afterwards all prefetched messages are in the buffer.
-            consumer.cancel()
-        buffered = self._buffers.pop(queue, deque())
-        for _, message in buffered:
-            message.ack()
-        return len(buffered) + int(self._queue(queue)(self._conn.default_channel).purge() or 0)
+        """Drop what waits in `queue` and what was delivered here unread; how many messages.
+
+        Documents published together by `publish_many` count as one message while they wait
+        in the broker, and one by one once delivered here."""
 
     def publish(self, queue: str, document: Any) -> None:
         """Publish one JSON document to `queue`."""
-        self.declare(queue)
-        if self._producer is None:
-            self._producer = Producer(self._conn.default_channel, serializer="json")
-        self._producer.publish(document, exchange="", routing_key=queue, retry=False)
+        self.publish_many(queue, [document])
 
-    def _consumer(self, queue: str) -> deque[tuple[Any, Message]]:
-        buffer = self._buffers.setdefault(queue, deque())
-        if queue not in self._consumers:
-            self.declare(queue)
-            consumer = Consumer(
-                self._conn.default_channel,
-                queues=[self._queue(queue)],
-                callbacks=[lambda body, message: buffer.append((body, message))],
-                accept=["json"],
-                prefetch_count=self._prefetch,
-            )
-            consumer.consume()
-            self._consumers[queue] = consumer
-        return buffer
+    @abstractmethod
+    def publish_many(self, queue: str, documents: Sequence[Any]) -> None:
+        """Publish `documents` to `queue` in order, as one message."""
 
+    @abstractmethod
     def get(self, queue: str, timeout: float) -> Any | None:
         """The next document from `queue`, waiting at most `timeout` seconds; None if none came."""
-        buffer = self._consumer(queue)
-        deadline = time.monotonic() + max(0.0, timeout)
-        while not buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                self._conn.drain_events(timeout=remaining)
-            except TimeoutError:
-                return None if not buffer else self._pop(buffer)
-        return self._pop(buffer)
 
-    @staticmethod
-    def _pop(buffer: deque[tuple[Any, Message]]) -> Any:
-        body, message = buffer.popleft()
-        message.ack()
-        return body
+    @abstractmethod
+    def take(self, queue: str, timeout: float) -> Batch | None:
+        """The documents waiting in `queue` (at least one, waiting at most `timeout` seconds for
+        it), unacknowledged; None if none came."""
+
+    @abstractmethod
+    def commit(self, batch: Batch, queue: str, documents: Sequence[Any]) -> None:
+        """Publish `documents` to `queue` and acknowledge `batch`, both or neither."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection; batches taken and not committed go back to their queue."""
 
     def iter(self, queue: str, *, idle_timeout: float, limit: int | None = None) -> Iterator[Any]:
         """Yield documents from `queue` until `limit` were read or none came for `idle_timeout`."""
@@ -293,16 +169,6 @@ class Bus:
                 return
             count += 1
             yield doc
-
-    def close(self) -> None:
-        """Cancel consumers and release the connection."""
-        for consumer in self._consumers.values():
-            try:
-                consumer.cancel()
-            except Exception:  # the connection may already be gone; release it regardless
-                break
-        self._consumers.clear()
-        self._conn.release()
 
     def __enter__(self) -> Bus:
         return self
@@ -317,27 +183,15 @@ class Bus:
 
 
 def connect(url: str | None = None, *, timeout: float = 10.0, prefetch: int = 64) -> Bus:
-    """Open a Bus on `url` (see resolve_url); MessagingError if the broker cannot be reached."""
+    """Open a Bus on `url` (see resolve_url); MessagingError if the broker cannot be reached.
+
+    `prefetch` bounds how many messages a consumer holds unacknowledged."""
     resolved = resolve_url(url)
     if resolved.startswith(f"{FILESYSTEM_SCHEME}:"):
-        folder = _filesystem_dir(resolved)
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # messages may carry secrets
-        (folder / ".claimed").mkdir(mode=0o700, exist_ok=True)
-        (folder / "control").mkdir(mode=0o700, exist_ok=True)
-        conn = Connection(
-            transport=_OrderedTransport,
-            transport_options={
-                "data_folder_in": str(folder),
-                "data_folder_out": str(folder),
-                "control_folder": str(folder / "control"),
-                "polling_interval": POLL_INTERVAL,
-            },
-        )
-    else:
-        conn = Connection(resolved, connect_timeout=timeout, heartbeat=0)
-    try:
-        conn.ensure_connection(max_retries=1, timeout=timeout)
-    except Exception as exc:
-        conn.release()
-        raise MessagingError(f"cannot connect to {redact_url(resolved)}: {exc}") from exc
-    return Bus(resolved, conn, prefetch=prefetch)
+        from launchplan.demo.sqlitequeue import SqliteBus
+
+        return SqliteBus(resolved, _filesystem_dir(resolved), prefetch=prefetch)
+    from launchplan.demo.amqpbus import AmqpBus
+
+    return AmqpBus.open(resolved, timeout=timeout, prefetch=prefetch)
+

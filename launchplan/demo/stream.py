@@ -27,6 +27,7 @@ WORKER_MODULE = "launchplan.demo.worker:main"
 READY_TIMEOUT = 60.0  # for the transform to answer its first ping
 PING_EVERY = 2.0
 IDLE_TIMEOUT = 30.0  # the longest gap between two outputs before the demo gives up
+PUBLISH_BATCH = 256  # values per message: the per-message costs of a broker are paid per batch
 OUTPUT_HEADER = ("time", "variable", "value", "average", "count")
 
 
@@ -207,8 +208,9 @@ def stream(transport: str, run: str, messages: Sequence[Message], window: float,
 
         def feed() -> None:
             try:
-                for message in messages:
-                    publisher.publish(input_queue, message.to_json())
+                for start in range(0, len(messages), PUBLISH_BATCH):
+                    publisher.publish_many(input_queue, [
+                        m.to_json() for m in messages[start:start + PUBLISH_BATCH]])
             except BaseException as exc:  # reported by the collecting thread
                 failure.append(exc)
 

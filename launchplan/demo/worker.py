@@ -10,7 +10,10 @@ Input documents and what each produces on the output queue:
 
 Runs as `python -m launchplan.demo.worker --transport URL --input Q --output Q --window W`
 or as an agent process definition {"module": "launchplan.demo.worker:main", "args": [...]}.
-SIGTERM/SIGINT finish the message in hand, close the connection and exit 0.
+The loop takes whatever batch of input is waiting and commits the batch's outputs together with
+its acknowledgement (`Bus.commit`), so a worker killed at any point neither loses an input nor
+publishes an output twice: the next worker gets the uncommitted batch again, in order.
+SIGTERM/SIGINT finish the batch in hand, close the connection and exit 0.
 """
 
 from __future__ import annotations
@@ -91,10 +94,9 @@ def serve(bus: Bus, input_queue: str, output_queue: str, window: float,
     transform = Transform(window)
     bus.declare(input_queue, output_queue)
     while not stop[0]:
-        doc = bus.get(input_queue, IDLE_WAIT)
-        if doc is None:
-            continue
-        bus.publish(output_queue, transform.handle(doc))
+        batch = bus.take(input_queue, IDLE_WAIT)
+        if batch is not None:
+            bus.commit(batch, output_queue, [transform.handle(doc) for doc in batch.docs])
     return transform.processed
 
 

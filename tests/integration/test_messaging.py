@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from launchplan.agent.build import build_zipapp
 from launchplan.demo import messaging
 from launchplan.demo.messaging import MessagingError, connect, filesystem_url, resolve_url
 from launchplan.demo.sliding_window import brute_force
+from launchplan.demo.worker import serve
 from tests.integration import rabbitmq
 
 pytestmark = pytest.mark.integration
@@ -239,3 +241,92 @@ def test_worker_from_the_command_line(url: str) -> None:
             if worker.poll() is None:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
+
+
+def _start_worker(url: str, window: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "launchplan.demo.worker", "--transport", url,
+         "--input", "in", "--output", "out", "--window", str(window)],
+        env=_child_env(), start_new_session=True, stderr=subprocess.DEVNULL,
+    )
+
+
+def test_a_worker_killed_mid_stream_counts_every_value_once(url: str) -> None:
+    """SIGKILL the worker (by PID) while it streams, start another: every input yields one
+    output, in order, and the averages are those of two clean runs, the killed worker's over
+    a prefix of the inputs and the new one's over the rest: nothing counted twice or lost."""
+    window = 10.0
+    msgs = [{"time": float(step), "variable": var, "value": float(step % 7) + len(var)}
+            for step in range(2500) for var in ("a", "bb", "ccc", "dddd")]
+    with connect(url) as bus:
+        bus.purge("in")
+        bus.purge("out")
+        first = _start_worker(url, window)
+        try:
+            for start in range(0, len(msgs), 40):
+                bus.publish_many("in", msgs[start:start + 40])
+            outs = [bus.get("out", 60)]
+            os.kill(first.pid, signal.SIGKILL)
+            assert first.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+                first.wait()
+        second = _start_worker(url, window)
+        try:
+            while len(outs) < len(msgs):
+                outs.append(bus.get("out", 60))
+                assert outs[-1] is not None, f"outputs stopped after {len(outs) - 1}"
+            assert bus.get("out", 1.0) is None  # and nothing more: no input counted twice
+        finally:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait()
+    assert [(o["variable"], o["time"]) for o in outs] == [(m["variable"], m["time"]) for m in msgs]
+    rows = [(m["variable"], m["time"], m["value"]) for m in msgs]
+    whole = brute_force(rows, window)
+    got = [(o["average"], o["count"]) for o in outs]
+    cut = next((i for i, (g, w) in enumerate(zip(got, whole, strict=True)) if g != w), len(msgs))
+    assert got[cut:] == brute_force(rows[cut:], window)
+
+
+def test_the_worker_publishes_once_per_batch(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four messages of 250 values in: at most four messages out, as many as batches taken,
+    counted where they reach the transport (kombu's publish, SQLite's INSERT)."""
+    import kombu
+
+    published: list[int] = []
+    real_publish = kombu.Producer.publish
+
+    def counting(producer: kombu.Producer, body: Any, *args: Any, **kwargs: Any) -> Any:
+        published.append(1)
+        return real_publish(producer, body, *args, **kwargs)
+
+    with connect(url) as bus, connect(url) as worker_bus:
+        bus.purge("in")
+        bus.purge("out")
+        for start in range(0, 1000, 250):
+            bus.publish_many("in", [{"time": float(i), "variable": "x", "value": 1.0}
+                                    for i in range(start, start + 250)])
+        monkeypatch.setattr(kombu.Producer, "publish", counting)
+        if worker_bus.is_embedded:
+            worker_bus._db.set_trace_callback(  # type: ignore[attr-defined]
+                lambda sql: published.append(1) if sql.startswith("INSERT") else None)
+        batches: list[int] = []
+        real_commit = worker_bus.commit
+
+        def commit(batch: messaging.Batch, queue: str, docs: Any) -> None:
+            batches.append(len(batch.docs))
+            real_commit(batch, queue, docs)
+
+        monkeypatch.setattr(worker_bus, "commit", commit)
+        stop = [False]
+        thread = threading.Thread(target=serve, args=(worker_bus, "in", "out", 5.0, stop))
+        thread.start()
+        try:
+            outs = [bus.get("out", 30) for _ in range(1000)]
+        finally:
+            stop[0] = True
+            thread.join(timeout=30)
+    assert [out["time"] for out in outs if out is not None] == [float(i) for i in range(1000)]
+    assert sum(batches) == 1000 and 1 <= len(batches) <= 4
+    assert len(published) == len(batches)

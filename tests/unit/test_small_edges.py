@@ -26,10 +26,16 @@ def test_every_line_of_a_chunk_gets_its_prefix(tmp_path: Path) -> None:
 
 def test_the_embedded_bus_is_private(tmp_path: Path) -> None:
     folder = tmp_path / "home" / "bus"
-    with connect(filesystem_url(folder)):
-        pass
-    for path in (folder, folder / ".claimed", folder / "control"):
-        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    with connect(filesystem_url(folder)) as bus:
+        bus.publish("q", {"secret": 1})
+        assert bus.get("q", 5) == {"secret": 1}
+        for path in (folder, folder / "holders"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+        files = [*folder.glob("queues.db*"), *(folder / "holders").iterdir()]
+        assert {p.name for p in files} >= {"queues.db", "queues.db-wal", "queues.db-shm"}
+        assert len(files) == 4  # and this consumer's lock
+        for path in files:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
 def test_counts_are_in_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
