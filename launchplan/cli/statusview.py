@@ -82,11 +82,10 @@ def _service_summary(console: Console, name: str, run_status: str, health: list[
                       bounds.get(service, ""))
     console.print(table)
     failed = [h for h in health if not h.healthy and (h.state == "failed" or h.message)]
-    if failed:
+    if failed:  # one print: rich's cost is per call more than per line
         console.print(f"[red]failed nodes ({len(failed)}):[/red]")
-        for h in failed:
-            console.print(f"  {h.node} ({h.state}): {_first_line(h.message)[:FAILURE_LINE]}",
-                          markup=False, highlight=False)
+        console.print("\n".join(f"  {h.node} ({h.state}): {_first_line(h.message)[:FAILURE_LINE]}"
+                                for h in failed), markup=False, highlight=False)
 
 
 def _elastic_table(console: Console, elastic: list[dict[str, Any]],
