@@ -4,17 +4,19 @@
   python bench/bench_status.py [--nodes 1000] [--repeat 7] [--code DIR ...]
 
 Builds a SQLite store with one run of --nodes nodes directly (no cloud: four services on two
-levels, one of them elastic, a few nodes failed), then times as subprocesses, medians of
---repeat: `cei --help` (the start-up baseline), `cei status --cached` (the per-service summary
-above STATUS_SUMMARY_NODES nodes), `cei status --cached --all` (one row per node) and `cei
-status --cached --json`. --code times another checkout (e.g. an unpacked `git archive` of
-main) on the same store in the same run; an older one without --all is timed without it.
+levels, one of them elastic, a few nodes failed), then times as subprocesses (wall and CPU),
+medians of --repeat: `cei --help` (the start-up baseline), `cei status --cached` (the
+per-service summary above STATUS_SUMMARY_NODES nodes), `cei status --cached --all` (one row
+per node) and `cei status --cached --json`. --code times another checkout (e.g. an unpacked
+`git archive` of main) on the same store in the same run, alternating with this one; an older
+one without --all is timed without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,17 +53,25 @@ def build(home: Path, nodes: int) -> None:
         store.set_run_status("big", "ready")
 
 
-def timed(code: Path, home: Path, args: list[str], repeat: int) -> float:
-    """Median wall time of `cei ARGS` with the code in `code`."""
+def timed(code: Path, home: Path, args: list[str]) -> tuple[float, float]:
+    """Wall and CPU time (user + system) of `cei ARGS` with the code in `code`. CPU time
+    moves less than wall time when others load the machine."""
     env = {**os.environ, "CEI_HOME": str(home), "CEI_STATE": "", "PYTHONPATH": str(code),
            "COLUMNS": "160"}
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "launchplan", *args], env=env, cwd=code,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "launchplan", *args], env=env, cwd=code,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def commands(code: Path) -> list[list[str]]:
+    """What is timed: --help, then status in each form the checkout has (--all is new)."""
+    has_all = "--all" in (code / "launchplan/cli/status.py").read_text()
+    forms = [["--cached"], *([["--cached", "--all"]] if has_all else []), ["--cached", "--json"]]
+    return [["--help"], *(["status", "big", *form] for form in forms)]
 
 
 def main() -> None:
@@ -72,23 +82,25 @@ def main() -> None:
     parser.add_argument("--code", type=Path, action="append", default=[],
                         help="another checkout to time on the same store (repeatable)")
     args = parser.parse_args()
+    codes = [code.resolve() for code in [*args.code, REPO]]
+    samples: dict[tuple[Path, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="cei-bench-status-") as tmp:
         home = Path(tmp) / "home"
         build(home, args.nodes)
-        print(f"{args.nodes} nodes; medians of {args.repeat}")
-        for code in [*args.code, REPO]:
-            code = code.resolve()
-            has_all = "--all" in (code / "launchplan/cli/status.py").read_text()
-            base = timed(code, home, ["--help"], args.repeat)
-            print(f"{code}:")
-            print(f"  {'cei --help':36} {base:6.3f} s")
-            for extra in (["--cached"], ["--cached", "--all"] if has_all else None,
-                          ["--cached", "--json"]):
-                if extra is None:
-                    continue
-                took = timed(code, home, ["status", "big", *extra], args.repeat)
-                print(f"  {'cei status ' + ' '.join(extra):36} {took:6.3f} s"
-                      f"  ({took / base:.1f}x --help, +{took - base:.3f} s)", flush=True)
+        for _ in range(args.repeat):  # the checkouts and commands alternate
+            for code in codes:
+                for command in commands(code):
+                    samples.setdefault((code, " ".join(command)), []).append(
+                        timed(code, home, command))
+    print(f"{args.nodes} nodes; medians of {args.repeat}; wall s, CPU s, CPU ratio to --help")
+    for code in codes:
+        print(f"{code}:")
+        base = statistics.median(cpu for _, cpu in samples[(code, "--help")])
+        for command in commands(code):
+            runs = samples[(code, " ".join(command))]
+            wall = statistics.median(w for w, _ in runs)
+            cpu = statistics.median(c for _, c in runs)
+            print(f"  {'cei ' + ' '.join(command):40} {wall:6.3f} {cpu:6.3f} {cpu / base:5.1f}x")
 
 
 if __name__ == "__main__":
