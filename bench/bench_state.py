@@ -11,8 +11,7 @@ recorded runs. The emulated launch runs --parallel nodes at once (moto, one Pyth
 answers 64 pollers of a thousand instances slower than botocore's read timeout). PostgreSQL
 runs as a private server on a free loopback port with its durable defaults (fsync on every
 commit; SQLite fsyncs only the records of cloud resources, see docs/state.md), reached over
-TCP with a password. Prints medians and the
-PostgreSQL/SQLite ratio; asserts nothing.
+TCP with a password. Prints medians and the PostgreSQL/SQLite ratio; asserts nothing.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def _health(store: Store, run: str, cached: bool, parallel: int) -> list[NodeHea
     from launchplan.levels.health import check_run
     from launchplan.levels.runtime import RunContext
 
-    return check_run(RunContext(store, run, discard), live=True, parallel=parallel)
+    return check_run(RunContext(store, run, discard), parallel)
 
 
 def _elastic(store: Store, run: str, health: list[NodeHealth]) -> list[dict[str, Any]]:

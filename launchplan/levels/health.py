@@ -22,13 +22,10 @@ from launchplan.state import NodeRecord
 STATUS_SSH_WAIT = 15.0
 
 
-def check_run(ctx: RunContext, live: bool = True,
-              parallel: int = DEFAULT_PARALLEL) -> list[NodeHealth]:
-    """Health of every node; live checks run in parallel and never change stored state."""
-    nodes = ctx.store.nodes(ctx.run)
-    if not live:
-        return [stored_health(n) for n in nodes]
-    return check_nodes(ctx, nodes, parallel)
+def check_run(ctx: RunContext, parallel: int = DEFAULT_PARALLEL) -> list[NodeHealth]:
+    """Live health of every node (in parallel; never changes stored state). The stored
+    health alone is nodehealth.stored_health's."""
+    return check_nodes(ctx, ctx.store.nodes(ctx.run), parallel)
 
 
 def check_nodes(ctx: RunContext, nodes: list[NodeRecord],
