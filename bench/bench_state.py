@@ -9,9 +9,9 @@ Measures, with each backend in the same run: launch and terminate of a one-level
 emulator (no SSH: the store and the cloud API are all there is), and `cei list` over --runs
 recorded runs. The emulated launch runs --parallel nodes at once (moto, one Python process,
 answers 64 pollers of a thousand instances slower than botocore's read timeout). PostgreSQL
-runs as a private server on a free loopback port with its durable defaults (fsync on, as
-SQLite's synchronous=FULL is), reached over TCP with a password. Prints medians and the
-PostgreSQL/SQLite ratio; asserts nothing.
+runs as a private server on a free loopback port with its durable defaults (fsync on every
+commit; SQLite fsyncs only the records of cloud resources, see docs/state.md), reached over
+TCP with a password. Prints medians and the PostgreSQL/SQLite ratio; asserts nothing.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def main() -> None:
             work = Path(tmp)
             stores = Stores(server, work)
             print(f"PostgreSQL {server.bindir.parent.name} on 127.0.0.1:{server.port} "
-                  "(fsync on), SQLite WAL synchronous=FULL", flush=True)
+                  "(fsync on), SQLite WAL synchronous=NORMAL (resource records FULL)", flush=True)
 
             plan = wide_plan(work, args.nodes)
             downs: dict[str, list[float]] = {b: [] for b in BACKENDS}

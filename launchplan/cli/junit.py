@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from launchplan.errors import UsageError
 
 if TYPE_CHECKING:
-    from launchplan.levels.health import NodeHealth
+    from launchplan.levels.nodehealth import NodeHealth
 
 PASSED = "passed"
 FAILURE = "failure"  # the thing tested failed (a program exited non-zero, a deadline passed)

@@ -9,10 +9,11 @@ import click
 
 from launchplan.cli.common import json_option, open_store
 from launchplan.cli.output import emit_json
+from launchplan.cli.statusview import STATUS_SUMMARY_NODES, show_run
 from launchplan.errors import EXIT_FAILED, EXIT_OK, CeiError, UsageError
 
 if TYPE_CHECKING:
-    from launchplan.levels.health import NodeHealth
+    from launchplan.levels.nodehealth import NodeHealth
     from launchplan.state import Store
 
 
@@ -26,22 +27,25 @@ if TYPE_CHECKING:
               type=click.Path(dir_okay=False, path_type=Path),
               help="Write a JUnit XML report to FILE: a suite per level, a case per node and "
                    "check (state, cloud, ready).")
+@click.option("--all", "every_node", is_flag=True,
+              help=f"Show every node, one row each (above {STATUS_SUMMARY_NODES} nodes the "
+                   "default is a row per service and the failed nodes by name).")
 @json_option
 def status(run_name: str | None, cached: bool, parallel: int, junit_path: Path | None,
-           as_json: bool) -> int:
+           every_node: bool, as_json: bool) -> int:
     """Show RUN's nodes and check their health (default: the most recent run).
 
     Each ready node is asked of its cloud whether it still runs, and its ready program runs
     once more over SSH, unless --cached. Exit status 0 only when every node is healthy, 1
-    otherwise; CI jobs can poll it, and --junit shows each check in CI's test tab.
+    otherwise; CI jobs can poll it, and --junit shows each check in CI's test tab. Above
+    a few hundred nodes the screen shows a summary per service (--all: every node); --json
+    always lists every node.
     """
-    from launchplan.cli import junit
-    from launchplan.levels.events import discard
-    from launchplan.levels.health import check_run
-    from launchplan.levels.runtime import RunContext
     from launchplan.levels.states import RUN_TERMINATED, RUN_TERMINATING, TERMINATED
 
     if junit_path is not None:
+        from launchplan.cli import junit
+
         junit.prepare(junit_path)
     store = open_store()
     try:
@@ -56,7 +60,7 @@ def status(run_name: str | None, cached: bool, parallel: int, junit_path: Path |
             junit.write_error(junit_path, f"cei status {run_name or ''}".rstrip(), "status",
                               str(exc))
         raise
-    health = check_run(RunContext(store, run.name, discard), live=not cached, parallel=parallel)
+    health = _health(store, run.name, cached, parallel)
     retired = []
     if run.status not in (RUN_TERMINATED, RUN_TERMINATING):  # nodes replaced or scaled away
         retired = [h.node for h in health if h.state == TERMINATED]
@@ -73,10 +77,21 @@ def status(run_name: str | None, cached: bool, parallel: int, junit_path: Path |
                    "nodes": [h.to_json() for h in health], "retired": retired,
                    "elastic": elastic, "controller": controller})
         return EXIT_OK if healthy else EXIT_FAILED
-    _print(run.name, run.status, health, healthy)
-    if elastic:
-        _print_elastic(elastic, controller)
+    show_run(run.name, run.status, health, healthy, elastic, controller, every_node)
     return EXIT_OK if healthy else EXIT_FAILED
+
+
+def _health(store: Store, run: str, cached: bool, parallel: int) -> list[NodeHealth]:
+    """Each node's health: stored (importing nothing of SSH, clouds or plans), or live."""
+    if cached:
+        from launchplan.levels.nodehealth import stored_health
+
+        return [stored_health(node) for node in store.nodes(run)]
+    from launchplan.levels.events import discard
+    from launchplan.levels.health import check_run
+    from launchplan.levels.runtime import RunContext
+
+    return check_run(RunContext(store, run, discard), parallel)
 
 
 def _elastic(store: Store, run: str, health: list[NodeHealth]) -> list[dict[str, Any]]:
@@ -92,39 +107,3 @@ def _elastic(store: Store, run: str, health: list[NodeHealth]) -> list[dict[str,
             "failures": record.failures, "backoff_until": record.backoff_until,
         })
     return out
-
-
-def _print_elastic(elastic: list[dict[str, Any]], controller: dict[str, Any] | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    who = (f"controller: pid {controller['pid']} on {controller['host']}" if controller
-           else "no controller running (cei watch RUN)")
-    table = Table(title=f"elastic services ({who})", title_justify="left")
-    for column in ("service", "policy", "min", "desired", "healthy", "max", "last decision"):
-        table.add_column(column, overflow="fold")
-    for e in elastic:
-        ok = e["healthy"] == e["desired"]
-        table.add_row(e["service"], str(e["policy"]), str(e["min"]), str(e["desired"]),
-                      f"[{'green' if ok else 'red'}]{e['healthy']}[/]", str(e["max"]),
-                      e["decision"])
-    Console().print(table)
-
-
-def _print(name: str, run_status: str, health: list[NodeHealth], healthy: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"run {name}: {run_status}", title_justify="left")
-    for column in ("level", "node", "state", "health", "address", "outputs", "message"):
-        table.add_column(column, overflow="fold")
-    for h in health:
-        outputs = ", ".join(f"{k}={v}" for k, v in sorted(h.outputs.items()))
-        table.add_row(h.level, h.node, h.state,
-                      "[green]healthy[/green]" if h.healthy else "[red]unhealthy[/red]",
-                      h.address or "", outputs[:60], h.message.splitlines()[0] if h.message else "")
-    console = Console()
-    console.print(table)
-    if not health:
-        console.print("no nodes recorded for this run")
-    console.print("[green]all healthy[/green]" if healthy else "[red]not all healthy[/red]")

@@ -1,15 +1,15 @@
-"""Health: each node's stored state, and (live) its ready program run once more."""
+"""Health: each node's stored state (nodehealth.py), and live: its cloud's word and its ready
+program run once more."""
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from launchplan.errors import CeiError
 from launchplan.levels import states
 from launchplan.levels.launch import DEFAULT_PARALLEL
+from launchplan.levels.nodehealth import Check, NodeHealth, stored_health
 from launchplan.levels.nodelog import NodeLog, node_log_path
 from launchplan.levels.programs import PASSED, Stage
 from launchplan.levels.runtime import RunContext
@@ -22,43 +22,10 @@ from launchplan.state import NodeRecord
 STATUS_SSH_WAIT = 15.0
 
 
-@dataclass(frozen=True)
-class Check:
-    """One check of a node's health, with what it took; `cei status --junit` reports each."""
-
-    check: str  # state (the stored one) | cloud (it still runs) | ready (its program passes)
-    passed: bool
-    duration: float = 0.0
-    message: str = ""
-    status: int | None = None  # a program's exit status
-    stderr_tail: str = ""
-    stdout_tail: str = ""
-
-
-@dataclass
-class NodeHealth:
-    node: str
-    service: str
-    level: str
-    state: str
-    healthy: bool
-    address: str | None
-    resource_id: str | None
-    outputs: dict[str, Any] = field(default_factory=dict)
-    message: str = ""
-    checks: list[Check] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def check_run(ctx: RunContext, live: bool = True,
-              parallel: int = DEFAULT_PARALLEL) -> list[NodeHealth]:
-    """Health of every node; live checks run in parallel and never change stored state."""
-    nodes = ctx.store.nodes(ctx.run)
-    if not live:
-        return [_cached(n) for n in nodes]
-    return check_nodes(ctx, nodes, parallel)
+def check_run(ctx: RunContext, parallel: int = DEFAULT_PARALLEL) -> list[NodeHealth]:
+    """Live health of every node (in parallel; never changes stored state). The stored
+    health alone is nodehealth.stored_health's."""
+    return check_nodes(ctx, ctx.store.nodes(ctx.run), parallel)
 
 
 def check_nodes(ctx: RunContext, nodes: list[NodeRecord],
@@ -70,23 +37,9 @@ def check_nodes(ctx: RunContext, nodes: list[NodeRecord],
         return list(pool.map(lambda n: _live(ctx, n), nodes))
 
 
-def _cached(node: NodeRecord, healthy: bool | None = None, message: str = "",
-            checks: list[Check] | None = None) -> NodeHealth:
-    ready = node.state == states.READY
-    ok = ready if healthy is None else healthy
-    why = "" if ready else node.state + (f": {node.last_error}" if node.last_error else "")
-    stored = Check("state", ready, message=why)
-    return NodeHealth(
-        node=node.node, service=node.service, level=node.level_name, state=node.state,
-        healthy=ok, address=node.address, resource_id=node.resource_id,
-        outputs=dict(node.outputs), message=message or (node.last_error or ""),
-        checks=[stored, *(checks or [])],
-    )
-
-
 def _live(ctx: RunContext, node: NodeRecord) -> NodeHealth:
     if node.state != states.READY:
-        return _cached(node)
+        return stored_health(node)
     checks: list[Check] = []
     if driver_capabilities(node.driver).creates_machines and node.resource_id:
         started = time.monotonic()
@@ -100,11 +53,11 @@ def _live(ctx: RunContext, node: NodeRecord) -> NodeHealth:
             problem = f"cannot describe the node: {exc}"
         checks.append(Check("cloud", not problem, time.monotonic() - started, problem))
         if problem:
-            return _cached(node, False, problem, checks)
+            return stored_health(node, False, problem, checks)
     ready = node.programs.get("ready")
     env = node.programs.get("env")
     if not ready or not env:
-        return _cached(node, True, checks=checks)
+        return stored_health(node, True, checks=checks)
     log = NodeLog(node_log_path(ctx.run_dir, node.node))
     started = time.monotonic()
     try:
@@ -117,12 +70,12 @@ def _live(ctx: RunContext, node: NodeRecord) -> NodeHealth:
     except CeiError as exc:
         problem = f"ready check could not run: {exc}"
         checks.append(Check("ready", False, time.monotonic() - started, problem))
-        return _cached(node, False, problem, checks)
+        return stored_health(node, False, problem, checks)
     finally:
         log.close()
     checks.append(Check("ready", run.outcome == PASSED, run.duration, run.message, run.status,
                         run.stderr_tail, run.stdout_tail))
     if run.outcome == PASSED:
-        return _cached(node, True, checks=checks)
+        return stored_health(node, True, checks=checks)
     tail = (run.stderr_tail or run.stdout_tail).strip()
-    return _cached(node, False, run.message + (f": {tail}" if tail else ""), checks)
+    return stored_health(node, False, run.message + (f": {tail}" if tail else ""), checks)

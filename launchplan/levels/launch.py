@@ -189,8 +189,8 @@ def reserve_nodes(ctx: RunContext, specs: Sequence[NodeSpec], origin: str = "lau
     scale` and `cei repair` add), so a later controller knows which half-launched nodes were
     left by one of its kind and are its to roll back.
     """
+    ctx.store.save_nodes([_pending_record(ctx, spec, origin) for spec in specs])
     for spec in specs:
-        ctx.store.save_node(_pending_record(ctx, spec, origin))
         ctx.emit(ev.NODE_STATE, node=spec.node, state=states.PENDING, service=spec.service,
                  level=spec.level_name)
 

@@ -56,6 +56,11 @@ class Database(ABC):
     def connection(self) -> AbstractContextManager[Connection]:
         """A connection to use for a while: each statement on it commits by itself."""
 
+    def synced(self) -> AbstractContextManager[Connection]:
+        """A connection whose commits are on disk when they return, and with them every
+        commit before (PostgreSQL's are, with the server's default synchronous_commit)."""
+        return self.connection()
+
     @abstractmethod
     def transaction(self, lock: str) -> AbstractContextManager[Connection]:
         """A transaction holding the lock named `lock`, committed on exit (rolled back on an

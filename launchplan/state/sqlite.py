@@ -1,4 +1,14 @@
-"""The SQLite backend: one file (0600) in WAL mode with a busy timeout, fsynced on commit.
+"""The SQLite backend: one file (0600) in WAL mode with a busy timeout.
+
+Commits are durable against a crash of any process (a killed cei loses nothing it committed)
+but, to spare an fsync per write, only some are against a crash of the machine: the
+connection runs with `synchronous = NORMAL`, under which WAL mode appends a commit to the
+-wal file without fsyncing it (the file is fsynced when a checkpoint copies it back). The
+records that a cloud resource is about to be, or was, made go through `synced()`, which
+switches the connection to `synchronous = FULL` for their commit: SQLite then fsyncs the
+-wal file on that commit, and since the file is written in commit order, every commit before
+it is on disk too (the node rows and events leading up to a create are never lost while its
+intent is kept).
 
 Several cei processes share the file. Within a process one connection serves every thread, one
 at a time. A transaction takes SQLite's write lock at once (BEGIN IMMEDIATE): it serialises
@@ -19,11 +29,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
+from launchplan.errors import StoreError
 from launchplan.state.database import Connection, Database, Result, faults, storage_fault
 from launchplan.state.location import StateLocation
 
 BUSY_TIMEOUT_MS = 10_000
 BUSY_RETRY_FOR = 30.0  # seconds to keep opening while other processes hold the database
+_SYNC_USUAL = "NORMAL"  # no fsync per commit: a machine crash may lose the last few
+_SYNC_DURABLE = "FULL"  # fsync of the -wal file on commit: see synced()
 
 T = TypeVar("T")
 
@@ -117,7 +130,7 @@ class SQLiteDatabase(Database):
             conn.row_factory = _dict_row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA synchronous = {_SYNC_USUAL}")
         except BaseException:
             conn.close()
             raise
@@ -127,6 +140,19 @@ class SQLiteDatabase(Database):
     def connection(self) -> Iterator[Connection]:
         with self._lock:
             yield self._conn
+
+    @contextmanager
+    def synced(self) -> Iterator[Connection]:
+        """The connection with `synchronous = FULL` for what is done with it (then back to
+        NORMAL): each commit fsyncs the -wal file, and with it all earlier commits. A
+        connection that cannot switch back stays FULL: slower, never less safe."""
+        with self._lock:
+            self._conn.execute(f"PRAGMA synchronous = {_SYNC_DURABLE}")
+            try:
+                yield self._conn
+            finally:
+                with suppress(StoreError):
+                    self._conn.execute(f"PRAGMA synchronous = {_SYNC_USUAL}")
 
     @contextmanager
     def transaction(self, lock: str) -> Iterator[Connection]:

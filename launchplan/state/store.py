@@ -5,7 +5,9 @@ else a PostgreSQL database several machines share. The behaviour is the same on 
 write commits at once, most in one statement that is atomic by itself, the few that read
 before they write in a transaction holding the run's lock (database.py). The engine's worker
 threads share the store (and its connections). Nothing secret is ever written: every dict is
-scrubbed before it is encoded.
+scrubbed before it is encoded. Nodes (nodes.py) and cloud resources (resources.py) have
+modules of their own; the records of cloud resources are on disk before their call returns,
+other commits survive any crash of a process (sqlite.py says why not every commit is fsynced).
 
 When the database cannot be reached, a write that records what was done (a resource's id, a
 node's state, an event) is kept in order and written as soon as the database is back
@@ -40,20 +42,18 @@ from launchplan.state.database import Connection, Database, Row, connect, faults
 from launchplan.state.holders import Holder
 from launchplan.state.location import parse_location, state_url
 from launchplan.state.locks import RunLocks, _lock_record
+from launchplan.state.nodes import NodeTables
 from launchplan.state.records import (
-    NODE_STATES,
     PROCESS_STATES,
-    RESOURCE_CREATED,
     RESOURCE_GONE_STATES,
-    RESOURCE_INTENT,
     RUN_LAUNCHING,
     RUN_STATUSES,
     EventRecord,
     NodeRecord,
     ProcessRecord,
-    ResourceRecord,
     RunRecord,
 )
+from launchplan.state.resources import ResourceTables
 from launchplan.state.runkeys import RunKeys
 from launchplan.state.schema import migrate
 
@@ -79,11 +79,6 @@ def _ensure_private_dir(path: Path) -> None:
         path.chmod(0o700)
 
 
-# Columns of `nodes` in NodeRecord field order ("index" is an SQL keyword, stored as idx).
-_NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
-_NODE_COLUMNS = tuple("idx" if name == "index" else name for name in _NODE_FIELDS)
-_NODE_JSON = {"cloud", "outputs", "programs"}
-_NODE_UPDATABLE = frozenset(_NODE_FIELDS) - {"run", "node", "updated"}
 _PROCESS_FIELDS = tuple(f.name for f in fields(ProcessRecord))
 _PROCESS_UPDATABLE = frozenset(_PROCESS_FIELDS) - {"run", "name", "created", "updated"}
 # Every table that holds a run's rows, and the column naming the run (deleted in this order).
@@ -92,7 +87,7 @@ RUN_TABLES = (("elastic", "run"), ("requests", "run"), ("leases", "run"), ("run_
               ("runs", "name"))
 
 
-class Store(ControlTables, RunLocks, RunKeys):
+class Store(NodeTables, ResourceTables, ControlTables, RunLocks, RunKeys):
     """The state store of `home` (created 0700 with runs/), in the database `url` names.
 
     `url` None means CEI_STATE's (unset: SQLite at `home`/cei.db); "" is that SQLite file
@@ -110,7 +105,7 @@ class Store(ControlTables, RunLocks, RunKeys):
         self._node_writes = 0  # node writes through this store (see nodes())
         self._nodes_cache: dict[str, tuple[tuple[int, int], list[NodeRecord]]] = {}
         self._cache_lock = threading.Lock()
-        self._pending: list[Work] = []
+        self._pending: list[tuple[Work, bool]] = []
         self._pending_lock = threading.RLock()
         self._closed = False
         self._init_locks()
@@ -160,8 +155,9 @@ class Store(ControlTables, RunLocks, RunKeys):
             raise StateUnavailableError(f"the store of {self.location.label} is closed")
         return self._db
 
-    def _apply(self, work: Work) -> Any:
-        with self._usable().connection() as conn:
+    def _apply(self, work: Work, synced: bool) -> Any:
+        db = self._usable()
+        with db.synced() if synced else db.connection() as conn:
             return work(conn)
 
     def _settle(self) -> None:
@@ -170,25 +166,27 @@ class Store(ControlTables, RunLocks, RunKeys):
             return
         with self._pending_lock:
             while self._pending:
-                self._apply(self._pending[0])
+                self._apply(*self._pending[0])
                 self._pending.pop(0)
 
-    def _run(self, work: Work) -> Any:
+    def _run(self, work: Work, synced: bool = False) -> Any:
         """`work(conn)`: one statement, atomic by itself, committed at once (several that
-        must see each other go in a transaction: _write)."""
+        must see each other go in a transaction: _write). `synced`: on disk when it returns,
+        even against a crash of the machine (Database.synced), for the records of cloud
+        resources; other commits survive any crash of a process."""
         self._settle()
-        return self._apply(work)
+        return self._apply(work, synced)
 
-    def _durable(self, work: Work) -> Any:
+    def _durable(self, work: Work, synced: bool = False) -> Any:
         """_run for a write that records what was done: when the database cannot be reached
         it waits, in order, to be written once it is back, and StateUnavailableError is
         raised to stop the caller."""
         try:
-            return self._run(work)
+            return self._run(work, synced)
         except StateUnavailableError:
             with self._pending_lock:
                 if not self._closed:
-                    self._pending.append(work)
+                    self._pending.append((work, synced))
             raise
 
     @contextmanager
@@ -357,129 +355,6 @@ class Store(ControlTables, RunLocks, RunKeys):
         stored: Row | None = self._durable(lambda db: db.execute(sql, params).one())
         return stored
 
-    # -- nodes ----------------------------------------------------------------------------
-
-    def save_node(self, record: NodeRecord) -> NodeRecord:
-        """Insert or replace the node (by run and node name); returns it as stored."""
-        if record.state not in NODE_STATES:
-            raise ValueError(f"unknown node state {record.state!r}")
-        values = []
-        for name in _NODE_FIELDS:
-            value = getattr(record, name)
-            if name in _NODE_JSON:
-                value = encode(value, cloud=name == "cloud")
-            elif name == "updated":
-                value = now()
-            values.append(value)
-        self._node_writes += 1
-        return _node_record(self._upsert("nodes", _NODE_COLUMNS, values, key=("run", "node")))
-
-    def update_node(self, run: str, node: str, **changes: Any) -> NodeRecord:
-        """Change some fields of a stored node; unknown field names raise ValueError."""
-        unknown = sorted(set(changes) - _NODE_UPDATABLE)
-        if unknown:
-            raise ValueError(f"unknown node field(s): {', '.join(unknown)}")
-        if "state" in changes and changes["state"] not in NODE_STATES:
-            raise ValueError(f"unknown node state {changes['state']!r}")
-        columns = {"idx" if name == "index" else name:
-                   encode(value, cloud=name == "cloud") if name in _NODE_JSON else value
-                   for name, value in changes.items()}
-        self._node_writes += 1
-        row = self._update("nodes", columns, {"run": run, "node": node})
-        if row is None:
-            raise KeyError(f"no node {node!r} in run {run!r}")
-        return _node_record(row)
-
-    def nodes(self, run: str) -> list[NodeRecord]:
-        """The run's nodes in launch order (level, service, index).
-
-        Kept from the last read while no node was written here and the database says nothing
-        at all was committed by another connection (Database.data_version; SQLite can tell,
-        PostgreSQL cannot, so there they are always read): a controller reads them every
-        tick, and decoding every row each time was most of what a tick cost.
-        """
-        self._settle()
-        changes = self._usable().data_version()
-        version = None if changes is None else (changes, self._node_writes)
-        with self._cache_lock:
-            cached = self._nodes_cache.get(run)
-        if version is not None and cached is not None and cached[0] == version:
-            return list(cached[1])
-        rows = self._read(
-            "SELECT * FROM nodes WHERE run = ? ORDER BY level, service, idx, node", (run,)
-        )
-        records = [_node_record(row) for row in rows]
-        if version is not None:
-            with self._cache_lock:
-                self._nodes_cache[run] = (version, records)
-        return list(records)
-
-    def get_node(self, run: str, node: str) -> NodeRecord:
-        """One node of a run; KeyError when the run has no such node."""
-        rows = self._read("SELECT * FROM nodes WHERE run = ? AND node = ?", (run, node))
-        if not rows:
-            raise KeyError(f"no node {node!r} in run {run!r}")
-        return _node_record(rows[0])
-
-    # -- resources ------------------------------------------------------------------------
-
-    def record_intent(
-        self, run: str, node: str, provider: str, cloud: dict[str, Any], token: str
-    ) -> int:
-        """Commit that `node` is about to be created with idempotency `token`; returns its id.
-
-        Committed before returning, so a crash during the provider call still leaves a trace
-        that terminate can follow (find by token/tag). Never kept for later: when the database
-        cannot be reached, StateUnavailableError stops the create before it starts.
-        """
-        stamp = now()
-        values = (run, node, provider, encode(cloud, cloud=True), token, RESOURCE_INTENT, stamp,
-                  stamp)
-        row = self._run(lambda db: db.execute(
-            "INSERT INTO resources (run, node, driver, cloud, token, resource_id, state, "
-            "created, updated) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?) RETURNING id", values
-        ).one())
-        return int(row["id"])
-
-    def record_resource_id(self, intent_id: int, resource_id: str) -> None:
-        """Attach the cloud's id to an intent as soon as the provider returns it."""
-        params = (resource_id, now(), RESOURCE_INTENT, RESOURCE_CREATED, intent_id)
-        if self._durable(lambda db: db.execute(
-            "UPDATE resources SET resource_id = ?, updated = ?, "
-            "state = CASE WHEN state = ? THEN ? ELSE state END WHERE id = ?", params
-        ).rowcount) == 0:
-            raise KeyError(f"no resource intent {intent_id}")
-
-    def set_intent_state(self, intent_id: int, state: str) -> None:
-        """Close an intent that never got an id (e.g. "not-created" after a sweep found nothing)."""
-        if self._update("resources", {"state": state}, {"id": intent_id}) is None:
-            raise KeyError(f"no resource intent {intent_id}")
-
-    def set_resource_state(self, run: str, resource_id: str, state: str) -> None:
-        """Record the state of a resource the cloud reported (e.g. running, terminated)."""
-        if self._update("resources", {"state": state},
-                        {"run": run, "resource_id": resource_id}) is None:
-            raise KeyError(f"no resource {resource_id!r} in run {run!r}")
-
-    def resources(self, run: str) -> list[ResourceRecord]:
-        """Every resource the run ever created or meant to create, in creation order."""
-        rows = self._read("SELECT * FROM resources WHERE run = ? ORDER BY id", (run,))
-        return [
-            ResourceRecord(
-                id=row["id"],
-                run=row["run"],
-                node=row["node"],
-                driver=row["driver"],
-                cloud=decode(row["cloud"]),
-                token=row["token"],
-                resource_id=row["resource_id"],
-                state=row["state"],
-                created=row["created"],
-                updated=row["updated"],
-            )
-            for row in rows
-        ]
-
     # -- processes ------------------------------------------------------------------------
 
     def save_process(self, record: ProcessRecord) -> ProcessRecord:
@@ -604,11 +479,3 @@ def _process_record(row: Row) -> ProcessRecord:
     values = {name: row[name] for name in _PROCESS_FIELDS}
     values["definition"] = decode(values["definition"])
     return ProcessRecord(**values)
-
-
-def _node_record(row: Row) -> NodeRecord:
-    values: dict[str, Any] = {}
-    for name, column in zip(_NODE_FIELDS, _NODE_COLUMNS, strict=True):
-        value = row[column]
-        values[name] = decode(value) if name in _NODE_JSON else value
-    return NodeRecord(**values)

@@ -248,7 +248,7 @@ def test_launch_report_mid_launch_and_failures_of_no_node(
 
 
 def test_health_report_has_a_case_per_check(tmp_path: Path) -> None:
-    from launchplan.levels.health import Check, NodeHealth
+    from launchplan.levels.nodehealth import Check, NodeHealth
 
     health = [
         NodeHealth("db/0", "db", "data", "ready", True, "127.0.0.2", "r/db/0", checks=[

@@ -36,6 +36,7 @@ from launchplan.state import (
 )
 from launchplan.state.holders import process_starttime
 from launchplan.state.locks import LOCK_TTL
+from launchplan.state.nodes import SAVE_BATCH
 from launchplan.state.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.unit.storehelp import execute, lock_rows, raw_contents, store_url
 
@@ -238,9 +239,53 @@ def test_save_node_upserts(store: Store) -> None:
     assert (node.state, node.address) == ("booting", "127.0.0.9")
 
 
+def test_save_nodes_batches_many_nodes(store: Store) -> None:
+    count = SAVE_BATCH + 7  # more than one statement's worth
+    store.save_node(make_node(node="web/3", index=3, state="failed", address="127.0.0.3"))
+    store.save_nodes([make_node(node=f"web/{i}", index=i, cloud={"image": "i", "secret": "s"})
+                      for i in range(count)] + [make_node(node="web/0", state="creating")])
+    saved = {n.node: n for n in store.nodes("r1")}
+    assert len(saved) == count
+    assert saved["web/0"].state == "creating"  # a node named twice: the last one given
+    assert (saved["web/3"].state, saved["web/3"].address) == ("pending", None)  # replaced
+    assert saved["web/1"].cloud == {"image": "i"}  # scrubbed like save_node
+    assert all(n.updated for n in saved.values())
+    with pytest.raises(ValueError, match="unknown node state"):
+        store.save_nodes([make_node(node="web/x", state="dreaming")])
+    assert "web/x" not in {n.node for n in store.nodes("r1")}
+
+
+def test_resource_records_are_synced_other_writes_are_not(sqlite_store: Store) -> None:
+    """The intent and id of a cloud resource commit with synchronous=FULL (an fsync of the
+    -wal file); a node's update with NORMAL."""
+    seen: list[str] = []
+    conn = sqlite_store._db._conn.conn  # type: ignore[attr-defined]
+
+    def trace(sql: str) -> None:
+        words = sql.split()
+        if words[0] == "PRAGMA" and words[1] == "synchronous":
+            seen.append(words[-1])
+        elif words[0] in ("INSERT", "UPDATE"):
+            seen.append(words[2 if words[0] == "INSERT" else 1])
+
+    sqlite_store.save_node(make_node())
+    conn.set_trace_callback(trace)
+    try:
+        intent = sqlite_store.record_intent("r1", "web-0", "ec2", {}, "tok")
+        sqlite_store.record_resource_id(intent, "i-1")
+        sqlite_store.update_node("r1", "web-0", state="ready")
+        sqlite_store.set_resource_state("r1", "i-1", "terminated")
+    finally:
+        conn.set_trace_callback(None)
+    synced = ["FULL", "resources", "NORMAL"]
+    assert seen == synced + synced + ["nodes"] + synced
+    assert conn.execute("PRAGMA synchronous").fetchone()["synchronous"] == 1  # NORMAL
+
+
 def test_update_node_validates(store: Store) -> None:
     store.save_node(make_node())
-    updated = store.update_node("r1", "web-0", state="ready", outputs={"k": "v"}, port=22)
+    assert store.update_node("r1", "web-0", state="ready", outputs={"k": "v"}, port=22) is None
+    updated = store.get_node("r1", "web-0")
     assert (updated.state, updated.outputs, updated.port) == ("ready", {"k": "v"}, 22)
     assert store.nodes("r1") == [updated]
     with pytest.raises(ValueError, match="colour"):
