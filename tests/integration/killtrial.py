@@ -60,13 +60,16 @@ def write_plan(directory: Path, emulator: EC2Emulator, image: str, nodes: int = 
     return path
 
 
-def wait_recorded(home: Path, run: str, proc: subprocess.Popen[bytes]) -> None:
-    """Until the run is in the store (or the launch ended, or RECORD_WAIT passed)."""
+def wait_recorded(home: Path, run: str, proc: subprocess.Popen[bytes],
+                  created: bool = False) -> None:
+    """Until the run is in the store (with `created`: until the store holds the id of an
+    instance the cloud made for it), or the launch ended, or RECORD_WAIT passed."""
     deadline = time.monotonic() + RECORD_WAIT
     while proc.poll() is None and time.monotonic() < deadline:
         if os.environ.get("CEI_STATE") or (home / "cei.db").exists():  # never make it here
             with Store(home) as store:
-                if store.find_run(run) is not None:
+                if store.find_run(run) is not None and (not created or any(
+                        r.resource_id for r in store.resources(run))):
                     return
         time.sleep(0.02)
 
@@ -76,10 +79,11 @@ def alive(emulator: EC2Emulator) -> list[str]:
 
 
 def run_trial(emulator: EC2Emulator, home: Path, plan: Path, run: str, delay: float,
-              terminate_home: Path | None = None) -> Trial:
+              terminate_home: Path | None = None, after_create: bool = False) -> Trial:
     """Launch, SIGKILL `delay` seconds after the run is recorded (if it still runs; a negative
-    delay: that long after the process started, before anything may be recorded), terminate
-    (from `terminate_home`, another machine sharing the store, if given), count what lives.
+    delay: that long after the process started, before anything may be recorded; with
+    `after_create`: after the first instance's id is recorded), terminate (from
+    `terminate_home`, another machine sharing the store, if given), count what lives.
     Counting from the record keeps a slow interpreter start-up on a busy machine from turning
     every trial into a kill before the cloud is asked anything."""
     env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
@@ -89,7 +93,7 @@ def run_trial(emulator: EC2Emulator, home: Path, plan: Path, run: str, delay: fl
     launch_status: int | None = None
     try:
         if delay >= 0:
-            wait_recorded(home, run, proc)
+            wait_recorded(home, run, proc, created=after_create)
         launch_status = proc.wait(timeout=abs(delay))
     except subprocess.TimeoutExpired:
         proc.kill()  # SIGKILL: no handler, no cleanup, nothing flushed
