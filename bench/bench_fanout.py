@@ -147,7 +147,8 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, fl
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} failed ({proc.returncode}):\n{proc.stderr}")
+        raise RuntimeError(f"{' '.join(argv[3:5])} failed ({proc.returncode}): "
+                           + (proc.stderr.strip().splitlines() or [""])[0])
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
 
@@ -228,9 +229,13 @@ def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int) -> Non
                                     "host_key": hosts.host_key}))
         plan = fanout_plan(work, hosts, count)
         bare, ours = [], []
-        for i in range(times):  # side by side, so that both see the same machine
-            bare.append(timed([sys.executable, __file__, "--paramiko-pool", str(spec)]))
-            ours.append(cei.launch(plan, f"fan{count}-{i}"))
+        try:
+            for i in range(times):  # side by side, so that both see the same machine
+                bare.append(timed([sys.executable, __file__, "--paramiko-pool", str(spec)]))
+                ours.append(cei.launch(plan, f"fan{count}-{i}"))
+        except RuntimeError as exc:
+            print(f"{count:4d} hosts: {exc}", flush=True)
+            continue
         wall_bare, wall_ours = median([w for w, _ in bare]), median([w for w, _ in ours])
         cpu_bare, cpu_ours = median([c for _, c in bare]), median([c for _, c in ours])
         print(f"{count:4d} hosts{'':17} {wall_bare:8.2f}s {wall_ours:7.2f}s "
@@ -241,7 +246,11 @@ def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int) -> Non
 def bench_levels(work: Path, hosts: Hosts, levels: int, services: int, times: int) -> None:
     plan = levels_plan(work, hosts, levels, services)
     cei = Cei(work / "home")
-    wall = median([cei.launch(plan, f"levels-{i}")[0] for i in range(times)])
+    try:
+        wall = median([cei.launch(plan, f"levels-{i}")[0] for i in range(times)])
+    except RuntimeError as exc:
+        print(f"levels: {exc}", flush=True)
+        return
     print(f"{levels} levels x {services} services, boot `sleep 1`: {wall:.2f} s against a "
           f"critical path of {levels} s: {(wall - levels) / levels:.2f} s overhead per level",
           flush=True)

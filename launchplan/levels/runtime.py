@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launchplan.ctx.hostkeys import new_client_key, write_client_key
 from launchplan.errors import RemoteError, UsageError
@@ -17,11 +17,13 @@ from launchplan.levels.sites import SITE_KEY, Elsewhere, this_site, unreachable
 from launchplan.plan.model import CloudSpec
 from launchplan.plan.render import AUTH_ENV
 from launchplan.providers import Provider, driver_capabilities, get_provider
-from launchplan.remote import Session, SSHTarget
+from launchplan.remote import SSHTarget
 from launchplan.remote.local import LocalSession
-from launchplan.remote.route import Settings, node_target
 from launchplan.state import EventRecord, NodeRecord, Store
 from launchplan.state.runkeys import private_key
+
+if TYPE_CHECKING:
+    from launchplan.remote import Session
 
 # The run's own SSH key, for nodes whose plan names no key: in runs/RUN/ and in the store.
 CLIENT_KEY = "client_key"
@@ -165,6 +167,8 @@ class RunContext:
                 f"{node.node}: no pinned host key is known for {node.address}; add it to "
                 "~/.ssh/known_hosts, or opt in with host_key_policy: accept-new"
             )
+        from launchplan.remote.route import Settings, node_target  # paramiko: only for SSH
+
         return node_target(
             node.address,
             port=node.port,
@@ -184,6 +188,8 @@ class RunContext:
                 if n.address and n.host_key}
 
     def open_session(self, node: NodeRecord, retry_for: float) -> Session:
+        from launchplan.remote import Session  # paramiko loads when a node is first reached
+
         return Session.open(self.target(node), retry_for=retry_for, cancel=self.cancel)
 
     def open_host(self, node: NodeRecord, retry_for: float) -> Session | LocalSession:
