@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,31 @@ if TYPE_CHECKING:
 CLIENT_KEY = "client_key"
 # programs["run_key"] on a node: it authorised the run's own key (a local node always did).
 RUN_KEY_MARK = "run_key"
+
+
+class _PinnedHosts(Mapping[tuple[str, int], str]):
+    """The host keys a run pinned, by address and port: a bastion that is one of the run's own
+    nodes is verified by the key cei made for it. Read from the store only when a bastion asks,
+    not for every node reached (which would read every node N times in a level of N)."""
+
+    def __init__(self, store: Store, run: str) -> None:
+        self._store, self._run = store, run
+        self._pins: dict[tuple[str, int], str] | None = None
+
+    def _read(self) -> dict[tuple[str, int], str]:
+        if self._pins is None:
+            self._pins = {(n.address, n.port or 22): n.host_key
+                          for n in self._store.nodes(self._run) if n.address and n.host_key}
+        return self._pins
+
+    def __getitem__(self, endpoint: tuple[str, int]) -> str:
+        return self._read()[endpoint]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
 
 
 class RunContext:
@@ -178,14 +203,8 @@ class RunContext:
             policy="accept-new" if accept_new else "pinned",
             fingerprints=fingerprints,
             settings=Settings.from_record(node.programs.get("ssh") or {}),
-            pins=self._pinned_hosts(),
+            pins=_PinnedHosts(self.store, self.run),
         )
-
-    def _pinned_hosts(self) -> dict[tuple[str, int], str]:
-        """The host keys this run pinned, by address and port: a bastion that is one of the
-        run's own nodes is verified by the key cei made for it."""
-        return {(n.address, n.port or 22): n.host_key for n in self.store.nodes(self.run)
-                if n.address and n.host_key}
 
     def open_session(self, node: NodeRecord, retry_for: float) -> Session:
         from launchplan.remote import Session  # paramiko loads when a node is first reached
