@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 ADDRESSES_PER_SSHD = 16  # OpenSSH listens on at most 16 sockets
 POOL = 64  # cei's default --parallel
+REMOTE = f".cei-bench-fanout-{os.getpid()}"  # the baseline's files; run names carry the pid too
 PROGRAM = ("#!/bin/sh\n" + "# padding to make a 2 KB boot program\n" * 52
            + 'if [ -n "$CEI_OUTPUT" ]; then echo \'{"booted": true}\' >"$CEI_OUTPUT"; fi\n')
 
@@ -120,7 +121,7 @@ def paramiko_pool(hosts_file: str) -> None:
         client.connect(address, spec["port"], spec["user"], pkey=key, allow_agent=False,
                        look_for_keys=False)
         try:
-            remote = f".cei-bench-fanout/{index}"
+            remote = f"{spec['remote']}/{index}"
             _, out, _ = client.exec_command(f"mkdir -p {remote}")
             out.channel.recv_exit_status()
             with client.open_sftp() as sftp:
@@ -226,13 +227,13 @@ def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int) -> Non
         spec = work / f"hosts{count}.json"
         spec.write_text(json.dumps({"addresses": hosts.addresses[:count], "port": hosts.port,
                                     "user": hosts.user, "key": str(hosts.client_key),
-                                    "host_key": hosts.host_key}))
+                                    "host_key": hosts.host_key, "remote": REMOTE}))
         plan = fanout_plan(work, hosts, count)
         bare, ours = [], []
         try:
             for i in range(times):  # side by side, so that both see the same machine
                 bare.append(timed([sys.executable, __file__, "--paramiko-pool", str(spec)]))
-                ours.append(cei.launch(plan, f"fan{count}-{i}"))
+                ours.append(cei.launch(plan, f"fan{count}-{i}-{os.getpid()}"))
         except RuntimeError as exc:
             print(f"{count:4d} hosts: {exc}", flush=True)
             continue
@@ -247,14 +248,14 @@ def bench_levels(work: Path, hosts: Hosts, levels: int, services: int, times: in
     plan = levels_plan(work, hosts, levels, services)
     cei = Cei(work / "home")
     try:
-        wall = median([cei.launch(plan, f"levels-{i}")[0] for i in range(times)])
+        wall = median([cei.launch(plan, f"levels-{i}-{os.getpid()}")[0] for i in range(times)])
     except RuntimeError as exc:
         print(f"levels: {exc}", flush=True)
         return
     print(f"{levels} levels x {services} services, boot `sleep 1`: {wall:.2f} s against a "
           f"critical path of {levels} s: {(wall - levels) / levels:.2f} s overhead per level",
           flush=True)
-    first = median([cei.first_event(plan, f"first-{i}") for i in range(times)])
+    first = median([cei.first_event(plan, f"first-{i}-{os.getpid()}") for i in range(times)])
     helps = [timed([*cei.argv, "--help"], cei.env)[0] for _ in range(max(5, times))]
     print(f"cei --help {median(helps):.3f} s; first event of cei launch --json after "
           f"{first:.3f} s", flush=True)
@@ -281,7 +282,7 @@ def main() -> None:
             bench_levels(work, hosts, args.levels, args.services, args.repeat)
         finally:
             hosts.close()
-            subprocess.run(["rm", "-rf", str(Path.home() / ".cei-bench-fanout")], check=False)
+            subprocess.run(["rm", "-rf", str(Path.home() / REMOTE)], check=False)
 
 
 if __name__ == "__main__":

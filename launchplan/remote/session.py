@@ -214,6 +214,11 @@ def _key_ring(target: SSHTarget) -> KeyRing:
     return ring
 
 
+def _lost(target: SSHTarget) -> RemoteError:
+    return RemoteError(f"{target.address}: node lost: the connection closed before the "
+                       "command ended")
+
+
 def _describe(exc: BaseException) -> str:
     name = exc.__class__.__name__
     return f"{name}: {exc}" if str(exc) else name
@@ -443,6 +448,18 @@ class Session:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise RemoteError(f"{self.target.address}: {what} failed: {_describe(exc)}") from exc
 
+    @contextmanager
+    def _command_errors(self) -> Iterator[None]:
+        """As _remote_errors, but a connection that died on the way is the node lost, however
+        far the command had come (opening, starting, or running)."""
+        try:
+            yield
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            if not self.alive:
+                raise _lost(self.target) from exc
+            raise RemoteError(f"{self.target.address}: running a command failed: "
+                              f"{_describe(exc)}") from exc
+
     def _transport(self) -> paramiko.Transport:
         transport = self._transports[-1]
         if not transport.is_active():
@@ -479,10 +496,10 @@ class Session:
         out, err = Tail(), Tail()
         stdout = _Stdout(out, on_output, reader)
         settled = False
-        with self._remote_errors("running a command"):
+        with self._command_errors():
             channel = self._transport().open_session()
         try:
-            with self._remote_errors("running a command"):
+            with self._command_errors():
                 channel.exec_command(wrapped)
                 if stdin:
                     channel.settimeout(timeout)  # a node that stops reading is a timeout
@@ -524,8 +541,7 @@ class Session:
                 settled = True
                 status = channel.recv_exit_status()
                 if status == -1:  # no exit status: the wrapper itself was killed
-                    raise RemoteError(f"{self.target.address}: node lost: the connection "
-                                      "closed before the command ended")
+                    raise _lost(self.target)
         finally:
             if not settled:
                 self._stop_quietly(token)
