@@ -412,15 +412,14 @@ class Session:
 
     @property
     def home(self) -> str:
-        """Absolute login directory (what relative remote paths are relative to); asked once,
-        with an exec rather than by starting SFTP, which costs more round trips."""
+        """Absolute login directory (what relative remote paths are relative to); asked once.
+
+        Asked over SFTP rather than with an exec: an exec starts the login shell, whose rc
+        files may be slow or print."""
         if self._home is None:
-            result = self.run("pwd -P", timeout=_QUICK_TIMEOUT)
-            lines = result.stdout_tail.splitlines()
-            if result.status != 0 or not lines or not lines[-1].startswith("/"):
-                raise RemoteError(f"{self.target.address}: resolving the home directory "
-                                  f"failed: {(result.stderr_tail or result.stdout_tail).strip()}")
-            self._home = lines[-1]
+            with self._remote_errors("resolving the home directory"), \
+                    self._sftp_client() as sftp:
+                self._home = sftp.normalize(".")
         return self._home
 
     def close(self) -> None:
