@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_demo.py --start-rabbitmq
 	$(BIN)/python bench/bench_elastic.py
 	$(BIN)/python bench/bench_ec2_scale.py
+	$(BIN)/python bench/bench_fanout.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache *.egg-info

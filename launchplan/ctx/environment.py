@@ -7,6 +7,7 @@ of the config, context and output documents in the environment.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,19 +65,44 @@ def context_document(run: str, nodes: Sequence[Mapping[str, Any]]) -> dict[str, 
     `host_key_fingerprint` and `outputs` are taken when present. Other keys (keys, tokens,
     cloud options) are left out on purpose.
     """
-    entries = []
-    for node in nodes:
-        service = str(node["service"])
-        index = int(node["index"])
-        entries.append(
-            {
-                "service": service,
-                "index": index,
-                "node": node.get("node") or f"{service}/{index}",
-                "address": node.get("address"),
-                "hostname": node.get("hostname"),
-                "host_key_fingerprint": node.get("host_key_fingerprint"),
-                "outputs": dict(node.get("outputs") or {}),
-            }
-        )
-    return {"run": run, "nodes": entries}
+    return {"run": run, "nodes": [context_entry(node) for node in nodes]}
+
+
+def context_entry(node: Mapping[str, Any]) -> dict[str, Any]:
+    """One node's entry in the context document (see context_document)."""
+    service = str(node["service"])
+    index = int(node["index"])
+    return {
+        "service": service,
+        "index": index,
+        "node": node.get("node") or f"{service}/{index}",
+        "address": node.get("address"),
+        "hostname": node.get("hostname"),
+        "host_key_fingerprint": node.get("host_key_fingerprint"),
+        "outputs": dict(node.get("outputs") or {}),
+    }
+
+
+def encode_document(value: Mapping[str, Any]) -> bytes:
+    """A config or context document as its file holds it: compact JSON, keys sorted."""
+    return _encode(value) + b"\n"
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+class LevelContext:
+    """The context documents of a level's nodes, encoded once for the whole level (a
+    document per node would make a level of N nodes cost N^2): the nodes known when the
+    level starts, then the node itself."""
+
+    def __init__(self, run: str, nodes: Sequence[Mapping[str, Any]]) -> None:
+        self._head = b'{"nodes":[' + b"".join(_encode(context_entry(n)) + b"," for n in nodes)
+        self._tail = b'],"run":' + _encode(run) + b"}\n"
+
+    def document(self, node: Mapping[str, Any] | None = None) -> bytes:
+        """The encoded document, with `node`'s own entry last when given."""
+        own = _encode(context_entry(node)) if node is not None else b""
+        head = self._head if own else self._head.removesuffix(b",")
+        return head + own + self._tail

@@ -17,11 +17,14 @@ import posixpath
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launchplan.errors import AgentDown, AgentError, CeiError, RemoteError
 from launchplan.plan.model import NodeSpec
-from launchplan.remote import Session, shell_command
+from launchplan.remote import shell_command
+
+if TYPE_CHECKING:
+    from launchplan.remote import Session
 
 PYZ_NAME = "cei-agent.pyz"
 HOME_NAME = "agent"

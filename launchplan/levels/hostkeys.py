@@ -9,6 +9,7 @@ key that answers, pinned from then on, with a warning.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from launchplan.ctx.hostkeys import (
     HostKey,
@@ -22,8 +23,9 @@ from launchplan.levels.nodelog import NodeLog
 from launchplan.levels.runtime import RunContext
 from launchplan.plan.model import NodeSpec
 from launchplan.providers.base import Provider
-from launchplan.remote import Session
-from launchplan.remote.route import known_host_key
+
+if TYPE_CHECKING:
+    from launchplan.remote import Session
 
 CONSOLE_POLL = 1.0  # seconds between reads of a node's console
 
@@ -64,6 +66,8 @@ def existing_host_key(spec: NodeSpec, address: str, port: int | None) -> str:
     as ssh would, through the ssh config); CeiError saying how to pin it when neither has it."""
     if spec.host_key:
         return spec.host_key
+    from launchplan.remote.route import known_host_key  # loads paramiko: only when needed
+
     line, looked_up = known_host_key(address, port, spec.ssh_config)
     if line is None:
         raise CeiError(

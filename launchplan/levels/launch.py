@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launchplan.ctx.environment import (
-    context_document,
+    LevelContext,
     local_stage_dir,
     node_environment,
     stage_dir,
@@ -44,9 +44,11 @@ from launchplan.plan.model import NodeSpec, NodeView, Plan, ServiceView
 from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING, NodeInfo, NodeRequest, Provider
 from launchplan.providers.tags import node_tags
-from launchplan.remote import Session
 from launchplan.remote.local import LocalSession
 from launchplan.state import ElasticRecord, NodeRecord, Store
+
+if TYPE_CHECKING:
+    from launchplan.remote import Session
 
 DEFAULT_PARALLEL = 64
 # Nodes in these states are going or gone: peers are no longer told about them.
@@ -201,7 +203,10 @@ def run_launches(ctx: RunContext, specs: Sequence[NodeSpec], parallel: int,
     if not specs:
         return []
     level_failed = threading.Event()
-    launchers = [_NodeLauncher(ctx, spec, level_failed if stop_together else None)
+    launching = {spec.node for spec in specs}
+    context = LevelContext(ctx.run, [n for n in known_nodes(ctx.store, ctx.run)
+                                     if n["node"] not in launching])
+    launchers = [_NodeLauncher(ctx, spec, level_failed if stop_together else None, context)
                  for spec in specs]
 
     def one(launcher: _NodeLauncher) -> Failure | None:
@@ -285,12 +290,13 @@ def service_views(store: Store, run: str) -> dict[str, ServiceView]:
 
 def known_nodes(store: Store, run: str) -> list[dict[str, Any]]:
     """The context document's nodes: every node that has an address and is not going away."""
-    return [
-        {"service": n.service, "index": n.index, "node": n.node, "address": n.address,
-         "hostname": n.hostname, "host_key_fingerprint": n.host_key_fingerprint,
-         "outputs": n.outputs}
-        for n in store.nodes(run) if n.address and n.state not in GONE_STATES
-    ]
+    return [_known(n) for n in store.nodes(run) if n.address and n.state not in GONE_STATES]
+
+
+def _known(node: NodeRecord) -> dict[str, Any]:
+    return {"service": node.service, "index": node.index, "node": node.node,
+            "address": node.address, "hostname": node.hostname,
+            "host_key_fingerprint": node.host_key_fingerprint, "outputs": node.outputs}
 
 
 def uses_run_key(spec: NodeSpec) -> bool:
@@ -342,10 +348,11 @@ class _NodeLauncher:
     """One node's way from pending to ready (or failed)."""
 
     def __init__(self, ctx: RunContext, spec: NodeSpec,
-                 level_failed: threading.Event | None) -> None:
+                 level_failed: threading.Event | None, context: LevelContext) -> None:
         self.ctx = ctx
         self.spec = spec
         self.level_failed = level_failed
+        self.context = context  # the nodes known when its level started
         self.state = states.PENDING
         self.done = False  # failed, or stopped by another's failure or an interrupt
         self.failure: Failure | None = None
@@ -549,13 +556,13 @@ class _NodeLauncher:
                       observer=lambda run: ctx.emit(ev.NODE_PROGRAM, node=spec.node,
                                                     **run.event_data()),
                       secrets=spec.secrets)
-        stage.prepare(spec.config, context_document(ctx.run, known_nodes(ctx.store, ctx.run)),
-                      spec.stage_files)
+        stage.prepare(spec.config, self.context.document(_known(record)), spec.stage_files)
         if spec.boot is not None:
             outputs = stage.boot(spec.boot, spec.output_limit)
             ctx.store.update_node(ctx.run, spec.node, outputs=outputs)
+        stage.flush()
         agent = (install_agent(session, stage_path, spec, ctx.run_dir)
-                 if isinstance(session, Session) else None)  # local_exe has no agent
+                 if not isinstance(session, LocalSession) else None)  # local_exe has no agent
         if agent is not None:
             ctx.store.update_node(ctx.run, spec.node,
                                   programs={**self._record().programs, "agent": agent})

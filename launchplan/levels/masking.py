@@ -8,9 +8,9 @@ and the values of the plan's secret variables (`--secret-var`, `secret: true`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
-from launchplan.remote import CommandResult
-from launchplan.remote.session import TAIL_BYTES
+from launchplan.remote.results import TAIL_BYTES, CommandResult
 from launchplan.state import secret_name
 
 MASK = b"***"
@@ -87,7 +87,7 @@ class MaskedOutput:
 
     def result(self, raw: CommandResult) -> CommandResult:
         """`raw` with the tails of the masked streams (call after finish())."""
-        return CommandResult(raw.status, self._text("stdout"), self._text("stderr"))
+        return replace(raw, stdout_tail=self._text("stdout"), stderr_tail=self._text("stderr"))
 
     def _pass_on(self, stream: str, data: bytes) -> None:
         if not data:

@@ -17,14 +17,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launchplan.levels.agents import PYTHON, PYZ_NAME, agent_zipapp
 from launchplan.levels.nodelog import NodeLog
 from launchplan.levels.programs import Stage
 from launchplan.plan.model import ProgramSpec
-from launchplan.remote import Session, shell_command
+from launchplan.remote import shell_command
 from launchplan.state import NodeRecord
+
+if TYPE_CHECKING:
+    from launchplan.remote import Session
 
 READY_FILE = "monitor-ready.sh"
 METRICS_FILE = "monitor-metrics.sh"

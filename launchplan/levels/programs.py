@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import posixpath
 import threading
 import time
@@ -10,16 +9,29 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from launchplan.errors import CeiError, CommandTimeout, Interrupted, ProgramFailed, StepTimeout
+from launchplan.ctx.environment import encode_document
+from launchplan.errors import (
+    CeiError,
+    CommandTimeout,
+    Interrupted,
+    ProgramFailed,
+    RemoteError,
+    StepTimeout,
+)
 from launchplan.levels.masking import Masker
 from launchplan.levels.nodelog import NodeLog
 from launchplan.levels.outputs import parse_outputs
 from launchplan.plan.budgets import OUTPUT_BYTES
 from launchplan.plan.model import ProgramSpec
-from launchplan.remote import CommandResult, Session, shell_script
+from launchplan.remote import shell_script
 from launchplan.remote.local import LocalSession
+from launchplan.remote.results import CommandResult, OutputCallback
+from launchplan.remote.staging import StagedFile, Staging
+
+if TYPE_CHECKING:
+    from launchplan.remote import Session
 
 # how a program ended
 PASSED = "passed"
@@ -28,6 +40,7 @@ TIMEOUT = "timeout"
 INTERRUPTED = "interrupted"
 ERROR = "error"  # could not be run to an end (SSH failed, ...)
 RETRY_DELAY = 2.0  # seconds between the attempts of a boot or terminate program with retries
+FLUSH_TIMEOUT = 120.0  # seconds to write what is staged when no program goes with it
 
 
 @dataclass(frozen=True)
@@ -101,7 +114,11 @@ def _outcome(exc: CeiError) -> str:
 
 class Stage:
     """A node's stage directory (~/.cei/RUN/SERVICE/INDEX) reached through one SSH session, or on
-    this machine for `local_exe` services."""
+    this machine for `local_exe` services.
+
+    What it stages (prepare, program files) goes with the next program run in the same exec
+    (see remote.staging), or with flush(): a node is staged and booted in one round trip.
+    """
 
     def __init__(self, session: Session | LocalSession, stage: str, env: Mapping[str, str],
                  log: NodeLog, cancel: threading.Event | None = None,
@@ -114,23 +131,34 @@ class Stage:
         self.env = dict(env)
         self.log = log
         self._uploaded: dict[str, str] = {}
+        self._pending: dict[str, StagedFile] = {}  # by name: written with the next exec
+        self._remove: tuple[str, ...] = ()  # removed before the next program starts
 
-    def prepare(self, config: Mapping[str, Any], context: Mapping[str, Any],
+    def prepare(self, config: Mapping[str, Any], context: bytes,
                 files: Mapping[str, str] | None = None) -> None:
-        """The stage directory with the config, the context and `files` (name -> text)."""
-        self.session.makedirs(self.path, 0o700)
-        self.session.put(_json_bytes(config), self.env["CEI_CONFIG"], 0o600)
-        self.session.put(_json_bytes(context), self.env["CEI_CONTEXT"], 0o600)
+        """Stage the config, the context document (encoded: see ctx.environment) and `files`
+        (name -> text), all 0600, with the next program run or flush()."""
+        self._stage(posixpath.basename(self.env["CEI_CONFIG"]), encode_document(config))
+        self._stage(posixpath.basename(self.env["CEI_CONTEXT"]), context)
         for name, text in (files or {}).items():
-            self.session.put(text.encode(), posixpath.join(self.path, name), 0o600)
+            self._stage(name, text.encode())
+
+    def flush(self) -> None:
+        """Write what is staged and not yet written, without running a program."""
+        if self._pending or self._remove:
+            self._exec(None, {}, FLUSH_TIMEOUT, None, None)
+
+    def _stage(self, name: str, data: bytes, mode: int = 0o600) -> None:
+        self._pending[name] = StagedFile(name, data, mode)
 
     def argv(self, kind: str, program: ProgramSpec) -> list[str]:
-        """The argv that runs `program` in the stage (its file uploaded first)."""
+        """The argv that runs `program` in the stage (its file staged with it)."""
         if program.run:
             remote = self._uploaded.get(program.run)
             if remote is None:
-                remote = posixpath.join(self.path, f"{kind}-{Path(program.run).name}")
-                self.session.upload(program.run, remote, 0o700)
+                name = f"{kind}-{Path(program.run).name}"
+                remote = posixpath.join(self.path, name)
+                self._stage(name, _read(program.run), 0o700)
                 self._uploaded[program.run] = remote
             argv = [remote, *program.args]
         else:
@@ -142,14 +170,18 @@ class Stage:
 
     def command_line(self, kind: str, program: ProgramSpec,
                      extra_env: Mapping[str, str] | None = None) -> str:
-        """The shell script that runs `program` in the stage (its file uploaded first), for a
+        """The shell script that runs `program` in the stage (its file written first), for a
         0600 file: its environment is exported by the script, never put in argv."""
         env = {**self.env, **program.env, **(extra_env or {})}
-        return shell_script(self.argv(kind, program), cwd=self.path, env=env)
+        argv = self.argv(kind, program)
+        self.flush()
+        return shell_script(argv, cwd=self.path, env=env)
 
     def run(self, kind: str, program: ProgramSpec, timeout: float | None = None,
-            extra_env: Mapping[str, str] | None = None) -> CommandResult:
-        """Run `program` once; returns its result whatever the exit status.
+            extra_env: Mapping[str, str] | None = None, report_limit: int | None = None
+            ) -> CommandResult:
+        """Run `program` once; returns its result whatever the exit status (with, given
+        `report_limit`, at most that many + 1 bytes of $CEI_OUTPUT as its report).
 
         Its secrets (see levels.masking) are masked in the node log and in the result's tails.
         """
@@ -157,12 +189,9 @@ class Stage:
         masker = Masker.for_env(env, self.secrets)
         output = masker.stream(self.log.stream(kind)) if masker else None
         try:
-            result = self.session.run_argv(
-                self.argv(kind, program), cwd=self.path, env=env,
-                timeout=program.timeout if timeout is None else timeout,
-                on_output=output or self.log.stream(kind),
-                cancel=self.cancel,
-            )
+            result = self._exec(self.argv(kind, program), env,
+                                program.timeout if timeout is None else timeout,
+                                output or self.log.stream(kind), report_limit)
         finally:
             if output is not None:
                 output.finish()
@@ -171,12 +200,25 @@ class Stage:
         self.log.note(f"{kind}: exit status {result.status}")
         return result
 
-    def run_retried(self, kind: str, program: ProgramSpec,
-                    tracked: _Tracked | None = None) -> CommandResult:
+    def _exec(self, argv: list[str] | None, env: Mapping[str, str], timeout: float,
+              on_output: OutputCallback | None, report_limit: int | None) -> CommandResult:
+        """One exec: what is staged, then `argv`; the staged files count as written once it
+        ran (its exit status does not matter to them)."""
+        staging = Staging(self.path, tuple(self._pending.values()), self._remove,
+                          self.env["CEI_OUTPUT"] if report_limit is not None else None,
+                          report_limit or 0)
+        result = self.session.run_staged(staging, argv, env=env, timeout=timeout,
+                                         on_output=on_output, cancel=self.cancel)
+        self._pending.clear()
+        self._remove = ()
+        return result
+
+    def run_retried(self, kind: str, program: ProgramSpec, tracked: _Tracked | None = None,
+                    report_limit: int | None = None) -> CommandResult:
         """Run `program` until it exits 0, at most 1 + program.retries times, RETRY_DELAY
-        apart (an interrupt stops the waiting)."""
+        apart (an interrupt stops the waiting); `report_limit` as for run()."""
         attempts = program.retries + 1
-        result = self.run(kind, program)
+        result = self.run(kind, program, report_limit=report_limit)
         for attempt in range(2, attempts + 2):
             if tracked is not None:
                 tracked.saw(result)
@@ -188,7 +230,7 @@ class Stage:
                 raise Interrupted(f"{kind} program interrupted between attempts")
             if self.cancel is None:
                 time.sleep(RETRY_DELAY)
-            result = self.run(kind, program)
+            result = self.run(kind, program, report_limit=report_limit)
         return result
 
     def check(self, kind: str, program: ProgramSpec) -> ProgramRun:
@@ -215,15 +257,15 @@ class Stage:
             self.observer(run)
 
     def boot(self, program: ProgramSpec, output_limit: int = OUTPUT_BYTES) -> dict[str, Any]:
-        """Run the boot program once and return the outputs it wrote to $CEI_OUTPUT (checked:
-        see levels.outputs)."""
-        self.session.run_argv(["rm", "-f", self.env["CEI_OUTPUT"]], timeout=30)
+        """Run the boot program (retried as it says) and return the outputs it wrote to
+        $CEI_OUTPUT (checked: see levels.outputs), which the same exec reports; an old
+        $CEI_OUTPUT is removed first."""
+        self._remove = (self.env["CEI_OUTPUT"],)
         with self._observed("boot") as tracked:
-            result = self.run_retried("boot", program, tracked)
+            result = self.run_retried("boot", program, tracked, report_limit=output_limit)
             if result.status != 0:
                 raise ProgramFailed("boot", result)
-            raw = self.session.get(self.env["CEI_OUTPUT"], limit=output_limit + 1)
-            outputs = parse_outputs(raw, output_limit)
+            outputs = parse_outputs(result.report, output_limit)
             tracked.outputs = tuple(sorted(outputs))
         return outputs
 
@@ -255,5 +297,9 @@ class Stage:
         raise StepTimeout(message)
 
 
-def _json_bytes(value: Mapping[str, Any]) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode()
+def _read(path: str) -> bytes:
+    """A program file to stage; RemoteError (as an upload raised) when it cannot be read."""
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise RemoteError(f"cannot read {path}: {exc}") from exc

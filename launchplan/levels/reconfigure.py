@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 
-from launchplan.ctx.environment import context_document
+from launchplan.ctx.environment import LevelContext
 from launchplan.errors import CeiError
 from launchplan.levels import events as ev
 from launchplan.levels import states
@@ -41,7 +41,7 @@ def refresh_peers(ctx: RunContext, plan: Plan, changed: Collection[str], session
     if not targets:
         return []
     views = service_views(ctx.store, ctx.run)
-    context = context_document(ctx.run, known_nodes(ctx.store, ctx.run))
+    context = LevelContext(ctx.run, known_nodes(ctx.store, ctx.run)).document()
     counts = Counter(n.service for n in nodes if n.state == states.READY)
     label = ",".join(sorted(changed))
 
@@ -63,6 +63,8 @@ def refresh_peers(ctx: RunContext, plan: Plan, changed: Collection[str], session
                             + (f": {tail}" if tail else ""))
                 ctx.emit(ev.NODE_PROGRAM, node=node.node, program=RECONFIGURE, status=0,
                          changed=sorted(changed))
+            else:
+                stage.flush()
             return None
         except CeiError as exc:
             sessions.forget(node.node)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launchplan.ctx.hostkeys import new_client_key, write_client_key
 from launchplan.errors import RemoteError, UsageError
@@ -17,16 +17,43 @@ from launchplan.levels.sites import SITE_KEY, Elsewhere, this_site, unreachable
 from launchplan.plan.model import CloudSpec
 from launchplan.plan.render import AUTH_ENV
 from launchplan.providers import Provider, driver_capabilities, get_provider
-from launchplan.remote import Session, SSHTarget
+from launchplan.remote import SSHTarget
 from launchplan.remote.local import LocalSession
-from launchplan.remote.route import Settings, node_target
 from launchplan.state import EventRecord, NodeRecord, Store
 from launchplan.state.runkeys import private_key
+
+if TYPE_CHECKING:
+    from launchplan.remote import Session
 
 # The run's own SSH key, for nodes whose plan names no key: in runs/RUN/ and in the store.
 CLIENT_KEY = "client_key"
 # programs["run_key"] on a node: it authorised the run's own key (a local node always did).
 RUN_KEY_MARK = "run_key"
+
+
+class _PinnedHosts(Mapping[tuple[str, int], str]):
+    """The host keys a run pinned, by address and port: a bastion that is one of the run's own
+    nodes is verified by the key cei made for it. Read from the store only when a bastion asks,
+    not for every node reached (which would read every node N times in a level of N)."""
+
+    def __init__(self, store: Store, run: str) -> None:
+        self._store, self._run = store, run
+        self._pins: dict[tuple[str, int], str] | None = None
+
+    def _read(self) -> dict[tuple[str, int], str]:
+        if self._pins is None:
+            self._pins = {(n.address, n.port or 22): n.host_key
+                          for n in self._store.nodes(self._run) if n.address and n.host_key}
+        return self._pins
+
+    def __getitem__(self, endpoint: tuple[str, int]) -> str:
+        return self._read()[endpoint]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
 
 
 class RunContext:
@@ -165,6 +192,8 @@ class RunContext:
                 f"{node.node}: no pinned host key is known for {node.address}; add it to "
                 "~/.ssh/known_hosts, or opt in with host_key_policy: accept-new"
             )
+        from launchplan.remote.route import Settings, node_target  # paramiko: only for SSH
+
         return node_target(
             node.address,
             port=node.port,
@@ -174,16 +203,12 @@ class RunContext:
             policy="accept-new" if accept_new else "pinned",
             fingerprints=fingerprints,
             settings=Settings.from_record(node.programs.get("ssh") or {}),
-            pins=self._pinned_hosts(),
+            pins=_PinnedHosts(self.store, self.run),
         )
 
-    def _pinned_hosts(self) -> dict[tuple[str, int], str]:
-        """The host keys this run pinned, by address and port: a bastion that is one of the
-        run's own nodes is verified by the key cei made for it."""
-        return {(n.address, n.port or 22): n.host_key for n in self.store.nodes(self.run)
-                if n.address and n.host_key}
-
     def open_session(self, node: NodeRecord, retry_for: float) -> Session:
+        from launchplan.remote import Session  # paramiko loads when a node is first reached
+
         return Session.open(self.target(node), retry_for=retry_for, cancel=self.cancel)
 
     def open_host(self, node: NodeRecord, retry_for: float) -> Session | LocalSession:

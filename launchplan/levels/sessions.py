@@ -8,10 +8,13 @@ on one connection at once, so sharing needs no more locking than the pool's own.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from launchplan.levels.runtime import RunContext
-from launchplan.remote import Session
 from launchplan.state import NodeRecord
+
+if TYPE_CHECKING:
+    from launchplan.remote import Session
 
 
 class SessionPool:

@@ -34,7 +34,7 @@ from launchplan.levels.sites import Elsewhere, unreachable
 from launchplan.plan.model import ProgramSpec
 from launchplan.providers import driver_capabilities
 from launchplan.providers.base import RUNNING, TERMINATED, Provider
-from launchplan.remote import Session
+from launchplan.remote.local import LocalSession
 from launchplan.state import NodeRecord, ResourceRecord
 from launchplan.state.records import (
     REQUEST_FAILED,
@@ -382,7 +382,8 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
         return
     try:
         agent = node.programs.get("agent")
-        if isinstance(session, Session) and (problem := stop_agent(session, agent)):
+        if not isinstance(session, LocalSession) and (
+                problem := stop_agent(session, agent)):
             warn(node.node, problem)
         if spec:
             stage = Stage(session, env["CEI_STAGE"], env, log, cancel=ctx.cancel)

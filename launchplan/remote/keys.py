@@ -14,6 +14,7 @@ import base64
 import binascii
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ log = logging.getLogger("launchplan.remote")
 DEFAULT_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 _OPENSSH_BEGIN = "-----BEGIN OPENSSH PRIVATE KEY-----"
 _OPENSSH_MAGIC = b"openssh-key-v1\0"
+
+_parsed_keys: dict[tuple[str, int, int, str | None], paramiko.PKey] = {}
+_parsed_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class KeyRing:
             return None
         if not encrypted(file):
             try:
-                return paramiko.PKey.from_path(file)
+                return _parsed(file, None, None)
             except (OSError, paramiko.SSHException, ValueError, TypeError) as exc:
                 self._refuse(required, f"cannot use SSH key {path}: {exc}")
                 return None
@@ -90,8 +94,7 @@ class KeyRing:
                             ", or name a variable that holds it with ssh_key_passphrase_env"))
             return None
         try:
-            secret = passphrase.encode()  # paramiko wants bytes here, whatever its stubs say
-            return paramiko.PKey.from_path(file, password=secret)  # type: ignore[arg-type]
+            return _parsed(file, passphrase_env, passphrase)
         except (paramiko.SSHException, ValueError, TypeError):
             self._refuse(required, f"cannot use SSH key {path}: the passphrase in "
                          f"{passphrase_env} does not decrypt it")
@@ -104,6 +107,26 @@ class KeyRing:
         log.debug("skipping: %s", message)
         self.skipped.append(message)
         return None
+
+
+def _parsed(file: Path, passphrase_env: str | None, passphrase: str | None) -> paramiko.PKey:
+    """The key in `file`, parsed once per process while the file stays the same: every node
+    of a run logs in with it, and decrypting a passphrase-protected key takes long on purpose.
+
+    Only what parsed is kept (in memory, as while logging in); agent keys never are, since
+    they sign through their own KeyRing's agent connection."""
+    info = file.stat()
+    key = (str(file), info.st_mtime_ns, info.st_size, passphrase_env)
+    with _parsed_lock:
+        cached = _parsed_keys.get(key)
+    if cached is not None:
+        return cached
+    # paramiko wants the passphrase as bytes, whatever its stubs say
+    secret = passphrase.encode() if passphrase is not None else None
+    loaded = paramiko.PKey.from_path(file, password=secret)  # type: ignore[arg-type]
+    with _parsed_lock:
+        _parsed_keys[key] = loaded
+    return loaded
 
 
 def encrypted(file: Path) -> bool:

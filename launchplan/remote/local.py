@@ -16,10 +16,12 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from launchplan.errors import CommandTimeout, Interrupted, RemoteError
-from launchplan.remote.session import CommandResult, OutputCallback, Tail
+from launchplan.remote.results import CommandResult, OutputCallback, Tail
+from launchplan.remote.staging import Staging
 
 _POLL = 0.25
 _GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a stopped program's group
@@ -143,6 +145,34 @@ class LocalSession:
                 raise CommandTimeout(f"{words[0]} ran past its timeout of {timeout:g} s "
                                      "and was stopped") from None
         return CommandResult(status if status >= 0 else 128 - status, out.text(), err.text())
+
+    def run_staged(
+        self,
+        staging: Staging,
+        argv: Sequence[str] | None,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CommandResult:
+        """Session.run_staged, here: the files, the removals, then run_argv and the report."""
+        if staging.files:
+            self.makedirs(staging.directory, 0o700)
+        for item in staging.files:
+            self.put(item.data, os.path.join(staging.directory, item.name), item.mode)
+        for path in staging.remove:
+            try:
+                Path(path).expanduser().unlink(missing_ok=True)
+            except OSError as exc:
+                raise RemoteError(f"cannot remove {path}: {exc.strerror or exc}") from exc
+        if argv is None:
+            return CommandResult(0, "", "")
+        result = self.run_argv(argv, cwd=staging.directory, env=env, timeout=timeout,
+                               on_output=on_output, cancel=cancel)
+        if result.status != 0 or staging.report is None:
+            return result
+        return replace(result, report=self.get(staging.report, limit=staging.limit + 1))
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:

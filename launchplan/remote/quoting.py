@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def _cd_word(cwd: str) -> str:
-    """Quote a directory for `cd`; a leading `~/` still means the login home."""
+def cd_word(cwd: str) -> str:
+    """Quote a directory for `cd` (and mkdir); a leading `~/` still means the login home, and
+    the word never starts with `-`."""
     if cwd == "~":
         return '"$HOME"'
     if cwd.startswith("~/"):
@@ -62,7 +63,7 @@ def shell_command(
     if cwd is not None:
         if not cwd:
             raise ValueError("empty working directory")
-        line = f"cd {_cd_word(cwd)} && {line}"
+        line = f"cd {cd_word(cwd)} && {line}"
     return line
 
 

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import logging
-import posixpath
 import random
 import select
 import shlex
 import socket
-import stat
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,7 +36,15 @@ from launchplan.errors import (
     SSHUnavailable,
 )
 from launchplan.remote.keys import KeyRing
-from launchplan.remote.quoting import env_script, shell_command
+from launchplan.remote.quoting import shell_command
+from launchplan.remote.results import CommandResult, OutputCallback, Tail
+from launchplan.remote.staging import (
+    STAGING_FAILED,
+    ReportReader,
+    Staging,
+    mkdir_command,
+    staged_command,
+)
 from launchplan.remote.target import POLICY_PINNED, SSHTarget
 
 log = logging.getLogger("launchplan.remote")
@@ -47,17 +53,15 @@ log = logging.getLogger("launchplan.remote")
 # stderr, with tracebacks
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-TAIL_BYTES = 4096
 _CHUNK = 32768
 _POLL = 0.25
 _BACKOFF_FIRST = 0.25
 _BACKOFF_CAP = 5.0
 _KEEPALIVE = 30
 _KILL_TIMEOUT = 15.0
+_QUICK_TIMEOUT = 120.0  # cei's own short commands (home, mkdir): generous, for loaded nodes
 # SHA-1 signatures (ssh-rsa) and DSA are never negotiated, whatever paramiko's own defaults.
 _NO_SHA1 = {"keys": ["ssh-rsa", "ssh-dss"], "pubkeys": ["ssh-rsa", "ssh-dss"]}
-
-OutputCallback = Callable[[str, bytes], None]
 
 # Runs the user's command in a new session (so its process group holds it and every child),
 # recording that group's id where a second channel can find it on timeout. Without setsid
@@ -84,15 +88,6 @@ _KILLER = (
     'while alive && [ "$i" -lt 30 ]; do sleep 0.1; i=$((i+1)); done; '
     'kill -KILL -"$g" 2>/dev/null; kill -KILL "$g" 2>/dev/null; rm -f "$p"; exit 0'
 )
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """How a remote command ended: exit status and the last ~4 KiB of each stream."""
-
-    status: int
-    stdout_tail: str
-    stderr_tail: str
 
 
 def fingerprint_of(key: paramiko.PKey) -> str:
@@ -219,24 +214,39 @@ def _key_ring(target: SSHTarget) -> KeyRing:
     return ring
 
 
+def _lost(target: SSHTarget) -> RemoteError:
+    return RemoteError(f"{target.address}: node lost: the connection closed before the "
+                       "command ended")
+
+
 def _describe(exc: BaseException) -> str:
     name = exc.__class__.__name__
     return f"{name}: {exc}" if str(exc) else name
 
 
-class Tail:
-    """The last TAIL_BYTES of a stream."""
+class _Stdout:
+    """Where a command's stdout goes: its tail and the caller's callback, after `reader`
+    took out what follows a staged run's report marker."""
 
-    def __init__(self) -> None:
-        self.data = bytearray()
+    def __init__(self, tail: Tail, on_output: OutputCallback | None,
+                 reader: ReportReader | None) -> None:
+        self.tail = tail
+        self.on_output = on_output
+        self.reader = reader
 
     def add(self, chunk: bytes) -> None:
-        self.data += chunk
-        if len(self.data) > TAIL_BYTES:
-            del self.data[: len(self.data) - TAIL_BYTES]
+        self._pass_on(self.reader.feed(chunk) if self.reader is not None else chunk)
 
-    def text(self) -> str:
-        return bytes(self.data).decode("utf-8", errors="replace")
+    def finish(self) -> None:
+        if self.reader is not None:
+            self._pass_on(self.reader.finish())
+
+    def _pass_on(self, data: bytes) -> None:
+        if not data:
+            return
+        self.tail.add(data)
+        if self.on_output is not None:
+            self.on_output("stdout", data)
 
 
 class Session:
@@ -249,6 +259,7 @@ class Session:
         self._host_key = host_key
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()  # guards the SFTP client (see _sftp_client)
+        self._home: str | None = None
 
     # ----------------------------------------------------------------- opening
 
@@ -401,10 +412,15 @@ class Session:
 
     @property
     def home(self) -> str:
-        """Absolute login directory (what relative remote paths are relative to)."""
-        with self._remote_errors("resolving the home directory"), \
-                self._sftp_client() as sftp:
-            return sftp.normalize(".")
+        """Absolute login directory (what relative remote paths are relative to); asked once.
+
+        Asked over SFTP rather than with an exec: an exec starts the login shell, whose rc
+        files may be slow or print."""
+        if self._home is None:
+            with self._remote_errors("resolving the home directory"), \
+                    self._sftp_client() as sftp:
+                self._home = sftp.normalize(".")
+        return self._home
 
     def close(self) -> None:
         """Close SFTP and the connection; safe to call twice."""
@@ -431,6 +447,18 @@ class Session:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise RemoteError(f"{self.target.address}: {what} failed: {_describe(exc)}") from exc
 
+    @contextmanager
+    def _command_errors(self) -> Iterator[None]:
+        """As _remote_errors, but a connection that died on the way is the node lost, however
+        far the command had come (opening, starting, or running)."""
+        try:
+            yield
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            if not self.alive:
+                raise _lost(self.target) from exc
+            raise RemoteError(f"{self.target.address}: running a command failed: "
+                              f"{_describe(exc)}") from exc
+
     def _transport(self) -> paramiko.Transport:
         transport = self._transports[-1]
         if not transport.is_active():
@@ -453,21 +481,33 @@ class Session:
         CommandTimeout raised; when `cancel` is set it is stopped the same way and
         Interrupted raised.
         """
-        token = uuid.uuid4().hex
+        return self._exec(command, uuid.uuid4().hex, timeout, on_output, cancel)
+
+    def _exec(self, command: str, token: str, timeout: float | None,
+              on_output: OutputCallback | None, cancel: threading.Event | None,
+              stdin: bytes = b"", reader: ReportReader | None = None) -> CommandResult:
+        """Run `command` through _WRAPPER with `stdin`; `reader` takes its report out of
+        stdout."""
         wrapped = "exec sh -c " + " ".join(
             shlex.quote(word) for word in (_WRAPPER, "cei-run", token, command)
         )
         deadline = None if timeout is None else time.monotonic() + timeout
         out, err = Tail(), Tail()
+        stdout = _Stdout(out, on_output, reader)
         settled = False
-        with self._remote_errors("running a command"):
+        with self._command_errors():
             channel = self._transport().open_session()
         try:
-            with self._remote_errors("running a command"):
+            with self._command_errors():
                 channel.exec_command(wrapped)
+                if stdin:
+                    channel.settimeout(timeout)  # a node that stops reading is a timeout
+                    with contextlib.suppress(OSError):  # it ended early: its status says why
+                        channel.sendall(stdin)
+                    channel.settimeout(None)
                 channel.shutdown_write()
                 while True:
-                    self._drain(channel, out, err, on_output)
+                    self._drain(channel, stdout, err, on_output)
                     if (
                         channel.exit_status_ready()
                         and (channel.eof_received or channel.closed)
@@ -500,13 +540,14 @@ class Session:
                 settled = True
                 status = channel.recv_exit_status()
                 if status == -1:  # no exit status: the wrapper itself was killed
-                    raise RemoteError(f"{self.target.address}: node lost: the connection "
-                                      "closed before the command ended")
+                    raise _lost(self.target)
         finally:
             if not settled:
                 self._stop_quietly(token)
             channel.close()
-        return CommandResult(status, out.text(), err.text())
+        stdout.finish()
+        return CommandResult(status, out.text(), err.text(),
+                             reader.report if reader is not None else None)
 
     def run_argv(
         self,
@@ -527,22 +568,42 @@ class Session:
         if not env:
             return self.run(shell_command(argv, cwd=cwd), timeout=timeout,
                             on_output=on_output, cancel=cancel)
-        name = f".cei-env-{uuid.uuid4().hex}"
-        self.put(env_script(env).encode(), posixpath.join(cwd or "~", name), 0o600)
-        return self.run(shell_command(argv, cwd=cwd or "~", source=name), timeout=timeout,
-                        on_output=on_output, cancel=cancel)
+        return self.run_staged(Staging(cwd or "~"), argv, env=env, timeout=timeout,
+                               on_output=on_output, cancel=cancel)
+
+    def run_staged(
+        self,
+        staging: Staging,
+        argv: Sequence[str] | None,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CommandResult:
+        """Write `staging`'s files and run `argv` in its directory, in one exec (see
+        remote.staging); the result carries the report. Only stages when `argv` is None.
+
+        RemoteError when staging fails; timeout and cancel as for run().
+        """
+        token = uuid.uuid4().hex
+        command, stdin, marker = staged_command(staging, argv, env or {}, token)
+        reader = ReportReader(marker)
+        result = self._exec(command, token, timeout, on_output, cancel, stdin, reader)
+        if reader.kind == STAGING_FAILED:
+            raise RemoteError(f"{self.target.address}: staging in {staging.directory} failed: "
+                              + (result.stderr_tail.strip() or f"status {result.status}"))
+        return result
 
     @staticmethod
     def _drain(
-        channel: paramiko.Channel, out: Tail, err: Tail, on_output: OutputCallback | None
+        channel: paramiko.Channel, out: _Stdout, err: Tail, on_output: OutputCallback | None
     ) -> None:
         while channel.recv_ready():
             chunk = channel.recv(_CHUNK)
             if not chunk:
                 break
             out.add(chunk)
-            if on_output is not None:
-                on_output("stdout", chunk)
         while channel.recv_stderr_ready():
             chunk = channel.recv_stderr(_CHUNK)
             if not chunk:
@@ -594,28 +655,11 @@ class Session:
             yield self._sftp
 
     def makedirs(self, path: str, mode: int = 0o700) -> None:
-        """mkdir -p; directories created here, and `path` itself, get `mode`."""
-        with self._remote_errors(f"creating directory {path}"), self._sftp_client() as sftp:
-            path = _sftp_path(path)
-            prefix = "/" if path.startswith("/") else ""
-            for part in [p for p in path.split("/") if p and p != "."]:
-                prefix = f"{prefix}{part}" if prefix in ("", "/") else f"{prefix}/{part}"
-                try:
-                    attrs = sftp.stat(prefix)
-                except FileNotFoundError:
-                    try:
-                        sftp.mkdir(prefix, mode)
-                    except OSError:
-                        attrs = sftp.stat(prefix)  # made concurrently by another session?
-                    else:
-                        sftp.chmod(prefix, mode)
-                        continue
-                if attrs.st_mode is not None and not stat.S_ISDIR(attrs.st_mode):
-                    raise RemoteError(
-                        f"{self.target.address}: {prefix} exists and is not a directory"
-                    )
-            if prefix not in ("", "/"):
-                sftp.chmod(prefix, mode)
+        """mkdir -p, in one exec; directories created here, and `path` itself, get `mode`."""
+        result = self.run(mkdir_command(path, mode), timeout=_QUICK_TIMEOUT)
+        if result.status != 0:
+            raise RemoteError(f"{self.target.address}: creating directory {path} failed: "
+                              + (result.stderr_tail.strip() or f"status {result.status}"))
 
     def put(self, data: bytes, path: str, mode: int = 0o600) -> None:
         """Write `data` to `path` atomically (temporary file, then rename), with `mode`."""

@@ -17,7 +17,7 @@ import pytest
 
 from launchplan.errors import CommandTimeout, HostKeyMismatch, RemoteError, SSHUnavailable
 from launchplan.remote import Session, SSHTarget, shell_command
-from launchplan.remote.session import TAIL_BYTES
+from launchplan.remote.results import TAIL_BYTES
 from tests.integration.conftest import SSHDServer, free_port, keygen
 
 pytestmark = pytest.mark.integration

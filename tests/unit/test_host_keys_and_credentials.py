@@ -75,3 +75,35 @@ def test_target_pinned_by_fingerprints_alone() -> None:
     assert target.policy == "pinned"
     with pytest.raises(UsageError):
         SSHTarget("127.0.0.1", 22, "u", None, None)
+
+
+def test_key_files_are_parsed_once_until_they_change(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from launchplan.remote.keys import KeyRing
+
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    path = tmp_path / "id_ed25519"
+
+    def write_key(passphrase: str | None) -> bytes:
+        from cryptography.hazmat.primitives import serialization as ser
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        crypt = (ser.BestAvailableEncryption(passphrase.encode()) if passphrase
+                 else ser.NoEncryption())
+        path.write_bytes(key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, crypt))
+        blob = paramiko.Message()  # the public key as paramiko's asbytes() gives it
+        blob.add_string("ssh-ed25519")
+        blob.add_string(key.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw))
+        return blob.asbytes()
+
+    first = write_key(None)
+    rings = [KeyRing(str(path), (), False, None) for _ in range(2)]
+    assert [r.keys[0].key.asbytes() for r in rings] == [first, first]
+    assert rings[0].keys[0].key is rings[1].keys[0].key  # parsed once
+    second = write_key("s3cret")
+    monkeypatch.setenv("KEY_PASS", "s3cret")
+    ring = KeyRing(str(path), (), False, "KEY_PASS")
+    assert ring.keys[0].key.asbytes() == second != first  # the new file is read again
+    for r in (*rings, ring):
+        r.close()

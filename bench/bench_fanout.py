@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Fan-out to existing hosts: cei's static driver against a bare paramiko thread pool, on the
+same loopback OpenSSH hosts, and the overhead of levels. Prints figures, asserts nothing.
+
+  python bench/bench_fanout.py [--nodes 10,50,100] [--repeat 3] [--levels 3] [--services 10]
+
+The benchmark starts its own sshds (one per 16 loopback addresses 127.0.0.2, 127.0.0.3, ...,
+all on one port, sharing one host key) and stops them by PID at the end. In the same run:
+
+fan-out   the job "upload a 2 KB boot program and run it" on N hosts: the baseline is a bare
+          paramiko pool of 64 threads (connect, SFTP put, chmod, exec, wait) in a process of
+          its own; cei is `cei launch` of a one-service plan (`driver: static`, `host:` the N
+          addresses, the same program as `boot: {run: ...}`). Wall time of each process, the
+          ratio, and CPU time (user + system, the whole process) per host. Medians.
+levels    L levels of S services each, one host each, boot `sleep 1`: the launch's wall time
+          against its critical path (L seconds): the overhead per level.
+start-up  `cei --help`, and the time from starting `cei launch --json` to its first event.
+
+Every cei run uses a private $CEI_HOME and is terminated after measuring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import getpass
+import io
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ADDRESSES_PER_SSHD = 16  # OpenSSH listens on at most 16 sockets
+POOL = 64  # cei's default --parallel
+REMOTE = f".cei-bench-fanout-{os.getpid()}"  # the baseline's files; run names carry the pid too
+PROGRAM = ("#!/bin/sh\n" + "# padding to make a 2 KB boot program\n" * 52
+           + 'if [ -n "$CEI_OUTPUT" ]; then echo \'{"booted": true}\' >"$CEI_OUTPUT"; fi\n')
+
+
+class Hosts:
+    """N loopback "hosts": sshds listening on 127.0.0.2... at one port; stopped by PID."""
+
+    def __init__(self, base: Path, count: int) -> None:
+        from tests.integration.conftest import free_port, keygen  # not in the baseline's process
+
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        self.base = base
+        self.user = getpass.getuser()
+        self.client_key = base / "client_ed25519"
+        public = keygen(self.client_key)
+        host_key_path = base / "host_ed25519"
+        self.host_key = keygen(host_key_path)
+        (base / "authorized_keys").write_text(public + "\n")
+        self.port = free_port()
+        self.addresses = [f"127.0.0.{2 + i}" for i in range(count)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for first in range(0, count, ADDRESSES_PER_SSHD):
+                self._start(self.addresses[first:first + ADDRESSES_PER_SSHD], host_key_path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, addresses: list[str], host_key: Path) -> None:
+        name = f"sshd{len(self.procs)}"
+        config = self.base / f"{name}.config"
+        config.write_text("\n".join([
+            *(f"ListenAddress {address}:{self.port}" for address in addresses),
+            f"HostKey {host_key}", f"PidFile {self.base / name}.pid",
+            f"AuthorizedKeysFile {self.base / 'authorized_keys'}",
+            "PermitRootLogin prohibit-password", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+            "MaxStartups 400", "Subsystem sftp internal-sftp", ""]))
+        log = self.base / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        self.procs.append(proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.read_text(errors="replace").count("Server listening on") >= len(addresses):
+                return
+            time.sleep(0.05)
+        raise SystemExit(f"sshd did not start:\n{log.read_text(errors='replace')}")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def paramiko_pool(hosts_file: str) -> None:
+    """The baseline, in its own process: connect, put the program, run it, on every host."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import paramiko
+
+    spec = json.loads(Path(hosts_file).read_text())
+    key = paramiko.Ed25519Key.from_private_key_file(spec["key"])
+    program = PROGRAM.encode()
+
+    def one(index_address: tuple[int, str]) -> int:
+        index, address = index_address
+        client = paramiko.SSHClient()
+        client.get_host_keys().add(f"[{address}]:{spec['port']}", "ssh-ed25519",
+                                   paramiko.Ed25519Key(data=base64.b64decode(
+                                       spec["host_key"].split()[1])))
+        client.connect(address, spec["port"], spec["user"], pkey=key, allow_agent=False,
+                       look_for_keys=False)
+        try:
+            remote = f"{spec['remote']}/{index}"
+            _, out, _ = client.exec_command(f"mkdir -p {remote}")
+            out.channel.recv_exit_status()
+            with client.open_sftp() as sftp:
+                sftp.putfo(io.BytesIO(program), f"{remote}/boot.sh")
+                sftp.chmod(f"{remote}/boot.sh", 0o700)
+            _, out, _ = client.exec_command(f"{remote}/boot.sh")
+            out.read()
+            return out.channel.recv_exit_status()
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(POOL) as pool:
+        statuses = list(pool.map(one, enumerate(spec["addresses"])))
+    if any(statuses):
+        raise SystemExit(f"the program failed on {sum(1 for s in statuses if s)} host(s)")
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Run a process to its end: (wall seconds, CPU seconds of it and its children)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[3:5])} failed ({proc.returncode}): "
+                           + (proc.stderr.strip().splitlines() or [""])[0])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+class Cei:
+    """`cei` commands against a private $CEI_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+        self.argv = [sys.executable, "-m", "launchplan"]
+
+    def launch(self, plan: Path, name: str) -> tuple[float, float]:
+        try:
+            return timed([*self.argv, "launch", str(plan), "--name", name], self.env)
+        finally:
+            subprocess.run([*self.argv, "terminate", name], env=self.env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+    def first_event(self, plan: Path, name: str) -> float:
+        start = time.perf_counter()
+        proc = subprocess.Popen([*self.argv, "launch", str(plan), "--name", name, "--json"],
+                                env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        elapsed = time.perf_counter() - start
+        proc.stdout.read()
+        proc.wait(timeout=600)
+        subprocess.run([*self.argv, "terminate", name], env=self.env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        return elapsed
+
+
+def static_cloud(hosts: Hosts) -> str:
+    return ("clouds:\n  hosts: {driver: static}\n"
+            "defaults:\n  cloud: hosts\n"
+            f"  ssh_user: {hosts.user}\n  ssh_key: {hosts.client_key}\n"
+            f"  ssh_port: {hosts.port}\n  host_key: \"{hosts.host_key}\"\n")
+
+
+def fanout_plan(directory: Path, hosts: Hosts, count: int) -> Path:
+    program = directory / "boot.sh"
+    program.write_text(PROGRAM)
+    plan = directory / f"fanout{count}.yml"
+    plan.write_text(f"plan: fanout{count}\n" + static_cloud(hosts) + "levels:\n"
+                    "  - services:\n      worker:\n"
+                    f"        host: {json.dumps(hosts.addresses[:count])}\n"
+                    f"        boot: {{run: {program}}}\n")
+    return plan
+
+
+def levels_plan(directory: Path, hosts: Hosts, levels: int, services: int) -> Path:
+    plan = directory / "levels.yml"
+    lines = ["plan: levels", static_cloud(hosts).rstrip("\n"), "levels:"]
+    for level in range(levels):
+        lines.append("  - services:")
+        for index in range(services):
+            lines += [f"      s{level}_{index}:",
+                      f"        host: {hosts.addresses[index % len(hosts.addresses)]}",
+                      "        boot: {command: 'sleep 1'}"]
+    plan.write_text("\n".join(lines) + "\n")
+    return plan
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int) -> None:
+    title = f"fan-out (median of {times})"
+    print(f"{title:26} {'paramiko':>9} {'cei':>8} {'ratio':>6}"
+          f" {'CPU/host paramiko':>18} {'cei':>8}", flush=True)
+    cei = Cei(work / "home")
+    for count in counts:
+        spec = work / f"hosts{count}.json"
+        spec.write_text(json.dumps({"addresses": hosts.addresses[:count], "port": hosts.port,
+                                    "user": hosts.user, "key": str(hosts.client_key),
+                                    "host_key": hosts.host_key, "remote": REMOTE}))
+        plan = fanout_plan(work, hosts, count)
+        bare, ours = [], []
+        try:
+            for i in range(times):  # side by side, so that both see the same machine
+                bare.append(timed([sys.executable, __file__, "--paramiko-pool", str(spec)]))
+                ours.append(cei.launch(plan, f"fan{count}-{i}-{os.getpid()}"))
+        except RuntimeError as exc:
+            print(f"{count:4d} hosts: {exc}", flush=True)
+            continue
+        wall_bare, wall_ours = median([w for w, _ in bare]), median([w for w, _ in ours])
+        cpu_bare, cpu_ours = median([c for _, c in bare]), median([c for _, c in ours])
+        print(f"{count:4d} hosts{'':17} {wall_bare:8.2f}s {wall_ours:7.2f}s "
+              f"{wall_ours / wall_bare:5.2f}x {cpu_bare / count * 1000:15.1f} ms "
+              f"{cpu_ours / count * 1000:5.1f} ms", flush=True)
+
+
+def bench_levels(work: Path, hosts: Hosts, levels: int, services: int, times: int) -> None:
+    plan = levels_plan(work, hosts, levels, services)
+    cei = Cei(work / "home")
+    try:
+        wall = median([cei.launch(plan, f"levels-{i}-{os.getpid()}")[0] for i in range(times)])
+    except RuntimeError as exc:
+        print(f"levels: {exc}", flush=True)
+        return
+    print(f"{levels} levels x {services} services, boot `sleep 1`: {wall:.2f} s against a "
+          f"critical path of {levels} s: {(wall - levels) / levels:.2f} s overhead per level",
+          flush=True)
+    first = median([cei.first_event(plan, f"first-{i}-{os.getpid()}") for i in range(times)])
+    helps = [timed([*cei.argv, "--help"], cei.env)[0] for _ in range(max(5, times))]
+    print(f"cei --help {median(helps):.3f} s; first event of cei launch --json after "
+          f"{first:.3f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", default="10,50,100")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--services", type=int, default=10)
+    parser.add_argument("--paramiko-pool", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.paramiko_pool:
+        paramiko_pool(args.paramiko_pool)
+        return
+    counts = [int(n) for n in args.nodes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="cei-bench-fanout-") as tmp:
+        work = Path(tmp)
+        hosts = Hosts(work, max(max(counts), args.services))
+        try:
+            bench_fanout(work, hosts, counts, args.repeat)
+            bench_levels(work, hosts, args.levels, args.services, args.repeat)
+        finally:
+            hosts.close()
+            subprocess.run(["rm", "-rf", str(Path.home() / REMOTE)], check=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""How many SSH round trips staging and booting a node costs, against a real OpenSSH sshd.
+
+Each channel opened and each SFTP request is a round trip (a WAN latency on a real network);
+the budget fails the test when the launch path grows them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+
+from launchplan.levels.nodelog import NodeLog
+from launchplan.levels.outputs import OutputsRefused
+from launchplan.levels.programs import Stage
+from launchplan.plan.model import ProgramSpec
+from launchplan.remote import Session
+from tests.integration.conftest import SSHDServer
+
+pytestmark = pytest.mark.integration
+
+ROUND_TRIP_BUDGET = 4  # channels opened + SFTP requests, to stage and boot one node
+PROGRAM = ("#!/bin/sh\n" + "# a boot program of about 2 KB\n" * 64
+           + 'printf \'{"secret_seen": "%s", "arg": "%s"}\' "$DB_PASSWORD" "$1" >"$CEI_OUTPUT"\n'
+           + "echo booted\n")
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts the channels paramiko opens and the SFTP requests it sends (then does them)."""
+    counts: Counter[str] = Counter()
+    open_session = paramiko.Transport.open_session
+    request = paramiko.SFTPClient._request
+
+    def counted_open(self: paramiko.Transport, *args: Any, **kwargs: Any) -> Any:
+        counts["channels"] += 1
+        return open_session(self, *args, **kwargs)
+
+    def counted_request(self: paramiko.SFTPClient, *args: Any, **kwargs: Any) -> Any:
+        counts["sftp"] += 1
+        return request(self, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.Transport, "open_session", counted_open)
+    monkeypatch.setattr(paramiko.SFTPClient, "_request", counted_request)
+    return counts
+
+
+@pytest.fixture
+def session(sshd: SSHDServer) -> Iterator[Session]:
+    with Session.open(sshd.target(), retry_for=10) as opened:
+        yield opened
+
+
+def stage_of(session: Session, tmp_path: Path, name: str) -> Stage:
+    relative = f".cei/round-trips-{os.getpid()}-{name}/svc/0"
+    absolute = f"{session.home}/{relative}"
+    env = {"CEI_RUN": "rt", "CEI_SERVICE": "svc", "CEI_NODE": "svc/0", "CEI_NODE_INDEX": "0",
+           "CEI_LEVEL": "level1", "CEI_STAGE": absolute,
+           "CEI_CONFIG": f"{absolute}/config.json", "CEI_CONTEXT": f"{absolute}/context.json",
+           "CEI_OUTPUT": f"{absolute}/output.json"}
+    return Stage(session, relative, env, NodeLog(tmp_path / f"{name}.log"))
+
+
+def test_staging_and_boot_fit_the_round_trip_budget(
+        sshd: SSHDServer, tmp_path: Path, round_trips: Counter[str]) -> None:
+    program = tmp_path / "boot.sh"
+    program.write_text(PROGRAM)
+    with Session.open(sshd.target(), retry_for=10) as session:
+        round_trips.clear()  # logging in is not staging
+        stage = stage_of(session, tmp_path, "budget")
+        directory = Path(stage.path)
+        directory.mkdir(parents=True)
+        (directory / "output.json").write_text('{"stale": true}')  # a former boot's
+        stage.prepare({"port": 5432}, b'{"nodes":[],"run":"rt"}\n', {"extra.sh": "x=1\n"})
+        outputs = stage.boot(ProgramSpec(run=str(program), args=("a b",),
+                                         env={"DB_PASSWORD": "s3cret"}))
+        spent = round_trips["channels"] + round_trips["sftp"]
+    try:
+        assert outputs == {"secret_seen": "s3cret", "arg": "a b"}
+        assert spent <= ROUND_TRIP_BUDGET, f"staging and boot took {dict(round_trips)}"
+        assert json.loads((directory / "config.json").read_text()) == {"port": 5432}
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()}
+        assert modes == {"config.json": 0o600, "context.json": 0o600, "extra.sh": 0o600,
+                         "boot-boot.sh": 0o700, "output.json": 0o644}  # the program's umask
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert (directory / "boot-boot.sh").read_text() == PROGRAM
+        log = (tmp_path / "budget.log").read_text()
+        assert "booted" in log and "s3cret" not in log
+    finally:
+        shutil.rmtree(directory.parent.parent, ignore_errors=True)
+
+
+def test_outputs_past_the_limit_are_refused(session: Session, tmp_path: Path) -> None:
+    stage = stage_of(session, tmp_path, "limit")
+    try:
+        stage.prepare({}, b"{}\n")
+        with pytest.raises(OutputsRefused, match="more than 100 bytes"):
+            stage.boot(ProgramSpec(command='printf "{\\"k\\": \\"%0200d\\"}" 0 >"$CEI_OUTPUT"'),
+                       output_limit=100)
+        assert stage.boot(ProgramSpec(command="true")) == {}  # no output file: no outputs
+    finally:
+        shutil.rmtree(Path(stage.path).parent.parent, ignore_errors=True)
