@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/.cei-demo
+# Tests run in parallel processes: most of their time is spent waiting on nodes, servers and
+# timeouts, not on the CPU. Each worker starts its own sshd, moto, RabbitMQ and PostgreSQL.
+TEST_WORKERS ?= 3
 
 .PHONY: demo test lint typecheck unit system-deps bench clean
 
@@ -19,7 +22,7 @@ demo: $(STAMP)
 
 ## test: lint, type-check and run every test against real parts (installs sshd and RabbitMQ when root)
 test: $(STAMP) system-deps lint typecheck
-	$(BIN)/pytest -q -rfEs
+	$(BIN)/pytest -q -rfEs -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check launchplan tests bench
