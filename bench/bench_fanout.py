@@ -13,7 +13,8 @@ fan-out   the job "upload a 2 KB boot program and run it" on N hosts: the baseli
           addresses, the same program as `boot: {run: ...}`). Wall time of each process, the
           ratio, and CPU time (user + system, the whole process) per host. Medians.
 levels    L levels of S services each, one host each, boot `sleep 1`: the launch's wall time
-          against its critical path (L seconds): the overhead per level.
+          against its critical path (L seconds): the overhead per level; the baseline is
+          the paramiko pool connecting and running `sleep 1` on the S hosts, L times in turn.
 start-up  `cei --help`, and the time from starting `cei launch --json` to its first event.
 
 Every cei run uses a private $CEI_HOME and is terminated after measuring.
@@ -103,7 +104,9 @@ class Hosts:
 
 
 def paramiko_pool(hosts_file: str) -> None:
-    """The baseline, in its own process: connect, put the program, run it, on every host."""
+    """The baseline, in its own process: connect, put the program, run it, on every host.
+    With "command" and "rounds" in the spec (the levels baseline): `rounds` times in turn,
+    connect and run the command on every host."""
     from concurrent.futures import ThreadPoolExecutor
 
     import paramiko
@@ -121,6 +124,10 @@ def paramiko_pool(hosts_file: str) -> None:
         client.connect(address, spec["port"], spec["user"], pkey=key, allow_agent=False,
                        look_for_keys=False)
         try:
+            if spec.get("command"):
+                _, out, _ = client.exec_command(spec["command"])
+                out.read()
+                return out.channel.recv_exit_status()
             remote = f"{spec['remote']}/{index}"
             _, out, _ = client.exec_command(f"mkdir -p {remote}")
             out.channel.recv_exit_status()
@@ -133,8 +140,10 @@ def paramiko_pool(hosts_file: str) -> None:
         finally:
             client.close()
 
-    with ThreadPoolExecutor(POOL) as pool:
-        statuses = list(pool.map(one, enumerate(spec["addresses"])))
+    statuses = []
+    for _ in range(spec.get("rounds", 1)):
+        with ThreadPoolExecutor(POOL) as pool:
+            statuses += pool.map(one, enumerate(spec["addresses"]))
     if any(statuses):
         raise SystemExit(f"the program failed on {sum(1 for s in statuses if s)} host(s)")
 
@@ -218,16 +227,22 @@ def median(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
+def pool_spec(work: Path, hosts: Hosts, count: int, **job: object) -> Path:
+    """The baseline's hosts file: the first `count` hosts, and the job (see paramiko_pool)."""
+    spec = work / f"hosts{count}.json"
+    spec.write_text(json.dumps({"addresses": hosts.addresses[:count], "port": hosts.port,
+                                "user": hosts.user, "key": str(hosts.client_key),
+                                "host_key": hosts.host_key, "remote": REMOTE, **job}))
+    return spec
+
+
 def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int) -> None:
     title = f"fan-out (median of {times})"
     print(f"{title:26} {'paramiko':>9} {'cei':>8} {'ratio':>6}"
           f" {'CPU/host paramiko':>18} {'cei':>8}", flush=True)
     cei = Cei(work / "home")
     for count in counts:
-        spec = work / f"hosts{count}.json"
-        spec.write_text(json.dumps({"addresses": hosts.addresses[:count], "port": hosts.port,
-                                    "user": hosts.user, "key": str(hosts.client_key),
-                                    "host_key": hosts.host_key, "remote": REMOTE}))
+        spec = pool_spec(work, hosts, count)
         plan = fanout_plan(work, hosts, count)
         bare, ours = [], []
         try:
@@ -246,15 +261,20 @@ def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int) -> Non
 
 def bench_levels(work: Path, hosts: Hosts, levels: int, services: int, times: int) -> None:
     plan = levels_plan(work, hosts, levels, services)
+    spec = pool_spec(work, hosts, services, command="sleep 1", rounds=levels)
     cei = Cei(work / "home")
+    bare, ours = [], []
     try:
-        wall = median([cei.launch(plan, f"levels-{i}-{os.getpid()}")[0] for i in range(times)])
+        for i in range(times):  # side by side, so that both see the same machine
+            bare.append(timed([sys.executable, __file__, "--paramiko-pool", str(spec)])[0])
+            ours.append(cei.launch(plan, f"levels-{i}-{os.getpid()}")[0])
     except RuntimeError as exc:
         print(f"levels: {exc}", flush=True)
         return
-    print(f"{levels} levels x {services} services, boot `sleep 1`: {wall:.2f} s against a "
-          f"critical path of {levels} s: {(wall - levels) / levels:.2f} s overhead per level",
-          flush=True)
+    for who, wall in (("paramiko", median(bare)), ("cei", median(ours))):
+        print(f"{levels} levels x {services} services, boot `sleep 1`, {who}: {wall:.2f} s "
+              f"against a critical path of {levels} s: {(wall - levels) / levels:.2f} s "
+              "overhead per level", flush=True)
     first = median([cei.first_event(plan, f"first-{i}-{os.getpid()}") for i in range(times)])
     helps = [timed([*cei.argv, "--help"], cei.env)[0] for _ in range(max(5, times))]
     print(f"cei --help {median(helps):.3f} s; first event of cei launch --json after "
