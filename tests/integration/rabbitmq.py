@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -23,20 +21,19 @@ from pathlib import Path
 
 import pytest
 
+from launchplan.demo.scripts import broker as demo_broker
+from launchplan.demo.scripts.broker import private_broker
 from tests.conftest import require
 
-SERVER_WRAPPER = Path("/usr/sbin/rabbitmq-server")
 # The Debian wrapper re-runs the server through `su rabbitmq` when started as root, which drops
 # our HOME and temporary directories; the script behind it runs as whoever starts it.
-SERVER_SCRIPT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+SERVER_WRAPPER, SERVER_SCRIPT = demo_broker.SERVER_WRAPPER, demo_broker.SERVER_SCRIPT
 START_TIMEOUT = 60.0
 
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return demo_broker.free_port("127.0.0.1")
 
 
 @dataclass
@@ -95,38 +92,10 @@ def start_broker(base: Path, timeout: float = START_TIMEOUT) -> Broker:
     """Start epmd and rabbitmq-server in `base`; return once AMQP answers or raise."""
     script = SERVER_SCRIPT if SERVER_SCRIPT.exists() else SERVER_WRAPPER
     epmd_bin = shutil.which("epmd") or "/usr/bin/epmd"
-    base.mkdir(parents=True, exist_ok=True)
-    home = base / "home"
-    for sub in ("home", "mnesia", "log"):
-        (base / sub).mkdir(exist_ok=True)
     epmd_port, amqp_port, dist_port = free_port(), free_port(), free_port()
     while len({epmd_port, amqp_port, dist_port}) < 3:
         dist_port = free_port()
-    (base / "rabbitmq.conf").write_text(
-        f"listeners.tcp.default = 127.0.0.1:{amqp_port}\n"
-        "disk_free_limit.absolute = 1MB\n"
-        "vm_memory_high_watermark.relative = 0.9\n"
-    )
-    (base / "enabled_plugins").write_text("[].\n")
-    (base / "rabbitmq-env.conf").write_text("")
-    env = dict(os.environ)
-    env.update(
-        HOME=str(home),
-        ERL_EPMD_ADDRESS="127.0.0.1",
-        ERL_EPMD_PORT=str(epmd_port),
-        RABBITMQ_NODENAME=f"cei-test-{secrets.token_hex(4)}@localhost",
-        RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
-        RABBITMQ_NODE_PORT=str(amqp_port),
-        RABBITMQ_DIST_PORT=str(dist_port),
-        RABBITMQ_MNESIA_BASE=str(base / "mnesia"),
-        RABBITMQ_LOG_BASE=str(base / "log"),
-        RABBITMQ_CONFIG_FILE=str(base / "rabbitmq.conf"),
-        RABBITMQ_ADVANCED_CONFIG_FILE=str(base / "advanced.config"),
-        RABBITMQ_CONF_ENV_FILE=str(base / "rabbitmq-env.conf"),
-        RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
-        RABBITMQ_PLUGINS_EXPAND_DIR=str(base / "plugins-expand"),
-        RABBITMQ_PID_FILE=str(base / "rabbit.pid"),
-    )
+    env = private_broker(base, "127.0.0.1", amqp_port, epmd_port, dist_port, "cei-test")
     epmd = subprocess.Popen(
         [epmd_bin, "-address", "127.0.0.1", "-port", str(epmd_port)],
         env=env,

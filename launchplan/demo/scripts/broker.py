@@ -65,20 +65,13 @@ def write_output(doc: dict[str, object]) -> None:
     Path(os.environ["CEI_OUTPUT"]).write_text(json.dumps(doc) + "\n")
 
 
-def start_local(address: str) -> dict[str, object]:
-    """A private rabbitmq-server on this node's loopback address."""
-    script = SERVER_SCRIPT if SERVER_SCRIPT.exists() else SERVER_WRAPPER
-    epmd_bin = shutil.which("epmd") or "/usr/bin/epmd"
-    if not script.exists():
-        sys.exit(f"rabbitmq-server is not installed ({SERVER_WRAPPER}): "
-                 "apt-get install rabbitmq-server")
-    base = STAGE / "rabbitmq"
+def private_broker(base: Path, address: str, amqp_port: int, epmd_port: int, dist_port: int,
+                   name: str) -> dict[str, str]:
+    """Lay out a rabbitmq-server of its own in `base` (config, data, logs) and return the
+    environment that runs it and its epmd there: its own ports, node name NAME-RANDOM, and
+    AMQP on address:amqp_port. The test suite's brokers are laid out the same way."""
     for sub in ("home", "mnesia", "log"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    amqp_port = free_port(address)
-    epmd_port, dist_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    while dist_port == epmd_port:
-        dist_port = free_port("127.0.0.1")
     (base / "rabbitmq.conf").write_text(
         f"listeners.tcp.default = {address}:{amqp_port}\n"
         "disk_free_limit.absolute = 1MB\n"
@@ -91,7 +84,7 @@ def start_local(address: str) -> dict[str, object]:
         HOME=str(base / "home"),
         ERL_EPMD_ADDRESS="127.0.0.1",
         ERL_EPMD_PORT=str(epmd_port),
-        RABBITMQ_NODENAME=f"cei-{secrets.token_hex(4)}@localhost",
+        RABBITMQ_NODENAME=f"{name}-{secrets.token_hex(4)}@localhost",
         RABBITMQ_NODE_IP_ADDRESS=address,
         RABBITMQ_NODE_PORT=str(amqp_port),
         RABBITMQ_DIST_PORT=str(dist_port),
@@ -104,6 +97,22 @@ def start_local(address: str) -> dict[str, object]:
         RABBITMQ_PLUGINS_EXPAND_DIR=str(base / "plugins-expand"),
         RABBITMQ_PID_FILE=str(base / "rabbit.pid"),
     )
+    return env
+
+
+def start_local(address: str) -> dict[str, object]:
+    """A private rabbitmq-server on this node's loopback address."""
+    script = SERVER_SCRIPT if SERVER_SCRIPT.exists() else SERVER_WRAPPER
+    epmd_bin = shutil.which("epmd") or "/usr/bin/epmd"
+    if not script.exists():
+        sys.exit(f"rabbitmq-server is not installed ({SERVER_WRAPPER}): "
+                 "apt-get install rabbitmq-server")
+    base = STAGE / "rabbitmq"
+    amqp_port = free_port(address)
+    epmd_port, dist_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    while dist_port == epmd_port:
+        dist_port = free_port("127.0.0.1")
+    env = private_broker(base, address, amqp_port, epmd_port, dist_port, "cei")
     pids = []
     with open(base / "epmd.out", "ab") as out:
         pids.append(subprocess.Popen(
