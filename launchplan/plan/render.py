@@ -169,13 +169,22 @@ def cloud_site(plan: Plan, name: str) -> Site:
 
 
 def render_tree(value: Any, names: Mapping[str, Any], path: tuple[Any, ...], site: Site) -> Any:
-    """Render every template string inside `value` (keys stay as written)."""
-    if isinstance(value, str) and is_template(value):
+    """Render every template string inside `value` (keys stay as written).
+
+    Called for every node on its service's whole declaration, so plain strings and lists of
+    them (a service's `host` list) take the shortest way through.
+    """
+    if isinstance(value, str):
+        if not is_template(value):
+            return value
         try:
             rendered = shared_templates().render(value, names, text=wants_text(path))
         except TemplateProblem as problem:
             raise site.fail(path, problem.message) from None
         return to_plain(rendered)
+    if type(value) is list and not any(map(is_template, value)) and all(
+            isinstance(v, str) for v in value):
+        return list(value)
     if isinstance(value, Mapping):
         return {k: render_tree(v, names, (*path, k), site) for k, v in value.items()}
     if isinstance(value, list):
@@ -350,6 +359,7 @@ class _ServiceRenderer:
         self.run = run
         self.services = earlier_services(plan, decl.level, views)
         self.site = service_site(plan, decl)
+        self._checked: set[tuple[tuple[Any, ...], str, str]] = set()
 
     def names(self, index: int, count: int | None) -> dict[str, Any]:
         service = {"name": self.decl.name, "index": index, "count": count}
@@ -362,6 +372,15 @@ class _ServiceRenderer:
 
     def render_one(self, index: int, count: int) -> NodeSpec:
         return self._node(index, count, self._cloud_name())
+
+    def _check(self, site: Site, value: Mapping[str, Any], definition: str) -> None:
+        """Site.check, once per distinct rendered value: a service's nodes mostly render
+        alike, and checking a list of N hosts again for each of its N nodes made rendering
+        a service quadratic. repr tells plain YAML data apart (1, 1.0, True and "1" too)."""
+        key = (site.prefix, definition, repr(value))
+        if key not in self._checked:
+            site.check(value, definition)
+            self._checked.add(key)
 
     def _cloud_name(self) -> str:
         cloud_raw, cloud_path = pick_cloud(self.decl)
@@ -396,10 +415,10 @@ class _ServiceRenderer:
     def _node(self, index: int, count: int, cloud_name: str) -> NodeSpec:
         names = self.names(index, count)
         svc = render_tree(dict(self.decl.raw), names, (), self.site)
-        self.site.check(svc, "service")
+        self._check(self.site, svc, "service")
         csite = cloud_site(self.plan, cloud_name)
         profile = render_tree(dict(self.plan.clouds[cloud_name]), names, (), csite)
-        csite.check(profile, "cloud")
+        self._check(csite, profile, "cloud")
         cloud = self._cloud(cloud_name, profile, svc)
         host = self._host(svc, index, cloud)
         timeout = float(svc.get("timeout", DEFAULT_TIMEOUT))

@@ -29,13 +29,12 @@ from . import budgets
 from .problems import clip
 from .sandbox import BudgetExceeded, MeteredNativeSandbox, MeteredSandbox, metered, size
 
-TEMPLATE_MARKS = ("{{", "{%")
 CLOUD_INIT_JINJA = "## template: jinja"
 
 
 def is_template(value: object) -> bool:
-    """True for a string that Jinja2 must render."""
-    return isinstance(value, str) and any(mark in value for mark in TEMPLATE_MARKS)
+    """True for a string that Jinja2 must render: one with "{{" or "{%" in it."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 class TemplateProblem(Exception):

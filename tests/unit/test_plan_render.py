@@ -493,3 +493,40 @@ def test_ssh_settings_and_create_args(tmp_path: Path) -> None:
                                   "ssh_key_passphrase_env": "OS_KEY_PASS"}
     (direct,) = render_service(plan, "direct", "r1")
     assert (direct.ssh_jump, direct.ssh_config, direct.ssh_port) == ((), "none", 2200)
+
+
+def test_a_host_list_is_checked_once_not_once_per_node(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """N hosts made rendering quadratic when each node's whole declaration, the N hosts
+    included, was schema-checked again; nodes that differ are still checked each."""
+    from launchplan.plan import schema
+
+    checked: list[str | None] = []
+    real = schema.validate
+
+    def counting(instance: object, **kwargs: object) -> None:
+        checked.append(kwargs["definition"])  # type: ignore[arg-type]
+        real(instance, **kwargs)  # type: ignore[arg-type]
+
+    hosts = [f"10.0.0.{i}" for i in range(1, 41)]
+    plan = load_plan(write(tmp_path, f"""\
+        plan: many
+        clouds:
+          hosts: {{driver: static}}
+        defaults: {{cloud: hosts, ssh_user: u}}
+        levels:
+          - services:
+              same:
+                host: {hosts}
+              apart:
+                host: [a, b, c]
+                config: {{slot: "{{{{ service.index }}}}"}}
+        """))
+    monkeypatch.setattr(schema, "validate", counting)
+    same = render_service(plan, "same", "r1")
+    assert [n.host for n in same] == hosts
+    assert checked == ["service", "cloud"]
+    checked.clear()
+    apart = render_service(plan, "apart", "r1")
+    assert [n.config for n in apart] == [{"slot": 0}, {"slot": 1}, {"slot": 2}]
+    assert checked == ["service", "cloud", "service", "service"]
