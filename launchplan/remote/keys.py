@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
-
 from launchplan.errors import RemoteError
+from launchplan.remote.sshlib import paramiko
 
 log = logging.getLogger("launchplan.remote")
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import paramiko
+from launchplan.remote.sshlib import paramiko
 
 # When a host has several keys, pin the one OpenSSH would negotiate first.
 _PREFERRED = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",

@@ -25,9 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-import paramiko
-from paramiko.ssh_exception import IncompatiblePeer
-
 from launchplan.errors import (
     CommandTimeout,
     HostKeyMismatch,
@@ -38,6 +35,7 @@ from launchplan.errors import (
 from launchplan.remote.keys import KeyRing
 from launchplan.remote.quoting import shell_command
 from launchplan.remote.results import CommandResult, OutputCallback, Tail
+from launchplan.remote.sshlib import paramiko
 from launchplan.remote.staging import (
     STAGING_FAILED,
     ReportReader,
@@ -379,7 +377,7 @@ class Session:
             _prefer_pinned_type(transport, endpoint)
             try:
                 transport.start_client(timeout=timeout)
-            except IncompatiblePeer as exc:
+            except paramiko.ssh_exception.IncompatiblePeer as exc:
                 if "host key" in str(exc):
                     raise _sha1_host_key(endpoint) from None
                 raise

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import paramiko
-
 from launchplan.errors import UsageError
+from launchplan.remote.sshlib import paramiko
 
 DEFAULT_PATH = "~/.ssh/config"
 NO_CONFIG = "none"  # ssh_config: none, like ssh -F none
