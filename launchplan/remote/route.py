@@ -97,7 +97,7 @@ def jump_hosts(settings: Settings, key_path: str | None = None, pins: Pins | Non
     else:
         hops = [(Hop.parse(text), None) for text in (found.proxy_jump if found else None) or ()]
     seen = (_endpoint(found, port),) if found else ()
-    return _chain(hops, key_path, settings, pins or {}, seen)
+    return _chain(hops, key_path, settings, {} if pins is None else pins, seen)
 
 
 def known_host_key(host: str, port: int | None,

@@ -143,6 +143,32 @@ def test_plan_jumps_win_and_bastion_keys_come_from_plan_run_or_known_hosts(
     assert "known_hosts" in str(unknown.value) and "host_key" in str(unknown.value)
 
 
+class CountingPins(dict[tuple[str, int], str]):
+    """The run's pinned host keys, counting each look: reading them is a store read of every
+    node of the run, which must not happen for every node reached."""
+
+    looks = 0
+
+    def __len__(self) -> int:
+        self.looks += 1
+        return super().__len__()
+
+    def get(self, key: tuple[str, int], default: str | None = None) -> str | None:  # type: ignore[override]
+        self.looks += 1
+        return super().get(key, default)
+
+
+def test_the_runs_pins_are_read_only_for_a_bastion(user_home: Path) -> None:
+    by_run = generate_host_key().public
+    pins = CountingPins({("10.0.0.9", 22): by_run})
+    direct = node_target("10.0.1.1", port=None, user="u", key_path=None, host_key=by_run,
+                         pins=pins)
+    assert direct.jump == () and pins.looks == 0
+    jumped = node_target("10.0.1.1", port=None, user="u", key_path=None, host_key=by_run,
+                         settings=Settings(ssh_jump=({"host": "10.0.0.9"},)), pins=pins)
+    assert [h.host_key for h in jumped.jump] == [by_run] and pins.looks == 1
+
+
 def test_proxyjump_loops_are_refused(user_home: Path) -> None:
     write(user_home / ".ssh" / "config",
           "Host a\n  ProxyJump b\nHost b\n  ProxyJump c\nHost c\n  ProxyJump b\n")
