@@ -17,6 +17,9 @@ levels    L levels of S services each, one host each, boot `sleep 1`: the launch
           the paramiko pool connecting and running `sleep 1` on the S hosts, L times in turn.
 start-up  `cei --help`, and the time from starting `cei launch --json` to its first event.
 
+--code DIR (repeatable) times the fan-out of another checkout too (e.g. an unpacked `git
+archive` of main), in the same run, alternating with this one; --levels 0 skips the levels.
+
 Every cei run uses a private $CEI_HOME and is terminated after measuring.
 """
 
@@ -166,8 +169,9 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, fl
 class Cei:
     """`cei` commands against a private $CEI_HOME."""
 
-    def __init__(self, home: Path) -> None:
-        self.env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    def __init__(self, home: Path, code: Path = REPO) -> None:
+        self.code = code
+        self.env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(code)}
         self.argv = [sys.executable, "-m", "launchplan"]
 
     def launch(self, plan: Path, name: str) -> tuple[float, float]:
@@ -236,27 +240,32 @@ def pool_spec(work: Path, hosts: Hosts, count: int, **job: object) -> Path:
     return spec
 
 
-def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int) -> None:
-    title = f"fan-out (median of {times})"
-    print(f"{title:26} {'paramiko':>9} {'cei':>8} {'ratio':>6}"
-          f" {'CPU/host paramiko':>18} {'cei':>8}", flush=True)
-    cei = Cei(work / "home")
+def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int,
+                 codes: list[Path]) -> None:
+    print(f"fan-out (median of {times}){'':9} {'wall':>8} {'ratio':>6} {'CPU/host':>9} "
+          f"{'ratio':>6}", flush=True)
+    ceis = [Cei(work / f"home{i}", code) for i, code in enumerate([REPO, *codes])]
     for count in counts:
         spec = pool_spec(work, hosts, count)
         plan = fanout_plan(work, hosts, count)
-        bare, ours = [], []
+        bare: list[tuple[float, float]] = []
+        ours: list[list[tuple[float, float]]] = [[] for _ in ceis]
         try:
-            for i in range(times):  # side by side, so that both see the same machine
+            for i in range(times):  # side by side, so that all see the same machine
                 bare.append(timed([sys.executable, __file__, "--paramiko-pool", str(spec)]))
-                ours.append(cei.launch(plan, f"fan{count}-{i}-{os.getpid()}"))
+                for cei, samples in zip(ceis, ours, strict=True):
+                    samples.append(cei.launch(plan, f"fan{count}-{i}-{os.getpid()}"))
         except RuntimeError as exc:
             print(f"{count:4d} hosts: {exc}", flush=True)
             continue
-        wall_bare, wall_ours = median([w for w, _ in bare]), median([w for w, _ in ours])
-        cpu_bare, cpu_ours = median([c for _, c in bare]), median([c for _, c in ours])
-        print(f"{count:4d} hosts{'':17} {wall_bare:8.2f}s {wall_ours:7.2f}s "
-              f"{wall_ours / wall_bare:5.2f}x {cpu_bare / count * 1000:15.1f} ms "
-              f"{cpu_ours / count * 1000:5.1f} ms", flush=True)
+        wall_bare, cpu_bare = median([w for w, _ in bare]), median([c for _, c in bare])
+        print(f"{count:4d} hosts, paramiko pool{'':10} {wall_bare:7.2f}s {'':6} "
+              f"{cpu_bare / count * 1000:6.1f} ms", flush=True)
+        for cei, samples in zip(ceis, ours, strict=True):
+            wall, cpu = median([w for w, _ in samples]), median([c for _, c in samples])
+            who = "cei" if cei.code == REPO else f"cei {cei.code}"
+            print(f"{count:4d} hosts, {who:24} {wall:7.2f}s {wall / wall_bare:5.2f}x "
+                  f"{cpu / count * 1000:6.1f} ms {cpu / cpu_bare:5.2f}x", flush=True)
 
 
 def bench_levels(work: Path, hosts: Hosts, levels: int, services: int, times: int) -> None:
@@ -288,6 +297,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--services", type=int, default=10)
+    parser.add_argument("--code", type=Path, action="append", default=[],
+                        help="another checkout whose fan-out to time (repeatable)")
     parser.add_argument("--paramiko-pool", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.paramiko_pool:
@@ -298,8 +309,9 @@ def main() -> None:
         work = Path(tmp)
         hosts = Hosts(work, max(max(counts), args.services))
         try:
-            bench_fanout(work, hosts, counts, args.repeat)
-            bench_levels(work, hosts, args.levels, args.services, args.repeat)
+            bench_fanout(work, hosts, counts, args.repeat, [c.resolve() for c in args.code])
+            if args.levels:
+                bench_levels(work, hosts, args.levels, args.services, args.repeat)
         finally:
             hosts.close()
             subprocess.run(["rm", "-rf", str(Path.home() / REMOTE)], check=False)
