@@ -4,17 +4,23 @@ Staging a node file by file costs a round trip per SFTP request; here the files 
 concatenated on the exec's stdin (a byte stream, no here-documents, so any bytes pass), and
 the command line, under umask 077:
 
-1. creates the directory (mode 0700) when there are files, and enters it;
-2. saves stdin to a 0600 file, cuts each file out of it with dd into a temporary name and
-   renames it into place (atomic; mode 0600, or 0700 for programs);
-3. removes what must not be left from before (an old $CEI_OUTPUT);
+1. creates the directory (mode 0700) and in it a private temporary one when there are
+   files, and enters it;
+2. saves stdin to a 0600 file and cuts each file out of it with dd into the temporary
+   directory (mode 0600; one chmod makes the programs 0700); one mv renames them all into
+   place (atomic for each file);
+3. removes in one rm the saved stdin, the temporary directory and what must not be left from
+   before (an old $CEI_OUTPUT);
 4. runs the program (under the login's own umask) with its environment sourced from one of
    those 0600 files, which it removes (never in argv, where every user of the node could read
    it);
 5. after the program exits 0, prints the report after a marker on stdout: the size and the
    first `limit` + 1 bytes of a file the program wrote ($CEI_OUTPUT).
 
-Only POSIX sh, mkdir, chmod, mv, rm, cat, dd and wc are needed on the node. dd reads one block
+Only POSIX sh, mkdir, chmod, mv, rm, cat, dd and wc are needed on the node, and each is
+started as few times as it can be: every process started costs the node a fork and an exec,
+which on a small node outweighs the bytes sent (a node of four files: 10 processes for the
+staging, not 15). dd reads one block
 of `bs` bytes after skipping `skip` blocks, which is exact on a regular file; so each file
 sits in the stream at a multiple of its own size, the largest first, which keeps the padding
 smaller than the files that follow the first.
@@ -22,6 +28,7 @@ smaller than the files that follow the first.
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,27 +79,39 @@ def staged_command(staging: Staging, argv: Sequence[str] | None, env: Mapping[st
     """(command line, stdin, report marker) for one exec that stages and runs `argv` (None:
     only stage). `token` makes its temporary names and its marker unique."""
     marker = f"\x1ecei-report-{token}\x1e".encode()
-    files = list(staging.files)
+    # the staging files go through a temporary directory, to be renamed into place; the env
+    # file's name is the token's own, so it is cut out where the program reads it
+    cuts = [(item, _in_temporary(item.name)) for item in staging.files]
     source = None
     if env and argv is not None:
         source = f".cei-env-{token}"
-        files.append(StagedFile(source, env_script(env).encode()))
-    stream, cuts = _layout(files, token)
+        cuts.append((StagedFile(source, env_script(env).encode()), shlex.quote("./" + source)))
     lines = [
         "u=$(umask); umask 077",
-        f"m={shlex.quote(marker.decode())}; b=.cei-in-{token}",
-        f'fail() {{ rm -f "$b" ./*.cei-tmp-{token} 2>/dev/null; printf %s "$m"S; exit 1; }}',
+        f"m={shlex.quote(marker.decode())}; b=.cei-in-{token}; t=.cei-tmp-{token}",
+        'fail() { rm -rf "$b" "$t" 2>/dev/null; printf %s "$m"S; exit 1; }',
     ]
     directory = cd_word(staging.directory)
     if staging.files:
-        lines.append(f"( set -- {directory}; {_MKDIR} ) && chmod 700 {directory} || fail")
+        within = cd_word(posixpath.join(staging.directory, f".cei-tmp-{token}"))
+        lines.append(f"( set -- {within}; {_MKDIR} ) && chmod 700 {directory} || fail")
     lines.append(f"cd {directory} || fail")
+    stream, writes = _layout(cuts)
     if stream:
         lines.append('cat >"$b" || fail')
-        lines += cuts
-        lines.append('rm -f "$b"')
-    if staging.remove:
-        lines.append("rm -f -- " + " ".join(shlex.quote(p) for p in staging.remove) + " || fail")
+    lines += writes
+    removed = [shlex.quote(p) for p in staging.remove]
+    if stream:
+        removed.insert(0, '"$b"')
+    if staging.files:
+        programs = [target for item, target in cuts if item.mode != 0o600]
+        if programs:
+            lines.append(f"chmod 700 {' '.join(programs)} || fail")
+        names = " ".join(_in_temporary(item.name) for item in staging.files)
+        lines.append(f"mv -f {names} . || fail")
+        removed.insert(0, '"$t"')
+    if removed:
+        lines.append(f"rm -rf -- {' '.join(removed)} || fail")
     if argv is None:
         lines.append("exit 0")
         return "\n".join(lines) + "\n", stream, marker
@@ -103,23 +122,28 @@ def staged_command(staging: Staging, argv: Sequence[str] | None, env: Mapping[st
     return "\n".join(lines) + "\n", stream, marker
 
 
-def _layout(files: Sequence[StagedFile], token: str) -> tuple[bytes, list[str]]:
-    """The stream of the files' contents, and the lines that cut each out of it."""
+def _layout(cuts: Sequence[tuple[StagedFile, str]]) -> tuple[bytes, list[str]]:
+    """The stream of the files' contents, and the lines that cut each out of it into its
+    (quoted) target path."""
     stream = bytearray()
-    cuts = []
-    for item in sorted(files, key=lambda f: len(f.data), reverse=True):
+    writes = []
+    for item, target in sorted(cuts, key=lambda cut: len(cut[0].data), reverse=True):
         _plain_name(item.name)
-        tmp = shlex.quote(f"./{item.name}.cei-tmp-{token}")
+        if item.mode not in (0o600, 0o700):
+            raise ValueError(f"{item.name}: a staged file is 0600 or 0700, not {item.mode:o}")
         size = len(item.data)
         if size:
             skip = -(-len(stream) // size)
             stream += bytes(skip * size - len(stream)) + item.data
-            write = f'dd if="$b" of={tmp} bs={size} skip={skip} count=1 2>/dev/null'
+            writes.append(f'dd if="$b" of={target} bs={size} skip={skip} count=1 2>/dev/null '
+                          "|| fail")
         else:
-            write = f": >{tmp}"
-        chmod = f" && chmod {item.mode:o} {tmp}" if item.mode != 0o600 else ""
-        cuts.append(f"{write}{chmod} && mv -f {tmp} {shlex.quote('./' + item.name)} || fail")
-    return bytes(stream), cuts
+            writes.append(f": >{target} || fail")
+    return bytes(stream), writes
+
+
+def _in_temporary(name: str) -> str:
+    return '"$t"/' + shlex.quote(name)
 
 
 def _plain_name(name: str) -> None:
