@@ -5,13 +5,19 @@ same loopback OpenSSH hosts, and the overhead of levels. Prints figures, asserts
   python bench/bench_fanout.py [--nodes 10,50,100] [--repeat 3] [--levels 3] [--services 10]
 
 The benchmark starts its own sshds (one per 16 loopback addresses 127.0.0.2, 127.0.0.3, ...,
-all on one port, sharing one host key) and stops them by PID at the end. In the same run:
+all on one port, sharing one host key) and stops them by PID at the end. Their sessions get
+HOME set to an empty directory (sshd's SetEnv; the working directory stays the user's own),
+so the shell of each login reads no rc files of this machine's user: where root's .bashrc runs
+`pyenv init`, 64 logins at once queue on pyenv's rehash lock, and that, not SSH, would be what
+the figures show (--user-rc keeps the user's own files, to see what a real account costs).
+In the same run:
 
 fan-out   the job "upload a 2 KB boot program and run it" on N hosts: the baseline is a bare
           paramiko pool of 64 threads (connect, SFTP put, chmod, exec, wait) in a process of
           its own; cei is `cei launch` of a one-service plan (`driver: static`, `host:` the N
           addresses, the same program as `boot: {run: ...}`). Wall time of each process, the
-          ratio, and CPU time (user + system, the whole process) per host. Medians.
+          ratio, CPU time (user + system, the whole process) per host, and the CPU time the
+          sshds and their sessions took per host (the nodes' side). Medians.
 levels    L levels of S services each, one host each, boot `sleep 1`: the launch's wall time
           against its critical path (L seconds): the overhead per level; the baseline is
           the paramiko pool connecting and running `sleep 1` on the S hosts, L times in turn.
@@ -37,7 +43,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -52,14 +60,16 @@ PROGRAM = ("#!/bin/sh\n" + "# padding to make a 2 KB boot program\n" * 52
 class Hosts:
     """N loopback "hosts": sshds listening on 127.0.0.2... at one port; stopped by PID."""
 
-    def __init__(self, base: Path, count: int) -> None:
+    def __init__(self, base: Path, count: int, user_rc: bool = False) -> None:
         from tests.integration.conftest import free_port, keygen  # not in the baseline's process
 
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         self.base = base
+        self.user_rc = user_rc
         self.user = getpass.getuser()
         self.client_key = base / "client_ed25519"
         public = keygen(self.client_key)
+        (base / "session-home").mkdir()
         host_key_path = base / "host_ed25519"
         self.host_key = keygen(host_key_path)
         (base / "authorized_keys").write_text(public + "\n")
@@ -82,7 +92,8 @@ class Hosts:
             f"AuthorizedKeysFile {self.base / 'authorized_keys'}",
             "PermitRootLogin prohibit-password", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            "MaxStartups 400", "Subsystem sftp internal-sftp", ""]))
+            "MaxStartups 400", "Subsystem sftp internal-sftp",
+            *([] if self.user_rc else [f"SetEnv HOME={self.base / 'session-home'}"]), ""]))
         log = self.base / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
@@ -94,6 +105,15 @@ class Hosts:
                 return
             time.sleep(0.05)
         raise SystemExit(f"sshd did not start:\n{log.read_text(errors='replace')}")
+
+    def cpu(self) -> float:
+        """CPU seconds the sshds and their ended sessions took: the nodes' side of the work
+        (on loopback it shares this machine's cores with the client)."""
+        ticks = 0
+        for proc in self.procs:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(field) for field in fields[11:15])  # utime stime cutime cstime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         for proc in self.procs:
@@ -240,32 +260,46 @@ def pool_spec(work: Path, hosts: Hosts, count: int, **job: object) -> Path:
     return spec
 
 
+def with_nodes(hosts: Hosts, run: Callable[..., tuple[float, float]],
+               *args: Any) -> tuple[float, float, float]:
+    """run(*args)'s wall and CPU seconds, and the CPU seconds the hosts took meanwhile."""
+    before = hosts.cpu()
+    wall, cpu = run(*args)
+    return wall, cpu, hosts.cpu() - before
+
+
 def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int,
                  codes: list[Path]) -> None:
     print(f"fan-out (median of {times}){'':9} {'wall':>8} {'ratio':>6} {'CPU/host':>9} "
-          f"{'ratio':>6}", flush=True)
+          f"{'ratio':>6} {'node CPU/host':>14} {'ratio':>6}", flush=True)
     ceis = [Cei(work / f"home{i}", code) for i, code in enumerate([REPO, *codes])]
     for count in counts:
         spec = pool_spec(work, hosts, count)
         plan = fanout_plan(work, hosts, count)
-        bare: list[tuple[float, float]] = []
-        ours: list[list[tuple[float, float]]] = [[] for _ in ceis]
+        bare: list[tuple[float, float, float]] = []
+        ours: list[list[tuple[float, float, float]]] = [[] for _ in ceis]
+
         try:
-            for i in range(times):  # side by side, so that all see the same machine
-                bare.append(timed([sys.executable, __file__, "--paramiko-pool", str(spec)]))
-                for cei, samples in zip(ceis, ours, strict=True):
-                    samples.append(cei.launch(plan, f"fan{count}-{i}-{os.getpid()}"))
+            for i in range(times):  # side by side, so that all see the same machine, and
+                bare.append(with_nodes(hosts, timed,
+                                       [sys.executable, __file__, "--paramiko-pool", str(spec)]))
+                for j in range(len(ceis)):  # each checkout in turn first after the pool
+                    k = (i + j) % len(ceis)
+                    ours[k].append(with_nodes(hosts, ceis[k].launch, plan,
+                                              f"fan{count}-{i}-{os.getpid()}"))
         except RuntimeError as exc:
             print(f"{count:4d} hosts: {exc}", flush=True)
             continue
-        wall_bare, cpu_bare = median([w for w, _ in bare]), median([c for _, c in bare])
-        print(f"{count:4d} hosts, paramiko pool{'':10} {wall_bare:7.2f}s {'':6} "
-              f"{cpu_bare / count * 1000:6.1f} ms", flush=True)
+        base = [median([s[n] for s in bare]) for n in range(3)]
+        print(f"{count:4d} hosts, paramiko pool{'':10} {base[0]:7.2f}s {'':6} "
+              f"{base[1] / count * 1000:6.1f} ms {'':6} {base[2] / count * 1000:11.1f} ms",
+              flush=True)
         for cei, samples in zip(ceis, ours, strict=True):
-            wall, cpu = median([w for w, _ in samples]), median([c for _, c in samples])
+            wall, cpu, node = (median([s[n] for s in samples]) for n in range(3))
             who = "cei" if cei.code == REPO else f"cei {cei.code}"
-            print(f"{count:4d} hosts, {who:24} {wall:7.2f}s {wall / wall_bare:5.2f}x "
-                  f"{cpu / count * 1000:6.1f} ms {cpu / cpu_bare:5.2f}x", flush=True)
+            print(f"{count:4d} hosts, {who:24} {wall:7.2f}s {wall / base[0]:5.2f}x "
+                  f"{cpu / count * 1000:6.1f} ms {cpu / base[1]:5.2f}x "
+                  f"{node / count * 1000:11.1f} ms {node / base[2]:5.2f}x", flush=True)
 
 
 def bench_levels(work: Path, hosts: Hosts, levels: int, services: int, times: int) -> None:
@@ -297,6 +331,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--services", type=int, default=10)
+    parser.add_argument("--user-rc", action="store_true",
+                        help="let each login's shell read this user's rc files (~/.bashrc)")
     parser.add_argument("--code", type=Path, action="append", default=[],
                         help="another checkout whose fan-out to time (repeatable)")
     parser.add_argument("--paramiko-pool", help=argparse.SUPPRESS)
@@ -307,7 +343,7 @@ def main() -> None:
     counts = [int(n) for n in args.nodes.split(",")]
     with tempfile.TemporaryDirectory(prefix="cei-bench-fanout-") as tmp:
         work = Path(tmp)
-        hosts = Hosts(work, max(max(counts), args.services))
+        hosts = Hosts(work, max(max(counts), args.services), args.user_rc)
         try:
             bench_fanout(work, hosts, counts, args.repeat, [c.resolve() for c in args.code])
             if args.levels:
