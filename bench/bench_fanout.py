@@ -43,9 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -108,7 +106,9 @@ class Hosts:
 
     def cpu(self) -> float:
         """CPU seconds the sshds and their ended sessions took: the nodes' side of the work
-        (on loopback it shares this machine's cores with the client)."""
+        (on loopback it shares this machine's cores with the client). A session's time is
+        counted once sshd has reaped it, a moment after the client is gone."""
+        time.sleep(0.3)
         ticks = 0
         for proc in self.procs:
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -194,9 +194,14 @@ class Cei:
         self.env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(code)}
         self.argv = [sys.executable, "-m", "launchplan"]
 
-    def launch(self, plan: Path, name: str) -> tuple[float, float]:
+    def launch(self, plan: Path, name: str,
+               nodes: Hosts | None = None) -> tuple[float, float, float]:
+        """Wall and CPU seconds of the launch, and the CPU seconds `nodes` took for it (not
+        for the terminate that follows)."""
         try:
-            return timed([*self.argv, "launch", str(plan), "--name", name], self.env)
+            before = nodes.cpu() if nodes else 0.0
+            wall, cpu = timed([*self.argv, "launch", str(plan), "--name", name], self.env)
+            return wall, cpu, (nodes.cpu() - before) if nodes else 0.0
         finally:
             subprocess.run([*self.argv, "terminate", name], env=self.env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
@@ -260,14 +265,6 @@ def pool_spec(work: Path, hosts: Hosts, count: int, **job: object) -> Path:
     return spec
 
 
-def with_nodes(hosts: Hosts, run: Callable[..., tuple[float, float]],
-               *args: Any) -> tuple[float, float, float]:
-    """run(*args)'s wall and CPU seconds, and the CPU seconds the hosts took meanwhile."""
-    before = hosts.cpu()
-    wall, cpu = run(*args)
-    return wall, cpu, hosts.cpu() - before
-
-
 def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int,
                  codes: list[Path]) -> None:
     print(f"fan-out (median of {times}){'':9} {'wall':>8} {'ratio':>6} {'CPU/host':>9} "
@@ -281,12 +278,12 @@ def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int,
 
         try:
             for i in range(times):  # side by side, so that all see the same machine, and
-                bare.append(with_nodes(hosts, timed,
-                                       [sys.executable, __file__, "--paramiko-pool", str(spec)]))
+                before = hosts.cpu()
+                wall, cpu = timed([sys.executable, __file__, "--paramiko-pool", str(spec)])
+                bare.append((wall, cpu, hosts.cpu() - before))
                 for j in range(len(ceis)):  # each checkout in turn first after the pool
                     k = (i + j) % len(ceis)
-                    ours[k].append(with_nodes(hosts, ceis[k].launch, plan,
-                                              f"fan{count}-{i}-{os.getpid()}"))
+                    ours[k].append(ceis[k].launch(plan, f"fan{count}-{i}-{os.getpid()}", hosts))
         except RuntimeError as exc:
             print(f"{count:4d} hosts: {exc}", flush=True)
             continue
