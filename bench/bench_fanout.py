@@ -48,6 +48,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from startup import as_installed  # noqa: E402
+
 ADDRESSES_PER_SSHD = 16  # OpenSSH listens on at most 16 sockets
 POOL = 64  # cei's default --parallel
 REMOTE = f".cei-bench-fanout-{os.getpid()}"  # the baseline's files; run names carry the pid too
@@ -338,6 +340,7 @@ def main() -> None:
         paramiko_pool(args.paramiko_pool)
         return
     counts = [int(n) for n in args.nodes.split(",")]
+    as_installed(REPO, *args.code)
     with tempfile.TemporaryDirectory(prefix="cei-bench-fanout-") as tmp:
         work = Path(tmp)
         hosts = Hosts(work, max(max(counts), args.services), args.user_rc)

@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from startup import as_installed  # noqa: E402
+
 from launchplan.state import ElasticRecord, NodeRecord, Store  # noqa: E402
 
 SERVICES = (("db", 1, "base"), ("queue", 1, "base"), ("web", 2, "front"), ("worker", 2, "front"))
@@ -83,6 +85,7 @@ def main() -> None:
                         help="another checkout to time on the same store (repeatable)")
     args = parser.parse_args()
     codes = [code.resolve() for code in [*args.code, REPO]]
+    as_installed(*codes)
     samples: dict[tuple[Path, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="cei-bench-status-") as tmp:
         home = Path(tmp) / "home"
