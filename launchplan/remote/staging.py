@@ -6,24 +6,22 @@ the command line, under umask 077:
 
 1. creates the directory (mode 0700) and in it a private temporary one when there are
    files, and enters it;
-2. saves stdin to a 0600 file and cuts each file out of it with dd into the temporary
-   directory (mode 0600; one chmod makes the programs 0700); one mv renames them all into
-   place (atomic for each file);
-3. removes in one rm the saved stdin, the temporary directory and what must not be left from
-   before (an old $CEI_OUTPUT);
-4. runs the program (under the login's own umask) with its environment sourced from one of
-   those 0600 files, which it removes (never in argv, where every user of the node could read
-   it);
+2. saves stdin to a 0600 file in the temporary directory, cuts each file out of it with dd
+   into that directory (mode 0600; one chmod makes the programs 0700), and renames them all
+   into place with one mv (atomic for each file), then removes the temporary directory;
+3. removes what must not be left from before (an old $CEI_OUTPUT);
+4. runs the program (under the login's own umask) with its environment sourced from a 0600
+   file cut out beside the others, under a name of its own, which it removes (never in
+   argv, where every user of the node could read it);
 5. after the program exits 0, prints the report after a marker on stdout: the size and the
    first `limit` + 1 bytes of a file the program wrote ($CEI_OUTPUT).
 
-Only POSIX sh, mkdir, chmod, mv, rm, cat, dd and wc are needed on the node, and each is
-started as few times as it can be: every process started costs the node a fork and an exec,
-which on a small node outweighs the bytes sent (a node of four files: 10 processes for the
-staging, not 15). dd reads one block
-of `bs` bytes after skipping `skip` blocks, which is exact on a regular file; so each file
-sits in the stream at a multiple of its own size, the largest first, which keeps the padding
-smaller than the files that follow the first.
+Only POSIX sh, mkdir, chmod, mv, rm, cat, dd and wc are needed on the node, and each starts
+as few times as it can: a process costs the node a fork and an exec, more than the bytes
+sent (staging a node of four files starts 11 processes, where a mv per file made it 15). dd
+reads one block of `bs` bytes after skipping `skip` blocks, which is exact on a regular file;
+so each file sits in the stream at a multiple of its own size, the largest first, which keeps
+the padding smaller than the files that follow the first.
 """
 
 from __future__ import annotations
@@ -86,10 +84,13 @@ def staged_command(staging: Staging, argv: Sequence[str] | None, env: Mapping[st
     if env and argv is not None:
         source = f".cei-env-{token}"
         cuts.append((StagedFile(source, env_script(env).encode()), shlex.quote("./" + source)))
+    # with staging files, the saved stdin sits in the temporary directory, and one rm -r of
+    # that directory (its name is the token's) leaves nothing of either
+    saved = '"$t"/.in' if staging.files else f".cei-in-{token}"
     lines = [
         "u=$(umask); umask 077",
-        f"m={shlex.quote(marker.decode())}; b=.cei-in-{token}; t=.cei-tmp-{token}",
-        'fail() { rm -rf "$b" "$t" 2>/dev/null; printf %s "$m"S; exit 1; }',
+        f"m={shlex.quote(marker.decode())}; t=.cei-tmp-{token}; b={saved}",
+        'fail() { rm -rf "$t" "$b" 2>/dev/null; printf %s "$m"S; exit 1; }',
     ]
     directory = cd_word(staging.directory)
     if staging.files:
@@ -101,17 +102,16 @@ def staged_command(staging: Staging, argv: Sequence[str] | None, env: Mapping[st
         lines.append('cat >"$b" || fail')
     lines += writes
     removed = [shlex.quote(p) for p in staging.remove]
-    if stream:
-        removed.insert(0, '"$b"')
     if staging.files:
         programs = [target for item, target in cuts if item.mode != 0o600]
         if programs:
             lines.append(f"chmod 700 {' '.join(programs)} || fail")
         names = " ".join(_in_temporary(item.name) for item in staging.files)
-        lines.append(f"mv -f {names} . || fail")
-        removed.insert(0, '"$t"')
+        lines.append(f'mv -f {names} . && rm -rf "$t" || fail')
+    elif stream:
+        removed.insert(0, '"$b"')
     if removed:
-        lines.append(f"rm -rf -- {' '.join(removed)} || fail")
+        lines.append(f"rm -f -- {' '.join(removed)} || fail")
     if argv is None:
         lines.append("exit 0")
         return "\n".join(lines) + "\n", stream, marker
