@@ -70,15 +70,15 @@ def launch(plan_path: Path, run_name: str | None, variables: tuple[str, ...],
     3 timed out (a program's timeout or --deadline), 130 interrupted (what was made is
     recorded: `cei terminate RUN`).
     """
-    from launchplan.cli import junit
-    from launchplan.cli.junit_launch import LaunchReport
     from launchplan.levels.launch import Launcher
     from launchplan.levels.runtime import RunContext
     from launchplan.levels.states import RUN_FAILED
     from launchplan.levels.teardown import Terminator
 
     started = time.monotonic()
-    if junit_path is not None:
+    if junit_path is not None:  # the report's code loads only when one is asked for
+        from launchplan.cli import junit
+
         junit.prepare(junit_path)
     try:
         plan = load(plan_path, variables, vars_files)
@@ -91,7 +91,11 @@ def launch(plan_path: Path, run_name: str | None, variables: tuple[str, ...],
         raise
 
     view = make_reporter(as_json, f"cei launch {name}")
-    report = LaunchReport(junit_path, name, plan.name) if junit_path is not None else None
+    report = None
+    if junit_path is not None:
+        from launchplan.cli.junit_launch import LaunchReport
+
+        report = LaunchReport(junit_path, name, plan.name)
     launcher = Launcher(RunContext(store, name, Tee(view, report) if report else view), plan,
                         parallel=parallel)
 
