@@ -60,6 +60,14 @@ _STATES = {
 }
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
+
+def _live_filter() -> dict[str, Any]:
+    """The filter on live states, first in every filtered DescribeInstances: an API that
+    applies filters in the order given (moto does, looking each instance's tags up among every
+    tag of the account) then never reads the tags of the terminated instances a run leaves."""
+    return {"Name": "instance-state-name", "Values": list(LIVE_STATES)}
+
+
 # botocore's retry configuration: "standard" backs off exponentially on throttling and 5xx.
 RETRY_MODE = "standard"
 MAX_ATTEMPTS = 8
@@ -460,9 +468,9 @@ class EC2Provider(Provider):
         return _Earlier(self._instances(
             "ec2: looking for nodes made before",
             Filters=[
+                _live_filter(),
                 {"Name": f"tag:{RUN}", "Values": sorted({r.run for r in requests})},
                 {"Name": f"tag:{SERVICE}", "Values": sorted({r.service for r in requests})},
-                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
             ],
         ))
 
@@ -810,10 +818,7 @@ class EC2Provider(Provider):
     def find(self, run: str) -> list[NodeInfo]:
         instances = self._instances(
             f"ec2: finding the nodes of run {run}",
-            Filters=[
-                {"Name": f"tag:{RUN}", "Values": [run]},
-                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
-            ],
+            Filters=[_live_filter(), {"Name": f"tag:{RUN}", "Values": [run]}],
         )
         return [self._info(i) for i in instances]
 
