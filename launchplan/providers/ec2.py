@@ -73,6 +73,7 @@ RETRY_MODE = "standard"
 MAX_ATTEMPTS = 8
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
+POOL_SIZE = 10  # botocore's default: connections kept open to the endpoint
 
 _NOT_FOUND = frozenset({"InvalidInstanceID.NotFound"})
 _STATUS_IDS = 100  # instance ids per DescribeInstanceStatus call
@@ -297,6 +298,7 @@ class EC2Provider(Provider):
             raise UsageError(f"ec2: address must be 'public' or 'private', not {address!r}")
         self.address_kind: str = address
         self._client: Any = None
+        self._pool_size = POOL_SIZE
         self._lock = threading.Lock()
         self._answers = _Answers(self._describe_ids)
 
@@ -342,6 +344,7 @@ class EC2Provider(Provider):
                     retries={"mode": RETRY_MODE, "max_attempts": MAX_ATTEMPTS},
                     connect_timeout=CONNECT_TIMEOUT,
                     read_timeout=READ_TIMEOUT,
+                    max_pool_connections=self._pool_size,
                     user_agent_extra="cei",
                 )
                 try:
@@ -353,6 +356,15 @@ class EC2Provider(Provider):
                 except Exception as exc:  # NoRegionError, bad endpoint URL, ...
                     raise ProviderError(f"ec2: cannot build a client: {exc}") from exc
             return self._client
+
+    def _widen_pool(self, parallel: int) -> None:
+        """Keep a connection open for each of `parallel` calls at once: beyond its pool,
+        botocore opens a connection per call and drops it after, which costs both ends a TCP
+        handshake (and a server thread, on servers that have one per connection) per call."""
+        with self._lock:
+            if parallel > self._pool_size:
+                self._pool_size = parallel
+                self._client = None  # the next call builds one with the bigger pool
 
     def _call(self, what: str, method: str, **kwargs: Any) -> Any:
         try:
@@ -534,6 +546,7 @@ class EC2Provider(Provider):
         allowed to describe instances reads. Nodes that carry no key of their own
         (host_key_policy console or accept-new) and are rendered alike share calls.
         """
+        self._widen_pool(parallel)
         results: dict[int, NodeInfo | CeiError] = {}
         kwargs: dict[int, dict[str, Any]] = {}
         for index, request in enumerate(requests):

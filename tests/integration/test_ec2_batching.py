@@ -160,3 +160,18 @@ def test_nodes_with_their_own_user_data_are_made_one_call_each(
     for instance in ec2_emulator.instances():
         tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
         assert BATCH not in tags and tags[NODE].startswith("web/")
+
+
+def test_a_create_keeps_a_connection_open_for_each_parallel_call(
+    tmp_path: Path, ec2_emulator: EC2Emulator, ec2_image: str
+) -> None:
+    """Beyond botocore's pool of 10, each of `parallel` calls would open a connection and drop
+    it after."""
+    options = ec2_emulator.ec2_options(image=ec2_image, size="t3.micro")
+    provider = EC2Provider(options, tmp_path)
+    assert provider.client.meta.config.max_pool_connections == 10
+    made = provider.create_many(_requests(options, 2), lambda r, i: None, parallel=16)
+    assert all(isinstance(m, NodeInfo) for m in made)
+    assert provider.client.meta.config.max_pool_connections == 16
+    provider.create_many(_requests(options, 2), lambda r, i: None, parallel=4)
+    assert provider.client.meta.config.max_pool_connections == 16  # never narrowed
