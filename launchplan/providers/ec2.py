@@ -609,8 +609,8 @@ class EC2Provider(Provider):
                                     thread_name_prefix="ec2-create") as pool:
                 for outcome in pool.map(partial(self._make, call), chunks, tokens):
                     results.update(outcome)
-        finally:
-            early.shutdown(wait=True)
+        finally:  # a round still running ends on its own; the waiters wait for it
+            early.shutdown(wait=False)
         return [results[index] for index in range(len(requests))]
 
     def _early_round(self, ids: list[str]) -> None:

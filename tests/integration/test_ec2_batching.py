@@ -193,15 +193,15 @@ def test_instances_are_described_while_the_rest_are_made(
     made = provider.create_many(requests, lambda r, i: None, parallel=2)
     assert all(isinstance(m, NodeInfo) for m in made)
     assert ec2_emulator.actions["RunInstances"] == 10
-    # the look for nodes made before, then at least one early round (at most one per 4)
-    assert 2 <= ec2_emulator.actions["DescribeInstances"] <= 1 + 10 // 4
 
     running = [provider.wait_running(m.resource_id, timeout=30, interval=0.1)
                for m in made if isinstance(m, NodeInfo)]
     assert [r.resource_id for r in running] == [m.resource_id for m in made
                                                 if isinstance(m, NodeInfo)]
     assert all(r.state == "running" and r.address for r in running), running
-    # one more round at most: for the nodes made after the last early one
-    assert ec2_emulator.actions["DescribeInstances"] <= 1 + 10 // 4 + 1
+    # the look for nodes made before, one or two early rounds (the 4th node made starts one,
+    # the 8th another if the first is over), and one for the nodes made after the last:
+    # without early rounds it would be 2
+    assert 3 <= ec2_emulator.actions["DescribeInstances"] <= 1 + 10 // 4 + 1
     by_id = {i["InstanceId"]: i for i in ec2_emulator.instances()}
     assert all(r.address == by_id[r.resource_id]["PublicIpAddress"] for r in running)
