@@ -15,20 +15,24 @@ cei       `cei launch` of a one-level plan of N nodes (no programs, so no SSH), 
           each node is one RunInstances (as in the baseline); with `console` (or
           `accept-new`) their user-data are the same and cei makes them in batches.
 
-Printed: wall time of each phase, cei's against the baseline's (the ratio), the emulator's
-CPU seconds per phase, and the EC2 requests each side made, by action.
+Printed: wall time of each phase, cei's against the baseline's (the ratio), the CPU seconds
+per phase of the emulator and of the client (the baseline's threads, or the `cei` process), and
+the EC2 requests each side made by action, with the emulator's CPU seconds spent on each action
+(the CPU time of the request threads inside the WSGI application, so HTTP parsing is not in it).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -41,14 +45,39 @@ sys.path.insert(0, str(REPO))
 from tests.integration.cloud_emulator import REGION, EC2Emulator, use_fake_aws  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
+Figures = tuple[float, float, float]  # wall seconds, emulator CPU seconds, client CPU seconds
+
+
+class ActionCPU:
+    """WSGI wrapper: the CPU seconds of the request threads in the application, by EC2 action
+    (each request has a thread of its own, so its thread_time is that request's)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        start = time.thread_time()
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        form = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(form)
+        action = next((pair[7:].decode() for pair in form.split(b"&")
+                       if pair.startswith(b"Action=")), "?")  # EC2's query API
+        body = b"".join(self.app(environ, start_response))
+        self.seconds[action] = self.seconds.get(action, 0.0) + time.thread_time() - start
+        return [body]
 
 
 def serve() -> None:
     """The emulator's process: one JSON line per command read from stdin, until EOF.
 
     `reset`: forget everything, register a fresh image -> {"image": ...};
-    `stats`: the EC2 requests served since the last reset -> {"actions": {...}}."""
+    `stats`: the EC2 requests served since the last reset, and the CPU seconds spent on
+    them, by action -> {"actions": {...}, "cpu": {...}}."""
     emulator = EC2Emulator()
+    timer = ActionCPU(emulator._server.app)
+    emulator._server.app = timer
     emulator.start()
     print(json.dumps({"endpoint": emulator.endpoint}), flush=True)
     try:
@@ -59,9 +88,11 @@ def serve() -> None:
                     Name="cei-bench", Architecture="x86_64", RootDeviceName="/dev/sda1",
                     VirtualizationType="hvm")["ImageId"]
                 emulator.middleware.reset_counters()  # registering is not the benchmark's
+                timer.seconds.clear()
                 print(json.dumps({"image": image}), flush=True)
             elif line.strip() == "stats":
-                print(json.dumps({"actions": dict(emulator.actions)}), flush=True)
+                print(json.dumps({"actions": dict(emulator.actions),
+                                  "cpu": dict(timer.seconds)}), flush=True)
     finally:
         emulator.stop()
 
@@ -106,15 +137,23 @@ class Server:
             self.proc.wait(timeout=30)
 
 
-def timed(server: Server, action: Callable[[], None]) -> tuple[float, float]:
-    """Wall seconds of `action` and the emulator's CPU seconds meanwhile."""
-    cpu, start = server.cpu(), time.perf_counter()
+def children_cpu() -> float:
+    """CPU seconds of the children waited for so far (the `cei` commands; the emulator is
+    waited for only at the end)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(server: Server, action: Callable[[], None], client: Callable[[], float]) -> Figures:
+    """Wall seconds of `action`, the emulator's CPU seconds meanwhile, and the client's
+    (`client()` is a CPU clock: this process's, or that of the children waited for)."""
+    cpu, mine, start = server.cpu(), client(), time.perf_counter()
     action()
-    return time.perf_counter() - start, server.cpu() - cpu
+    return time.perf_counter() - start, server.cpu() - cpu, client() - mine
 
 
 def baseline(server: Server, image: str, nodes: int, parallel: int
-             ) -> tuple[tuple[float, float], tuple[float, float]]:
+             ) -> tuple[Figures, Figures]:
     import boto3
 
     client = boto3.client("ec2", endpoint_url=server.endpoint, region_name=REGION)
@@ -135,11 +174,11 @@ def baseline(server: Server, image: str, nodes: int, parallel: int
         with ThreadPoolExecutor(parallel) as pool:
             list(pool.map(lambda i: client.terminate_instances(InstanceIds=[i]), ids))
 
-    return timed(server, launch), timed(server, terminate)
+    return timed(server, launch, time.process_time), timed(server, terminate, time.process_time)
 
 
 def cei_run(server: Server, image: str, nodes: int, parallel: int, policy: str, home: Path
-            ) -> tuple[tuple[float, float], tuple[float, float]]:
+            ) -> tuple[Figures, Figures]:
     plan = home.parent / "scale.yml"
     plan.write_text(yaml.safe_dump({
         "plan": "scale",
@@ -158,8 +197,8 @@ def cei_run(server: Server, image: str, nodes: int, parallel: int, policy: str, 
             raise SystemExit(f"cei {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
 
     launch = timed(server, lambda: cei("launch", str(plan), "--name", "scale",
-                                       "--parallel", str(parallel)))
-    down = timed(server, lambda: cei("terminate", "scale"))
+                                       "--parallel", str(parallel)), children_cpu)
+    down = timed(server, lambda: cei("terminate", "scale"), children_cpu)
     return launch, down
 
 
@@ -181,27 +220,29 @@ def main() -> None:
     try:
         image = str(server.ask("reset")["image"])
         base = baseline(server, image, args.nodes, args.parallel)
-        base_calls = server.ask("stats")["actions"]
+        base_calls = server.ask("stats")
         image = str(server.ask("reset")["image"])
         with tempfile.TemporaryDirectory(prefix="cei-bench-ec2-") as tmp:
             ours = cei_run(server, image, args.nodes, args.parallel, args.host_key_policy,
                            Path(tmp) / "home")
-        our_calls = server.ask("stats")["actions"]
+        our_calls = server.ask("stats")
     finally:
         server.stop()
 
     print(f"{args.nodes} EC2 nodes on the moto server, no programs, {args.parallel} at once, "
           f"host_key_policy {args.host_key_policy}")
-    print(f"{'':22}{'boto3 baseline':>22}{'cei':>22}{'cei / baseline':>16}")
+    print("wall seconds (CPU seconds of the emulator, of the client)")
+    print(f"{'':20}{'boto3 baseline':>28}{'cei':>28}{'cei / baseline':>16}")
     rows = (("launch", base[0], ours[0]), ("terminate", base[1], ours[1]),
             ("launch + terminate", tuple(map(sum, zip(*base, strict=True))),
              tuple(map(sum, zip(*ours, strict=True)))))
-    for name, (bwall, bcpu), (cwall, ccpu) in rows:
-        print(f"{name:22}{bwall:9.2f} s (moto {bcpu:5.1f} s){cwall:9.2f} s (moto {ccpu:5.1f} s)"
-              f"{cwall / bwall:15.2f}x")
-    for side, calls in (("baseline", base_calls), ("cei", our_calls)):
-        listed = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
-        print(f"EC2 requests, {side}: {listed}")
+    for name, (bwall, bmoto, bcpu), (cwall, cmoto, ccpu) in rows:
+        print(f"{name:20}{bwall:8.2f} s (moto {bmoto:5.1f}, {bcpu:5.1f})"
+              f"{cwall:8.2f} s (moto {cmoto:5.1f}, {ccpu:5.1f}){cwall / bwall:15.2f}x")
+    for side, stats in (("baseline", base_calls), ("cei", our_calls)):
+        listed = ", ".join(f"{k} {v} ({stats['cpu'].get(k, 0.0):.1f} s)"
+                           for k, v in sorted(stats["actions"].items()))
+        print(f"EC2 requests (moto CPU), {side}: {listed}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -60,17 +61,29 @@ _STATES = {
 }
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
+
+def _live_filter() -> dict[str, Any]:
+    """The filter on live states, first in every filtered DescribeInstances: an API that
+    applies filters in the order given (moto does, looking each instance's tags up among every
+    tag of the account) then never reads the tags of the terminated instances a run leaves."""
+    return {"Name": "instance-state-name", "Values": list(LIVE_STATES)}
+
+
 # botocore's retry configuration: "standard" backs off exponentially on throttling and 5xx.
 RETRY_MODE = "standard"
 MAX_ATTEMPTS = 8
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
+POOL_SIZE = 10  # botocore's default: connections kept open to the endpoint
 
 _NOT_FOUND = frozenset({"InvalidInstanceID.NotFound"})
 _STATUS_IDS = 100  # instance ids per DescribeInstanceStatus call
 # Instances per RunInstances, and ids per DescribeInstances or TerminateInstances call (the
 # most EC2 takes in one of those).
 BATCH_SIZE = 1000
+# Instances a create_many has made since the last DescribeInstances round that start one while
+# it goes on (_Answers.begin_early): a page of DescribeInstances, as EC2 and moto page it.
+EARLY_ROUND = 100
 # A node's own tags: a batch's instances get them just after RunInstances, each its own.
 _OWN_TAGS = (NODE, TOKEN, "Name")
 _FINAL = (RUNNING, ERROR, TERMINATED)  # what a wait for a node to run ends on
@@ -223,7 +236,9 @@ class _Answers:
     BATCH_SIZE ids a call) asks about every instance being waited for and every one created
     since the last round, and the other waiters take their answers from it: N nodes of a level
     cost a call per round, not one per node per poll, and stay clear of EC2's rate limits on
-    DescribeInstances.
+    DescribeInstances. While a create_many goes on, every EARLY_ROUND instances it made start
+    a round of their own (begin_early), so that their answers are in hand when their waiters
+    come, instead of one long round for all of them once the last is made.
     """
 
     def __init__(self, describe: Callable[[list[str]], dict[str, NodeInfo]]) -> None:
@@ -246,32 +261,51 @@ class _Answers:
                 self._created.discard(rid)
                 self._answers.pop(rid, None)
 
-    def latest(self, resource_id: str, newer_than: float) -> NodeInfo:
-        """The instance's state from a round begun after `newer_than` (time.monotonic())."""
+    def latest(self, resource_id: str, newer_than: float) -> tuple[NodeInfo, float]:
+        """The instance's state from a round begun after `newer_than` (time.monotonic()),
+        and when that round began."""
         with self._cond:
             self._waiting.add(resource_id)
             while True:
                 answer = self._answers.get(resource_id)
                 if answer is not None and answer[0] > newer_than:
-                    return answer[1]
+                    return answer[1], answer[0]
                 if not self._polling:
                     break
                 self._cond.wait()
-            self._polling = True
-            ids = sorted(self._waiting | self._created | {resource_id})
-            self._created.clear()
+            ids = self._begin({resource_id})
+        return self.round(ids)[resource_id]
+
+    def begin_early(self, least: int) -> list[str] | None:
+        """A round begun now, before anyone waits, when at least `least` instances were
+        created since the last one and no round runs: its ids, for round(); else None."""
+        with self._cond:
+            if self._polling or len(self._created) < least:
+                return None
+            return self._begin(set())
+
+    def _begin(self, also: set[str]) -> list[str]:
+        """Mark a round as running and take its ids (the caller holds the condition)."""
+        self._polling = True
+        ids = sorted(self._waiting | self._created | also)
+        self._created.clear()
+        return ids
+
+    def round(self, ids: list[str]) -> dict[str, tuple[NodeInfo, float]]:
+        """Describe the ids of a round begun by _begin, keep and return the answers (with the
+        round's start), and end the round, failed or not: the next waiter then tries again."""
         started = time.monotonic()
         answers: dict[str, NodeInfo] = {}
         try:
             found = self._describe(ids)
             answers = {rid: found.get(rid) or NodeInfo(resource_id=rid, state=UNKNOWN)
                        for rid in ids}
-        finally:  # after a failed round, the next waiter tries again
+        finally:
             with self._cond:
                 self._polling = False
                 self._answers.update((rid, (started, info)) for rid, info in answers.items())
                 self._cond.notify_all()
-        return answers[resource_id]
+        return {rid: (info, started) for rid, info in answers.items()}
 
 
 class EC2Provider(Provider):
@@ -289,6 +323,7 @@ class EC2Provider(Provider):
             raise UsageError(f"ec2: address must be 'public' or 'private', not {address!r}")
         self.address_kind: str = address
         self._client: Any = None
+        self._pool_size = POOL_SIZE
         self._lock = threading.Lock()
         self._answers = _Answers(self._describe_ids)
 
@@ -334,6 +369,7 @@ class EC2Provider(Provider):
                     retries={"mode": RETRY_MODE, "max_attempts": MAX_ATTEMPTS},
                     connect_timeout=CONNECT_TIMEOUT,
                     read_timeout=READ_TIMEOUT,
+                    max_pool_connections=self._pool_size,
                     user_agent_extra="cei",
                 )
                 try:
@@ -345,6 +381,15 @@ class EC2Provider(Provider):
                 except Exception as exc:  # NoRegionError, bad endpoint URL, ...
                     raise ProviderError(f"ec2: cannot build a client: {exc}") from exc
             return self._client
+
+    def _widen_pool(self, parallel: int) -> None:
+        """Keep a connection open for each of `parallel` calls at once: beyond its pool,
+        botocore opens a connection per call and drops it after, which costs both ends a TCP
+        handshake (and a server thread, on servers that have one per connection) per call."""
+        with self._lock:
+            if parallel > self._pool_size:
+                self._pool_size = parallel
+                self._client = None  # the next call builds one with the bigger pool
 
     def _call(self, what: str, method: str, **kwargs: Any) -> Any:
         try:
@@ -460,9 +505,9 @@ class EC2Provider(Provider):
         return _Earlier(self._instances(
             "ec2: looking for nodes made before",
             Filters=[
+                _live_filter(),
                 {"Name": f"tag:{RUN}", "Values": sorted({r.run for r in requests})},
                 {"Name": f"tag:{SERVICE}", "Values": sorted({r.service for r in requests})},
-                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
             ],
         ))
 
@@ -526,6 +571,7 @@ class EC2Provider(Provider):
         allowed to describe instances reads. Nodes that carry no key of their own
         (host_key_policy console or accept-new) and are rendered alike share calls.
         """
+        self._widen_pool(parallel)
         results: dict[int, NodeInfo | CeiError] = {}
         kwargs: dict[int, dict[str, Any]] = {}
         for index, request in enumerate(requests):
@@ -547,17 +593,32 @@ class EC2Provider(Provider):
             results.update((index, exc) for index in kwargs)
             return [results[index] for index in range(len(requests))]
 
+        early = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ec2-early")
+
         def made(request: NodeRequest, info: NodeInfo) -> None:
             self._answers.expect([info.resource_id])
             created(request, info)
+            ids = self._answers.begin_early(EARLY_ROUND)
+            if ids is not None:
+                early.submit(self._early_round, ids)
 
         call = _CreateCall(requests, kwargs, earlier, earlier.strays(t for t in tokens if t),
                            made, parallel, cancel)
-        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(chunks))),
-                                thread_name_prefix="ec2-create") as pool:
-            for outcome in pool.map(partial(self._make, call), chunks, tokens):
-                results.update(outcome)
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(chunks))),
+                                    thread_name_prefix="ec2-create") as pool:
+                for outcome in pool.map(partial(self._make, call), chunks, tokens):
+                    results.update(outcome)
+        finally:  # a round still running ends on its own; the waiters wait for it
+            early.shutdown(wait=False)
         return [results[index] for index in range(len(requests))]
+
+    def _early_round(self, ids: list[str]) -> None:
+        """A round of DescribeInstances begun during a create_many (_Answers.begin_early). It
+        runs beside the creates, and a failure only leaves its instances to their waiters'
+        own rounds."""
+        with suppress(Exception):  # read-only: the waiters ask again
+            self._answers.round(ids)
 
     def _make(self, call: _CreateCall, chunk: list[int], token: str | None
               ) -> dict[int, NodeInfo | CeiError]:
@@ -810,10 +871,7 @@ class EC2Provider(Provider):
     def find(self, run: str) -> list[NodeInfo]:
         instances = self._instances(
             f"ec2: finding the nodes of run {run}",
-            Filters=[
-                {"Name": f"tag:{RUN}", "Values": [run]},
-                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
-            ],
+            Filters=[_live_filter(), {"Name": f"tag:{RUN}", "Values": [run]}],
         )
         return [self._info(i) for i in instances]
 
@@ -833,18 +891,20 @@ class EC2Provider(Provider):
         asked = -math.inf
         try:
             while True:
-                info = self._answers.latest(resource_id, asked)
+                info, asked = self._answers.latest(resource_id, asked)
                 if info.state in _FINAL:
                     return info
                 if time.monotonic() >= deadline:
                     raise StepTimeout(
                         f"ec2 instance {resource_id} was still {info.state} after {timeout:g}s "
                         "(waiting for EC2 to report it running)")
-                asked = time.monotonic()
+                # the next answer comes from a round begun `delay` after this one's, which may
+                # be now already if this one was an early round of the create
+                pause = max(0.0, asked + delay - time.monotonic())
                 if cancel is not None:
-                    if cancel.wait(delay):
+                    if cancel.wait(pause):
                         return info
                 else:
-                    time.sleep(delay)
+                    time.sleep(pause)
         finally:
             self._answers.forget([resource_id])

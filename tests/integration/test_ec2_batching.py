@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from launchplan.errors import ProviderError
+from launchplan.providers import ec2
 from launchplan.providers.base import NodeInfo, NodeRequest
 from launchplan.providers.ec2 import EC2Provider
 from launchplan.providers.tags import BATCH, NODE, TOKEN, client_token, node_tags
@@ -160,3 +161,47 @@ def test_nodes_with_their_own_user_data_are_made_one_call_each(
     for instance in ec2_emulator.instances():
         tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
         assert BATCH not in tags and tags[NODE].startswith("web/")
+
+
+def test_a_create_keeps_a_connection_open_for_each_parallel_call(
+    tmp_path: Path, ec2_emulator: EC2Emulator, ec2_image: str
+) -> None:
+    """Beyond botocore's pool of 10, each of `parallel` calls would open a connection and drop
+    it after."""
+    options = ec2_emulator.ec2_options(image=ec2_image, size="t3.micro")
+    provider = EC2Provider(options, tmp_path)
+    assert provider.client.meta.config.max_pool_connections == 10
+    made = provider.create_many(_requests(options, 2), lambda r, i: None, parallel=16)
+    assert all(isinstance(m, NodeInfo) for m in made)
+    assert provider.client.meta.config.max_pool_connections == 16
+    provider.create_many(_requests(options, 2), lambda r, i: None, parallel=4)
+    assert provider.client.meta.config.max_pool_connections == 16  # never narrowed
+
+
+def test_instances_are_described_while_the_rest_are_made(
+    tmp_path: Path, ec2_emulator: EC2Emulator, ec2_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every EARLY_ROUND instances made start a round of DescribeInstances beside the creates,
+    so the waits that follow find most answers in hand: still a call per round, never one per
+    node, and each node's answer is its own."""
+    monkeypatch.setattr(ec2, "EARLY_ROUND", 4)
+    options = ec2_emulator.ec2_options(image=ec2_image, size="t3.micro")
+    requests = [NodeRequest(run="r1", service="web", node=f"web/{i}", token=f"tok-web-{i}",
+                            options=options, userdata=USERDATA + f"# {i}\n".encode(),
+                            tags=node_tags("r1", "web", f"web/{i}")) for i in range(10)]
+    provider = EC2Provider(options, tmp_path)
+    made = provider.create_many(requests, lambda r, i: None, parallel=2)
+    assert all(isinstance(m, NodeInfo) for m in made)
+    assert ec2_emulator.actions["RunInstances"] == 10
+
+    running = [provider.wait_running(m.resource_id, timeout=30, interval=0.1)
+               for m in made if isinstance(m, NodeInfo)]
+    assert [r.resource_id for r in running] == [m.resource_id for m in made
+                                                if isinstance(m, NodeInfo)]
+    assert all(r.state == "running" and r.address for r in running), running
+    # the look for nodes made before, one or two early rounds (the 4th node made starts one,
+    # the 8th another if the first is over), and one for the nodes made after the last:
+    # without early rounds it would be 2
+    assert 3 <= ec2_emulator.actions["DescribeInstances"] <= 1 + 10 // 4 + 1
+    by_id = {i["InstanceId"]: i for i in ec2_emulator.instances()}
+    assert all(r.address == by_id[r.resource_id]["PublicIpAddress"] for r in running)
