@@ -277,7 +277,6 @@ def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int,
         plan = fanout_plan(work, hosts, count)
         bare: list[tuple[float, float, float]] = []
         ours: list[list[tuple[float, float, float]]] = [[] for _ in ceis]
-
         try:
             for i in range(times):  # side by side, so that all see the same machine, and
                 before = hosts.cpu()
