@@ -86,7 +86,7 @@ def staged_command(staging: Staging, argv: Sequence[str] | None, env: Mapping[st
         cuts.append((StagedFile(source, env_script(env).encode()), shlex.quote("./" + source)))
     # with staging files, the saved stdin sits in the temporary directory, and one rm -r of
     # that directory (its name is the token's) leaves nothing of either
-    saved = '"$t"/.in' if staging.files else f".cei-in-{token}"
+    saved = f'"$t"/.cei-in-{token}' if staging.files else f".cei-in-{token}"
     lines = [
         "u=$(umask); umask 077",
         f"m={shlex.quote(marker.decode())}; t=.cei-tmp-{token}; b={saved}",

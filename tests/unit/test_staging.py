@@ -117,3 +117,14 @@ def test_level_context_encodes_the_documented_content_once() -> None:
     assert json.loads(level.document(me)) == context_document("r1", [*nodes, me])
     assert json.loads(level.document()) == context_document("r1", nodes)
     assert json.loads(LevelContext("r1", []).document(me)) == context_document("r1", [me])
+
+
+def test_a_file_may_be_named_like_what_staging_uses_itself(tmp_path: Path) -> None:
+    """The saved stdin and the temporary directory carry the token, so no staged file's name
+    (here the names they had without it) can clash with them."""
+    stage = tmp_path / "stage"
+    files = (StagedFile(".in", b"first" * 10), StagedFile(".cei-tmp", b"second"),
+             StagedFile(".cei-in", b"third" * 3))
+    status, output, _, stderr = run(Staging(str(stage), files), None)
+    assert (status, output, stderr) == (0, b"", "")
+    assert {p.name: p.read_bytes() for p in stage.iterdir()} == {f.name: f.data for f in files}
