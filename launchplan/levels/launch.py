@@ -485,7 +485,8 @@ class _NodeLauncher:
             return
 
         hostkeys.pin_before_connecting(ctx, spec, provider, resource_id, deadline, log)
-        session = ctx.open_session(self._record(), retry_for=_left(deadline, "SSH to answer"))
+        record = self._record()
+        session = ctx.open_session(record, retry_for=_left(deadline, "SSH to answer"))
         try:
             hostkeys.pin_after_connecting(ctx, spec, session, log)
             if provider.capabilities.runs_cloud_init:
@@ -495,8 +496,8 @@ class _NodeLauncher:
                                    + (result.stdout_tail + result.stderr_tail).strip())
             self._step(states.CONTEXTUALIZING)
             self._contextualize(
-                session, log,
-                posixpath.join(session.home, stage_dir(ctx.run, spec.service, spec.index)))
+                session, log, posixpath.join(ctx.login_dir(record, session),
+                                             stage_dir(ctx.run, spec.service, spec.index)))
         finally:
             session.close()
         self._set(states.READY)

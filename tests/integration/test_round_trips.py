@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import stat
 from collections import Counter
@@ -108,3 +109,35 @@ def test_outputs_past_the_limit_are_refused(session: Session, tmp_path: Path) ->
         assert stage.boot(ProgramSpec(command="true")) == {}  # no output file: no outputs
     finally:
         shutil.rmtree(Path(stage.path).parent.parent, ignore_errors=True)
+
+
+def test_services_sharing_an_existing_host_ask_its_login_directory_once(
+        sshd: SSHDServer, tmp_path: Path, round_trips: Counter[str]) -> None:
+    """Three services on one host, over two levels: the login directory (one SFTP request)
+    is asked once in the launch, not once per node."""
+    from launchplan.levels.events import discard
+    from launchplan.levels.launch import Launcher
+    from launchplan.levels.runtime import RunContext
+    from launchplan.plan import load_plan
+    from launchplan.state import Store
+
+    service = {"host": sshd.host, "ssh_port": sshd.port, "ssh_user": sshd.user,
+               "ssh_key": sshd.key_path, "host_key": sshd.host_key,
+               "boot": {"command": 'printf \'{"stage": "%s"}\' "$PWD" >"$CEI_OUTPUT"'}}
+    run = f"rt-share-{os.getpid()}"
+    login_dir = Path(pwd.getpwnam(sshd.user).pw_dir)
+    plan_path = tmp_path / "plan.yml"
+    plan_path.write_text(json.dumps({
+        "plan": "share", "clouds": {"hosts": {"driver": "static"}},
+        "defaults": {"cloud": "hosts", "timeout": 60},
+        "levels": [{"services": {"a": service, "b": service}}, {"services": {"c": service}}]}))
+    with Store(tmp_path / "home", "") as store:
+        store.create_run(run, "share", str(plan_path))
+        try:
+            result = Launcher(RunContext(store, run, discard), load_plan(plan_path)).launch()
+            assert (result.status, result.failures) == ("ready", [])
+            stages = {n.node: n.outputs["stage"] for n in store.nodes(run)}
+        finally:
+            shutil.rmtree(login_dir / ".cei" / run, ignore_errors=True)
+    assert stages == {f"{s}/0": f"{login_dir}/.cei/{run}/{s}/0" for s in "abc"}
+    assert round_trips["sftp"] == 1
