@@ -42,9 +42,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from procstat import cpu_seconds  # noqa: E402
+
 from tests.integration.cloud_emulator import REGION, EC2Emulator, use_fake_aws  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
 Figures = tuple[float, float, float]  # wall seconds, emulator CPU seconds, client CPU seconds
 
 
@@ -124,8 +125,7 @@ class Server:
 
     def cpu(self) -> float:
         """CPU seconds (user + system) the emulator's process has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.stdin is not None:

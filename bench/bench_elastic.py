@@ -35,6 +35,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from procstat import cpu_seconds  # noqa: E402
+
 from launchplan.state import Store  # noqa: E402
 from tests.integration.cloud_emulator import EC2Emulator, use_fake_aws  # noqa: E402
 from tests.integration.elastic_helpers import local_node_pid  # noqa: E402
@@ -205,12 +207,6 @@ def tick_cost(work: Path, emulator: EC2Emulator, image: str, count: int) -> list
     finally:
         cei(home, "terminate", run, check=False)
     return samples
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and all its threads, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- scale ----------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from procstat import cpu_seconds  # noqa: E402
 from startup import as_installed  # noqa: E402
 
 ADDRESSES_PER_SSHD = 16  # OpenSSH listens on at most 16 sockets
@@ -111,11 +112,7 @@ class Hosts:
         (on loopback it shares this machine's cores with the client). A session's time is
         counted once sshd has reaped it, a moment after the client is gone."""
         time.sleep(0.3)
-        ticks = 0
-        for proc in self.procs:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += sum(int(field) for field in fields[11:15])  # utime stime cutime cstime
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return sum(cpu_seconds(proc.pid, reaped_children=True) for proc in self.procs)
 
     def close(self) -> None:
         for proc in self.procs:
