@@ -191,7 +191,9 @@ class Cei:
     def __init__(self, home: Path, code: Path = REPO) -> None:
         self.code = code
         self.env = {**os.environ, "CEI_HOME": str(home), "PYTHONPATH": str(code)}
-        self.argv = [sys.executable, "-m", "launchplan"]
+        # -P: `python -m` would put the working directory first on sys.path, ahead of
+        # PYTHONPATH, and every checkout would run this one's code
+        self.argv = [sys.executable, "-P", "-m", "launchplan"]
 
     def launch(self, plan: Path, name: str,
                nodes: Hosts | None = None) -> tuple[float, float, float]:

@@ -38,17 +38,11 @@ def env_script(env: Mapping[str, str]) -> str:
     return "".join(lines)
 
 
-def shell_command(
-    argv: Sequence[str],
-    *,
-    cwd: str | None = None,
-    source: str | None = None,
-) -> str:
-    """Return `[cd DIR && ][. SOURCE && rm -f SOURCE && ]exec ARGV...`, every word quoted.
+def shell_command(argv: Sequence[str], *, cwd: str | None = None) -> str:
+    """Return `[cd DIR && ]exec ARGV...`, every word quoted.
 
     The remote shell then hands each element of `argv` to the program byte for byte.
-    A relative `cwd` is relative to the login directory; `source` is a script of env_script
-    lines (relative to `cwd`), read and removed before the program starts.
+    A relative `cwd` is relative to the login directory.
     """
     words = [str(word) for word in argv]
     if not words:
@@ -57,9 +51,6 @@ def shell_command(
     if program.startswith("-"):
         raise ValueError(f"program name may not start with '-': {program!r}")
     line = "exec " + " ".join(shlex.quote(word) for word in words)
-    if source is not None:
-        script = shlex.quote(source if "/" in source else "./" + source)
-        line = f". {script} && rm -f {script} && {line}"
     if cwd is not None:
         if not cwd:
             raise ValueError("empty working directory")

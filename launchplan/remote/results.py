@@ -19,6 +19,7 @@ class CommandResult:
     stdout_tail: str
     stderr_tail: str
     report: bytes | None = None  # what a staged run reported (see remote.staging)
+    login_dir: str | None = None  # where the command's login started, when it told
 
 
 class Tail:

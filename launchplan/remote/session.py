@@ -57,36 +57,38 @@ _BACKOFF_FIRST = 0.25
 _BACKOFF_CAP = 5.0
 _KEEPALIVE = 30
 _KILL_TIMEOUT = 15.0
+_HEADER_WAIT = 2.0  # for a stopped command's header (see Session._stop)
 _QUICK_TIMEOUT = 120.0  # cei's own short commands (home, mkdir): generous, for loaded nodes
 # SHA-1 signatures (ssh-rsa) and DSA are never negotiated, whatever paramiko's own defaults.
 _NO_SHA1 = {"keys": ["ssh-rsa", "ssh-dss"], "pubkeys": ["ssh-rsa", "ssh-dss"]}
 
-# Runs the user's command in a new session (so its process group holds it and every child),
-# recording that group's id where a second channel can find it on timeout. Without setsid
-# (rare) the shell's own pid is recorded: sshd makes each session's shell a group leader.
-# The new session's shell runs the command itself (eval, with no positional parameters and no
-# variable of its own left), not in yet another shell: a process less on the node per command.
+# What every command runs in: it prints a header line, "PID LOGIN-DIRECTORY" (the directory
+# left out when it holds a newline), then runs the command itself (eval, with no positional
+# parameters and no variable of its own left) in the process group PID leads, which holds it
+# and every child: a timeout stops that group from a second channel (_KILLER). sshd makes each
+# session's shell the leader of a group of its own, and so does the local cloud's server; a
+# shell that is not one (its group read from /proc without starting a process) goes through
+# setsid first. No process starts on the node before the command but the shells themselves,
+# and none after it.
+_RUN = ('h=$PWD; case $h in *"\n"*) h=;; esac; printf "%s %s\\n" "$$" "$h"; '
+        'c=$1; set --; eval "unset c g h; $c"')
 _WRAPPER = (
-    'p="${TMPDIR:-/tmp}/cei-$1.pid"; '
-    "if setsid -w true >/dev/null 2>&1; then "
-    'setsid -w sh -c \'echo $$ >"$1"; c=$2; set --; eval "unset c; $c"\' sh "$p" "$2"; '
-    'else echo $$ >"$p"; sh -c "$2"; fi; '
-    's=$?; rm -f "$p"; exit "$s"'
+    'g=; { read -r g </proc/$$/stat; } 2>/dev/null && set -- "$1" ${g##*) } && g=$4; '
+    'if [ -n "$g" ] && [ "$g" != $$ ] && command -v setsid >/dev/null 2>&1; then '
+    f'exec setsid sh -c {shlex.quote(_RUN)} sh "$1"; fi; ' + _RUN
 )
 
-# Stops the group recorded by _WRAPPER: TERM, a short grace, then KILL. Every loop is bounded.
+# Stops the group _WRAPPER reported: TERM, a short grace, then KILL. Every loop is bounded.
 # The group counts as alive while a member is not a zombie: a stopped program's orphans wait as
 # zombies until init reaps them, which some inits do only every few seconds.
 _KILLER = (
-    'p="${TMPDIR:-/tmp}/cei-$1.pid"; i=0; '
-    'while [ ! -s "$p" ] && [ "$i" -lt 20 ]; do sleep 0.1; i=$((i+1)); done; '
-    'g=$(cat "$p" 2>/dev/null); [ -n "$g" ] || exit 0; '
+    'g=$1; '
     'alive() { [ -r /proc/self/stat ] || { kill -0 -"$g" 2>/dev/null; return; }; '
     'for f in /proc/[0-9]*/stat; do { read -r l <"$f"; } 2>/dev/null || continue; '
     'set -- ${l##*) }; [ "$3" = "$g" ] && [ "$1" != Z ] && return 0; done; return 1; }; '
     'kill -TERM -"$g" 2>/dev/null || kill -TERM "$g" 2>/dev/null; i=0; '
     'while alive && [ "$i" -lt 30 ]; do sleep 0.1; i=$((i+1)); done; '
-    'kill -KILL -"$g" 2>/dev/null; kill -KILL "$g" 2>/dev/null; rm -f "$p"; exit 0'
+    'kill -KILL -"$g" 2>/dev/null; kill -KILL "$g" 2>/dev/null; exit 0'
 )
 
 
@@ -225,19 +227,39 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Stdout:
-    """Where a command's stdout goes: its tail and the caller's callback, after `reader`
-    took out what follows a staged run's report marker."""
+    """Where a command's stdout goes: the wrapper's header line read off first (see _WRAPPER),
+    then its tail and the caller's callback, after `reader` took out what follows a staged
+    run's report marker."""
 
     def __init__(self, tail: Tail, on_output: OutputCallback | None,
                  reader: ReportReader | None) -> None:
         self.tail = tail
         self.on_output = on_output
         self.reader = reader
+        self.group: str | None = None  # the process group running the command, once known
+        self.login_dir: str | None = None
+        self._header: bytes | None = b""  # None once read
 
     def add(self, chunk: bytes) -> None:
+        if self._header is not None:
+            self._header += chunk
+            line, newline, chunk = self._header.partition(b"\n")
+            if not newline:
+                return
+            self._header = None
+            group, _, login_dir = line.partition(b" ")
+            if not group.isdigit():  # not our wrapper's line: pass it on whole
+                chunk = line + newline + chunk
+            else:
+                self.group = group.decode("ascii")
+                with contextlib.suppress(UnicodeDecodeError):  # else unknown, as when empty
+                    self.login_dir = login_dir.decode("utf-8") or None
         self._pass_on(self.reader.feed(chunk) if self.reader is not None else chunk)
 
     def finish(self) -> None:
+        if self._header:
+            self._pass_on(self._header)
+        self._header = None
         if self.reader is not None:
             self._pass_on(self.reader.finish())
 
@@ -481,15 +503,15 @@ class Session:
         CommandTimeout raised; when `cancel` is set it is stopped the same way and
         Interrupted raised.
         """
-        return self._exec(command, uuid.uuid4().hex, timeout, on_output, cancel)
+        return self._exec(command, timeout, on_output, cancel)
 
-    def _exec(self, command: str, token: str, timeout: float | None,
+    def _exec(self, command: str, timeout: float | None,
               on_output: OutputCallback | None, cancel: threading.Event | None,
               stdin: bytes = b"", reader: ReportReader | None = None) -> CommandResult:
         """Run `command` through _WRAPPER with `stdin`; `reader` takes its report out of
         stdout."""
         wrapped = "exec sh -c " + " ".join(
-            shlex.quote(word) for word in (_WRAPPER, "cei-run", token, command)
+            shlex.quote(word) for word in (_WRAPPER, "cei-run", command)
         )
         deadline = None if timeout is None else time.monotonic() + timeout
         out, err = Tail(), Tail()
@@ -517,7 +539,7 @@ class Session:
                         break
                     if cancel is not None and cancel.is_set():
                         settled = True
-                        self._stop(token)
+                        self._stop(channel, stdout, err, on_output)
                         raise Interrupted(f"{self.target.address}: command interrupted")
                     wait = _POLL
                     if deadline is not None:
@@ -532,7 +554,7 @@ class Session:
                         select.select([channel], [], [], wait)
                 if not channel.exit_status_ready():
                     settled = True
-                    self._stop(token)
+                    self._stop(channel, stdout, err, on_output)
                     raise CommandTimeout(
                         f"{self.target.address}: command ran past its timeout of {timeout:g} s"
                         " and was stopped"
@@ -543,11 +565,11 @@ class Session:
                     raise _lost(self.target)
         finally:
             if not settled:
-                self._stop_quietly(token)
+                self._stop_quietly(channel, stdout, err)
             channel.close()
         stdout.finish()
         return CommandResult(status, out.text(), err.text(),
-                             reader.report if reader is not None else None)
+                             reader.report if reader is not None else None, stdout.login_dir)
 
     def run_argv(
         self,
@@ -586,10 +608,9 @@ class Session:
 
         RemoteError when staging fails; timeout and cancel as for run().
         """
-        token = uuid.uuid4().hex
-        command, stdin, marker = staged_command(staging, argv, env or {}, token)
+        command, stdin, marker = staged_command(staging, argv, env or {}, uuid.uuid4().hex)
         reader = ReportReader(marker)
-        result = self._exec(command, token, timeout, on_output, cancel, stdin, reader)
+        result = self._exec(command, timeout, on_output, cancel, stdin, reader)
         if reader.kind == STAGING_FAILED:
             raise RemoteError(f"{self.target.address}: staging in {staging.directory} failed: "
                               + (result.stderr_tail.strip() or f"status {result.status}"))
@@ -612,32 +633,43 @@ class Session:
             if on_output is not None:
                 on_output("stderr", chunk)
 
-    def _stop(self, token: str) -> None:
-        """Stop the process group of the run identified by `token`, on a second channel."""
+    def _stop(self, channel: paramiko.Channel, stdout: _Stdout, err: Tail,
+              on_output: OutputCallback | None) -> None:
+        """Stop the process group running on `channel`, from a second channel. Its header may
+        be on the way still: it is waited for a moment; a command that had not printed it by
+        then never runs, for closing its channel breaks the pipe it prints to."""
+        deadline = time.monotonic() + _HEADER_WAIT
+        while stdout.group is None and not channel.exit_status_ready():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            select.select([channel], [], [], min(left, _POLL))
+            self._drain(channel, stdout, err, on_output)
+        if stdout.group is None:
+            return
         with self._remote_errors("stopping a timed-out command"):
-            channel = self._transport().open_session()
+            killer = self._transport().open_session()
             try:
-                channel.settimeout(_KILL_TIMEOUT)
-                channel.exec_command(
-                    "exec sh -c " + shlex.quote(_KILLER) + " cei-kill " + shlex.quote(token)
-                )
-                channel.shutdown_write()
+                killer.settimeout(_KILL_TIMEOUT)
+                killer.exec_command(
+                    "exec sh -c " + shlex.quote(_KILLER) + " cei-kill " + stdout.group)
+                killer.shutdown_write()
                 deadline = time.monotonic() + _KILL_TIMEOUT
-                while not channel.exit_status_ready() and time.monotonic() < deadline:
-                    select.select([channel], [], [], _POLL)
-                    while channel.recv_ready():
-                        channel.recv(_CHUNK)
-                    while channel.recv_stderr_ready():
-                        channel.recv_stderr(_CHUNK)
+                while not killer.exit_status_ready() and time.monotonic() < deadline:
+                    select.select([killer], [], [], _POLL)
+                    while killer.recv_ready():
+                        killer.recv(_CHUNK)
+                    while killer.recv_stderr_ready():
+                        killer.recv_stderr(_CHUNK)
             finally:
-                channel.close()
+                killer.close()
 
-    def _stop_quietly(self, token: str) -> None:
+    def _stop_quietly(self, channel: paramiko.Channel, stdout: _Stdout, err: Tail) -> None:
         """Best effort when leaving run() by an exception (interrupt, callback error)."""
         try:
-            self._stop(token)
-        except RemoteError:
-            log.debug("could not stop remote command %s on %s", token, self.target.address)
+            self._stop(channel, stdout, err, None)  # the caller's callback may be what failed
+        except (RemoteError, OSError, EOFError, paramiko.SSHException):
+            log.debug("could not stop a remote command on %s", self.target.address)
 
     # ----------------------------------------------------------------- files
 

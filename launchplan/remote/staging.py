@@ -2,25 +2,26 @@
 
 Staging a node file by file costs a round trip per SFTP request; here the files travel
 concatenated on the exec's stdin (a byte stream, no here-documents, so any bytes pass), and
-the command line, under umask 077:
+the command line, under umask 077 (the login's own read from /proc without a process, else
+with one):
 
-1. creates the directory (mode 0700) and in it a private temporary one when there are
-   files, and enters it;
-2. saves stdin to a 0600 file in the temporary directory, cuts each file out of it with dd
-   into that directory (mode 0600; one chmod makes the programs 0700), and renames them all
-   into place with one mv (atomic for each file), then removes the temporary directory;
-3. removes what must not be left from before (an old $CEI_OUTPUT);
-4. runs the program (under the login's own umask) with its environment sourced from a 0600
-   file cut out beside the others, under a name of its own, which it removes (never in
-   argv, where every user of the node could read it);
-5. after the program exits 0, prints the report after a marker on stdout: the size and the
-   first `limit` + 1 bytes of a file the program wrote ($CEI_OUTPUT).
+1. creates the directory (mode 0700) and in it a private temporary one, and enters it;
+2. saves the rest of stdin to a file in the temporary directory, cuts each file out of it
+   with dd into that directory (one chmod makes the programs, and the directory itself,
+   0700), and renames them all into place with one mv (atomic for each file);
+3. runs the program (under the login's own umask) with its environment, which the shell read
+   ahead of the files into a variable (never into argv, where every user of the node could
+   read it, nor into a file), after one rm removed the temporary directory and what must not
+   be left from before (an old $CEI_OUTPUT);
+4. after the program exits 0, prints the report after a marker on stdout: O, the first
+   `limit` + 1 bytes of a file the program wrote ($CEI_OUTPUT), and the marker again; or N
+   when there is no such file.
 
-Only POSIX sh, mkdir, chmod, mv, rm, cat, dd and wc are needed on the node, and each starts
-as few times as it can: a process costs the node a fork and an exec, more than the bytes
-sent (staging a node of four files starts 11 processes, where a mv per file made it 15). dd
-reads one block of `bs` bytes after skipping `skip` blocks, which is exact on a regular file;
-so each file sits in the stream at a multiple of its own size, the largest first, which keeps
+Only POSIX sh, mkdir, chmod, mv, rm, cat and dd are needed on the node, and each starts as
+few times as it can: a process costs the node a fork and an exec, more than the bytes sent
+(staging and booting a node of three files starts 9 processes besides the program). dd reads
+one block of `bs` bytes after skipping `skip` blocks, which is exact on a regular file; so
+each file sits in the stream at a multiple of its own size, the largest first, which keeps
 the padding smaller than the files that follow the first.
 """
 
@@ -37,17 +38,22 @@ STAGING_FAILED = b"S"
 NO_REPORT = b"N"
 REPORT = b"O"
 
-# mkdir -p that names the first component in the way when one is not a directory
-_MKDIR = ('mkdir -p "$1" 2>/dev/null || { p="$1"; '
-          'while [ ! -e "$p" ] && [ "$p" != "$(dirname "$p")" ]; do p=$(dirname "$p"); '
-          'done; [ -d "$p" ] && echo "cannot create $1" >&2 || '
-          'echo "$p exists and is not a directory" >&2; exit 1; }')
+# Says why `mkdir -p "$1"` failed: the first component in the way when one is not a directory.
+_MKDIR_FAILED = ('p="$1"; while [ ! -e "$p" ] && [ "$p" != "$(dirname "$p")" ]; do '
+                 'p=$(dirname "$p"); done; [ -d "$p" ] && echo "cannot create $1" >&2 || '
+                 'echo "$p exists and is not a directory" >&2')
+# The login's umask, from /proc/PID/status where it is there (Linux 4.7 on), so that reading
+# it starts no process; else from the umask builtin, in a subshell.
+_UMASK = ('u=; [ -r /proc/$$/status ] && while read -r k v; do '
+          '[ "$k" = Umask: ] && u=$v && break; done </proc/$$/status; '
+          '[ -n "$u" ] || u=$(umask)')
 
 
 def mkdir_command(path: str, mode: int) -> str:
     """mkdir -p `path`: the directories it creates and `path` itself get `mode`."""
     quoted = cd_word(path)
-    return (f"umask {0o777 & ~mode:03o} && set -- {quoted} && {{ {_MKDIR}; }} && "
+    return (f"umask {0o777 & ~mode:03o} && set -- {quoted} && "
+            f'{{ mkdir -p "$1" 2>/dev/null || {{ {_MKDIR_FAILED}; exit 1; }}; }} && '
             f"chmod {mode:o} {quoted}")
 
 
@@ -77,49 +83,52 @@ def staged_command(staging: Staging, argv: Sequence[str] | None, env: Mapping[st
     """(command line, stdin, report marker) for one exec that stages and runs `argv` (None:
     only stage). `token` makes its temporary names and its marker unique."""
     marker = f"\x1ecei-report-{token}\x1e".encode()
-    # the staging files go through a temporary directory, to be renamed into place; the env
-    # file's name is the token's own, so it is cut out where the program reads it
+    # the staging files are cut out into the temporary directory, then renamed into place
     cuts = [(item, _in_temporary(item.name)) for item in staging.files]
-    source = None
-    if env and argv is not None:
-        source = f".cei-env-{token}"
-        cuts.append((StagedFile(source, env_script(env).encode()), shlex.quote("./" + source)))
-    # with staging files, the saved stdin sits in the temporary directory, and one rm -r of
-    # that directory (its name is the token's) leaves nothing of either
-    saved = f'"$t"/.cei-in-{token}' if staging.files else f".cei-in-{token}"
+    files, writes = _layout(cuts)
     lines = [
-        "u=$(umask); umask 077",
-        f"m={shlex.quote(marker.decode())}; t=.cei-tmp-{token}; b={saved}",
-        'fail() { rm -rf "$t" "$b" 2>/dev/null; printf %s "$m"S; exit 1; }',
+        f"{_UMASK}; umask 077",
+        f"m={shlex.quote(marker.decode())}; t=.cei-tmp-{token}; b=\"$t\"/.cei-in-{token}",
+        'fail() { rm -rf "$t" 2>/dev/null; printf %s "$m"S; exit 1; }',
     ]
+    environment = env_script(env) if env and argv is not None else ""
+    if environment:
+        # read ahead of the files by the shell itself (a byte at a time from the pipe, so
+        # no more than its lines), into a variable, never a file
+        count = environment.count("\n")
+        lines.append(f'e=; i=0; while [ "$i" -lt {count} ] && IFS= read -r l; do e="$e$l\n"; '
+                     f'i=$((i+1)); done; [ "$i" -eq {count} ] || fail')
     directory = cd_word(staging.directory)
     if staging.files:
         within = cd_word(posixpath.join(staging.directory, f".cei-tmp-{token}"))
-        lines.append(f"( set -- {within}; {_MKDIR} ) && chmod 700 {directory} || fail")
-    lines.append(f"cd {directory} || fail")
-    stream, writes = _layout(cuts)
-    if stream:
+        lines += [f'set -- {within}; mkdir -p "$1" 2>/dev/null || {{ {_MKDIR_FAILED}; fail; }}',
+                  f"cd {directory} || fail"]
+    else:
+        lines.append(f"cd {directory} || fail")
+    if files:
         lines.append('cat >"$b" || fail')
     lines += writes
-    removed = [shlex.quote(p) for p in staging.remove]
     if staging.files:
         programs = [target for item, target in cuts if item.mode != 0o600]
-        if programs:
-            lines.append(f"chmod 700 {' '.join(programs)} || fail")
+        lines.append(f"chmod 700 {' '.join(['.', *programs])} || fail")
         names = " ".join(_in_temporary(item.name) for item in staging.files)
-        lines.append(f'mv -f {names} . && rm -rf "$t" || fail')
-    elif stream:
-        removed.insert(0, '"$b"')
-    if removed:
-        lines.append(f"rm -f -- {' '.join(removed)} || fail")
+        lines.append(f"mv -f {names} . || fail")
+    removed = ['"$t"'] if staging.files else []
+    removed += [shlex.quote(p) for p in staging.remove]
+    remove = f"rm -rf -- {' '.join(removed)}" if removed else ""
     if argv is None:
+        if remove:
+            lines.append(f"{remove} || fail")
         lines.append("exit 0")
-        return "\n".join(lines) + "\n", stream, marker
-    lines += [f'( umask "$u"; {shell_command(argv, source=source)} )', "s=$?"]
+        return "\n".join(lines) + "\n", files, marker
+    before = ['eval "$e"'] if environment else []
+    if remove:
+        before.append(f"{{ {remove} || fail; }}")
+    lines += [f'( umask "$u"; {" && ".join([*before, shell_command(argv)])} )', "s=$?"]
     if staging.report is not None:
         lines.append(_report(staging.report, staging.limit))
     lines.append('exit "$s"')
-    return "\n".join(lines) + "\n", stream, marker
+    return "\n".join(lines) + "\n", environment.encode() + files, marker
 
 
 def _layout(cuts: Sequence[tuple[StagedFile, str]]) -> tuple[bytes, list[str]]:
@@ -152,12 +161,11 @@ def _plain_name(name: str) -> None:
 
 
 def _report(path: str, limit: int) -> str:
-    """Prints the marker, then N (no such file) or O, the size sent, ':' and that many bytes."""
+    """Prints the marker, then N (no such file), or O, at most limit + 1 bytes of the file and
+    the marker again."""
     quoted = shlex.quote(path)
-    return (f'if [ "$s" -eq 0 ]; then if [ -f {quoted} ]; then '
-            f"n=$(($(wc -c <{quoted}))); [ \"$n\" -gt {limit + 1} ] && n={limit + 1}; "
-            f'printf "%sO%d:" "$m" "$n"; '
-            f'[ "$n" -eq 0 ] || dd if={quoted} bs="$n" count=1 2>/dev/null; '
+    return (f'if [ "$s" -eq 0 ]; then if [ -f {quoted} ]; then printf %s "$m"O; '
+            f"dd if={quoted} bs={limit + 1} count=1 2>/dev/null; printf %s \"$m\"; "
             f'else printf %s "$m"N; fi; fi')
 
 
@@ -170,7 +178,6 @@ class ReportReader:
         self.kind: bytes | None = None  # STAGING_FAILED | NO_REPORT | REPORT, once seen
         self.report: bytes | None = None
         self._held = b""
-        self._size: int | None = None
         self._done = False
 
     def feed(self, chunk: bytes) -> bytes:
@@ -183,9 +190,7 @@ class ReportReader:
         if self.kind is None:
             at = data.find(self.marker)
             if at < 0:
-                keep = _partial_suffix(data, self.marker)
-                self._held = data[len(data) - keep:]
-                return data[:len(data) - keep]
+                return self._hold_partial(data)
             output, data = data[:at], data[at + len(self.marker):]
             return output + self._after_marker(data)
         return self._after_marker(data)
@@ -205,21 +210,22 @@ class ReportReader:
             if self.kind != REPORT:
                 self._done = True
                 return data
-        if self._size is None:
-            colon = data.find(b":")
-            if colon < 0:
-                self._held = data
-                return b""
-            self._size = int(data[:colon] or b"0")
-            data = data[colon + 1:]
             self.report = b""
         assert self.report is not None
-        take = self._size - len(self.report)
-        self.report += data[:take]
-        if len(self.report) == self._size:
-            self._done = True
-            return data[take:]
-        return b""
+        at = data.find(self.marker)
+        if at < 0:
+            keep = _partial_suffix(data, self.marker)
+            self.report += data[:len(data) - keep]
+            self._held = data[len(data) - keep:]
+            return b""
+        self.report += data[:at]
+        self._done = True
+        return data[at + len(self.marker):]
+
+    def _hold_partial(self, data: bytes) -> bytes:
+        keep = _partial_suffix(data, self.marker)
+        self._held = data[len(data) - keep:]
+        return data[:len(data) - keep]
 
 
 def _partial_suffix(data: bytes, marker: bytes) -> int:

@@ -80,8 +80,6 @@ def test_invalid_env_keys_are_refused(key: str) -> None:
 
 def test_environment_values_never_reach_the_command_line() -> None:
     secret = "s3cret-value"
-    line = shell_command(["./boot.sh", "x"], cwd=".cei/r/db", source=".cei-env-1")
-    assert line == "cd .cei/r/db && . ./.cei-env-1 && rm -f ./.cei-env-1 && exec ./boot.sh x"
     script = shell_script(["./boot.sh"], cwd="/stage", env={"TOKEN": secret})
     assert script.splitlines() == [f"export TOKEN={secret}", "cd /stage && exec ./boot.sh"]
 

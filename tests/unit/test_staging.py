@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import stat
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -60,10 +63,12 @@ def test_program_runs_with_env_from_a_removed_file_and_reports(tmp_path: Path) -
     program = 'echo "$SECRET $1"; printf \'{"a": 1}\' >output.json'
     staging = Staging(str(stage), (StagedFile("c.json", b"{}"),), (str(output_file),),
                       str(output_file), 100)
-    status, output, reader, _ = run(staging, ["/bin/sh", "-c", program, "sh", "x y"],
-                                    {"SECRET": "it's $HOME"})
+    env = {"SECRET": "it's $HOME", "ODD": "  a\\b\n\nc \\", "EMPTY": ""}
+    status, output, reader, _ = run(
+        staging, ["/bin/sh", "-c", program + '; printf "[%s][%s]" "$ODD" "${EMPTY-unset}"',
+                  "sh", "x y"], env)
     assert status == 0
-    assert output == b"it's $HOME x y\n"
+    assert output == b"it's $HOME x y\n[  a\\b\n\nc \\][]"
     assert (reader.kind, reader.report) == (REPORT, b'{"a": 1}')
     assert sorted(p.name for p in stage.iterdir()) == ["c.json", "output.json"]
     assert mode(output_file) == 0o644 & ~_umask()  # the program keeps the login's umask
@@ -102,11 +107,11 @@ def test_mkdir_command_gives_created_directories_the_mode(tmp_path: Path) -> Non
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 16, 1000])
 def test_report_reader_splits_at_any_chunk_boundary(size: int) -> None:
     marker = b"\x1ecei-report-x\x1e"
-    data = b"out \x1e\n" + marker + b"O5:{\"a\"}after"
+    data = b"out \x1e\n" + marker + b"O{\"a\"}\x1e" + marker + b"after"
     reader = ReportReader(marker)
     output = b"".join(reader.feed(data[i:i + size]) for i in range(0, len(data), size))
     assert output + reader.finish() == b"out \x1e\nafter"
-    assert reader.report == b'{"a"}'
+    assert reader.report == b'{"a"}\x1e'
 
 
 def test_level_context_encodes_the_documented_content_once() -> None:
@@ -128,3 +133,31 @@ def test_a_file_may_be_named_like_what_staging_uses_itself(tmp_path: Path) -> No
     status, output, _, stderr = run(Staging(str(stage), files), None)
     assert (status, output, stderr) == (0, b"", "")
     assert {p.name: p.read_bytes() for p in stage.iterdir()} == {f.name: f.data for f in files}
+
+
+def test_staging_and_booting_start_few_processes(tmp_path: Path) -> None:
+    """Every process costs the node a fork and an exec: the commands a boot of three files
+    starts are counted (through shims on PATH that log, then run the real one)."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    calls = tmp_path / "calls"
+    for name in ("mkdir", "chmod", "mv", "rm", "cat", "dd", "wc", "setsid", "umask"):
+        real = shutil.which(name)
+        if real is None:
+            continue
+        shim = shims / name
+        shim.write_text(f'#!/bin/sh\necho {name} >>"{calls}"\nexec {real} "$@"\n')
+        shim.chmod(0o755)
+    stage = tmp_path / "stage"
+    files = (StagedFile("config.json", b"{}"), StagedFile("context.json", b'{"n": []}'),
+             StagedFile("boot-boot.sh", b"#!/bin/sh\necho '{}' >output.json\n", 0o700))
+    command, stdin, marker = staged_command(
+        Staging(str(stage), files, (str(stage / "output.json"),), str(stage / "output.json"),
+                100), [str(stage / "boot-boot.sh")], {"A": "1", "B": "2"}, TOKEN)
+    proc = subprocess.run(["/bin/sh", "-c", command], input=stdin, capture_output=True,
+                          timeout=60, env={"PATH": f"{shims}:{os.environ['PATH']}"})
+    reader = ReportReader(marker)
+    reader.feed(proc.stdout)
+    assert (proc.returncode, reader.report) == (0, b"{}\n"), proc.stderr
+    assert Counter(calls.read_text().split()) == {"mkdir": 1, "cat": 1, "dd": 4, "chmod": 1,
+                                                  "mv": 1, "rm": 1}
