@@ -205,8 +205,11 @@ def node_dir(cloud: Cloud, info: NodeInfo) -> Path:
 
 
 def pid_alive(pid: int) -> bool:
-    state = Path(f"/proc/{pid}/stat")
-    return state.exists() and state.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # reaped, even between a check and the read
+        return False
+    return state.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.fixture(scope="module")
