@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import posixpath
 import threading
 import time
 import traceback
@@ -495,9 +494,8 @@ class _NodeLauncher:
                     raise CeiError("cloud-init reported an error on the node: "
                                    + (result.stdout_tail + result.stderr_tail).strip())
             self._step(states.CONTEXTUALIZING)
-            self._contextualize(
-                session, log, posixpath.join(ctx.login_dir(record, session),
-                                             stage_dir(ctx.run, spec.service, spec.index)))
+            # relative to the login directory, which the first command tells (see Stage)
+            self._contextualize(session, log, stage_dir(ctx.run, spec.service, spec.index))
         finally:
             session.close()
         self._set(states.READY)
@@ -558,11 +556,16 @@ class _NodeLauncher:
                                                     **run.event_data()),
                       secrets=spec.secrets)
         stage.prepare(spec.config, self.context.document(_known(record)), spec.stage_files)
-        if spec.boot is not None:
-            outputs = stage.boot(spec.boot, spec.output_limit)
-            ctx.store.update_node(ctx.run, spec.node, outputs=outputs)
+        outputs = stage.boot(spec.boot, spec.output_limit) if spec.boot is not None else None
         stage.flush()
-        agent = (install_agent(session, stage_path, spec, ctx.run_dir)
+        # the outputs, and the environment with its paths absolute now that the node told
+        # its login directory, in one write
+        changes: dict[str, Any] = {} if outputs is None else {"outputs": outputs}
+        if stage.env != env:
+            changes["programs"] = {**self._record().programs, "env": stage.env}
+        if changes:
+            ctx.store.update_node(ctx.run, spec.node, **changes)
+        agent = (install_agent(session, stage.path, spec, ctx.run_dir)
                  if not isinstance(session, LocalSession) else None)  # local_exe has no agent
         if agent is not None:
             ctx.store.update_node(ctx.run, spec.node,

@@ -118,6 +118,11 @@ class Stage:
 
     What it stages (prepare, program files) goes with the next program run in the same exec
     (see remote.staging), or with flush(): a node is staged and booted in one round trip.
+
+    A relative stage is relative to the login directory, and so are the values in `env` that
+    are paths in it: the node makes them absolute for the programs, and the first command
+    tells the login directory (the header of every remote command), which `path` and `env`
+    then give absolute. Only a stage used before any command asks it (over SFTP).
     """
 
     def __init__(self, session: Session | LocalSession, stage: str, env: Mapping[str, str],
@@ -127,38 +132,59 @@ class Stage:
         self.secrets = tuple(secrets)
         self.cancel = cancel
         self.observer = observer
-        self.path = stage if stage.startswith("/") else posixpath.join(session.home, stage)
-        self.env = dict(env)
+        self._stage = stage
+        self._env = dict(env)
+        self._relative = frozenset() if stage.startswith("/") else frozenset(
+            name for name, value in env.items()
+            if value == stage or value.startswith(stage.rstrip("/") + "/"))
+        self._login_dir: str | None = "" if stage.startswith("/") else None
         self.log = log
         self._uploaded: dict[str, str] = {}
         self._pending: dict[str, StagedFile] = {}  # by name: written with the next exec
         self._remove: tuple[str, ...] = ()  # removed before the next program starts
 
+    @property
+    def path(self) -> str:
+        """The stage directory, absolute."""
+        return posixpath.join(self._login(), self._stage)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The CEI_* environment of the node's programs, its paths absolute."""
+        login = self._login()
+        return {name: posixpath.join(login, value) if name in self._relative else value
+                for name, value in self._env.items()}
+
+    def _login(self) -> str:
+        if self._login_dir is None:
+            self._login_dir = self.session.home
+        return self._login_dir
+
     def prepare(self, config: Mapping[str, Any], context: bytes,
                 files: Mapping[str, str] | None = None) -> None:
         """Stage the config, the context document (encoded: see ctx.environment) and `files`
         (name -> text), all 0600, with the next program run or flush()."""
-        self._stage(posixpath.basename(self.env["CEI_CONFIG"]), encode_document(config))
-        self._stage(posixpath.basename(self.env["CEI_CONTEXT"]), context)
+        self._put(posixpath.basename(self._env["CEI_CONFIG"]), encode_document(config))
+        self._put(posixpath.basename(self._env["CEI_CONTEXT"]), context)
         for name, text in (files or {}).items():
-            self._stage(name, text.encode())
+            self._put(name, text.encode())
 
     def flush(self) -> None:
         """Write what is staged and not yet written, without running a program."""
         if self._pending or self._remove:
             self._exec(None, {}, FLUSH_TIMEOUT, None, None)
 
-    def _stage(self, name: str, data: bytes, mode: int = 0o600) -> None:
+    def _put(self, name: str, data: bytes, mode: int = 0o600) -> None:
         self._pending[name] = StagedFile(name, data, mode)
 
     def argv(self, kind: str, program: ProgramSpec) -> list[str]:
         """The argv that runs `program` in the stage (its file staged with it)."""
         if program.run:
             remote = self._uploaded.get(program.run)
-            if remote is None:
+            if remote is None:  # it runs in the stage: ./NAME wherever that is
                 name = f"{kind}-{Path(program.run).name}"
-                remote = posixpath.join(self.path, name)
-                self._stage(name, _read(program.run), 0o700)
+                remote = f"./{name}"
+                self._put(name, _read(program.run), 0o700)
                 self._uploaded[program.run] = remote
             argv = [remote, *program.args]
         else:
@@ -172,9 +198,9 @@ class Stage:
                      extra_env: Mapping[str, str] | None = None) -> str:
         """The shell script that runs `program` in the stage (its file written first), for a
         0600 file: its environment is exported by the script, never put in argv."""
-        env = {**self.env, **program.env, **(extra_env or {})}
         argv = self.argv(kind, program)
         self.flush()
+        env = {**self.env, **program.env, **(extra_env or {})}
         return shell_script(argv, cwd=self.path, env=env)
 
     def run(self, kind: str, program: ProgramSpec, timeout: float | None = None,
@@ -185,7 +211,7 @@ class Stage:
 
         Its secrets (see levels.masking) are masked in the node log and in the result's tails.
         """
-        env = {**self.env, **program.env, **(extra_env or {})}
+        env = {**self._env, **program.env, **(extra_env or {})}
         masker = Masker.for_env(env, self.secrets)
         output = masker.stream(self.log.stream(kind)) if masker else None
         try:
@@ -204,13 +230,16 @@ class Stage:
               on_output: OutputCallback | None, report_limit: int | None) -> CommandResult:
         """One exec: what is staged, then `argv`; the staged files count as written once it
         ran (its exit status does not matter to them)."""
-        staging = Staging(self.path, tuple(self._pending.values()), self._remove,
-                          self.env["CEI_OUTPUT"] if report_limit is not None else None,
-                          report_limit or 0)
+        relative = frozenset(name for name in self._relative if env.get(name) == self._env[name])
+        staging = Staging(self._stage, tuple(self._pending.values()), self._remove,
+                          self._env["CEI_OUTPUT"] if report_limit is not None else None,
+                          report_limit or 0, relative)
         result = self.session.run_staged(staging, argv, env=env, timeout=timeout,
                                          on_output=on_output, cancel=self.cancel)
         self._pending.clear()
         self._remove = ()
+        if self._login_dir is None and result.login_dir:
+            self._login_dir = result.login_dir
         return result
 
     def run_retried(self, kind: str, program: ProgramSpec, tracked: _Tracked | None = None,
@@ -260,7 +289,7 @@ class Stage:
         """Run the boot program (retried as it says) and return the outputs it wrote to
         $CEI_OUTPUT (checked: see levels.outputs), which the same exec reports; an old
         $CEI_OUTPUT is removed first."""
-        self._remove = (self.env["CEI_OUTPUT"],)
+        self._remove = (self._env["CEI_OUTPUT"],)
         with self._observed("boot") as tracked:
             result = self.run_retried("boot", program, tracked, report_limit=output_limit)
             if result.status != 0:

@@ -74,8 +74,6 @@ class RunContext:
         self.cancel = cancel or threading.Event()
         self._lock = threading.Lock()
         self._providers: dict[str, Provider] = {}
-        self._login_dirs: dict[tuple[str | None, str, int, str], str] = {}
-        self._asking: dict[tuple[str | None, str, int, str], threading.Lock] = {}
 
     # events -------------------------------------------------------------------------------
     def emit(self, kind: str, *, node: str | None = None, state: str | None = None,
@@ -212,25 +210,6 @@ class RunContext:
         from launchplan.remote import Session  # paramiko loads when a node is first reached
 
         return Session.open(self.target(node), retry_for=retry_for, cancel=self.cancel)
-
-    def login_dir(self, node: NodeRecord, session: Session) -> str:
-        """The login directory `session` starts in, asked once per machine (the node's
-        resource) and login in this command: the services that share an existing host, over
-        levels or in one, ask it once, not each over SFTP (the nodes of a level that ask at
-        once wait for the first answer). A cloud's machines are each their own resource, so
-        one that takes over an address asks again."""
-        target = session.target
-        key = (node.resource_id, target.host, target.port, target.user)
-        with self._lock:
-            asking = self._asking.setdefault(key, threading.Lock())
-        with asking:
-            with self._lock:
-                known = self._login_dirs.get(key)
-            if known is None:
-                known = session.home
-                with self._lock:
-                    self._login_dirs[key] = known
-        return known
 
     def open_host(self, node: NodeRecord, retry_for: float) -> Session | LocalSession:
         """Where the node's programs run: this machine for `local_exe`, else the node."""

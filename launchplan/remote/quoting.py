@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -28,13 +28,18 @@ def cd_word(cwd: str) -> str:
     return shlex.quote(cwd)
 
 
-def env_script(env: Mapping[str, str]) -> str:
-    """`export K='V'` lines, one per variable, every value quoted."""
+def env_script(env: Mapping[str, str], *, under: str = "",
+               relative: Collection[str] = ()) -> str:
+    """`export K='V'` lines, one per variable, every value quoted. The values of the names in
+    `relative` are paths relative to the directory in the shell variable `under`."""
     lines = []
     for key, value in env.items():
         if not _ENV_NAME.match(key):
             raise ValueError(f"invalid environment variable name: {key!r}")
-        lines.append(f"export {key}={shlex.quote(str(value))}\n")
+        word = shlex.quote(str(value))
+        if key in relative:
+            word = f'"${under}"/{word}'
+        lines.append(f"export {key}={word}\n")
     return "".join(lines)
 
 

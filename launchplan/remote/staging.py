@@ -69,13 +69,17 @@ class StagedFile:
 @dataclass(frozen=True)
 class Staging:
     """What goes with one program run: files written first (the directory made 0700 when
-    there are any), paths removed before it starts, and the file reported after it passes."""
+    there are any), paths removed before it starts, and the file reported after it passes.
+
+    Relative paths are relative to the login directory, and so are the values of the
+    environment variables named in `login_relative`: the program gets them absolute."""
 
     directory: str
     files: tuple[StagedFile, ...] = ()
     remove: tuple[str, ...] = ()
     report: str | None = None
     limit: int = 0  # the report carries at most limit + 1 bytes of it
+    login_relative: frozenset[str] = frozenset()
 
 
 def staged_command(staging: Staging, argv: Sequence[str] | None, env: Mapping[str, str],
@@ -87,11 +91,12 @@ def staged_command(staging: Staging, argv: Sequence[str] | None, env: Mapping[st
     cuts = [(item, _in_temporary(item.name)) for item in staging.files]
     files, writes = _layout(cuts)
     lines = [
-        f"{_UMASK}; umask 077",
+        f"h=$PWD; {_UMASK}; umask 077",
         f"m={shlex.quote(marker.decode())}; t=.cei-tmp-{token}; b=\"$t\"/.cei-in-{token}",
         'fail() { rm -rf "$t" 2>/dev/null; printf %s "$m"S; exit 1; }',
     ]
-    environment = env_script(env) if env and argv is not None else ""
+    environment = (env_script(env, under="h", relative=staging.login_relative)
+                   if env and argv is not None else "")
     if environment:
         # read ahead of the files by the shell itself (a byte at a time from the pipe, so
         # no more than its lines), into a variable, never a file
@@ -114,7 +119,7 @@ def staged_command(staging: Staging, argv: Sequence[str] | None, env: Mapping[st
         names = " ".join(_in_temporary(item.name) for item in staging.files)
         lines.append(f"mv -f {names} . || fail")
     removed = ['"$t"'] if staging.files else []
-    removed += [shlex.quote(p) for p in staging.remove]
+    removed += [_from_login(p) for p in staging.remove]
     remove = f"rm -rf -- {' '.join(removed)}" if removed else ""
     if argv is None:
         if remove:
@@ -151,6 +156,14 @@ def _layout(cuts: Sequence[tuple[StagedFile, str]]) -> tuple[bytes, list[str]]:
     return bytes(stream), writes
 
 
+def _from_login(path: str) -> str:
+    """A path for the command line once it entered the stage: a relative one is relative to
+    the login directory, kept in $h."""
+    if path.startswith(("/", "~")):
+        return cd_word(path)
+    return '"$h"/' + shlex.quote(path)
+
+
 def _in_temporary(name: str) -> str:
     return '"$t"/' + shlex.quote(name)
 
@@ -163,7 +176,7 @@ def _plain_name(name: str) -> None:
 def _report(path: str, limit: int) -> str:
     """Prints the marker, then N (no such file), or O, at most limit + 1 bytes of the file and
     the marker again."""
-    quoted = shlex.quote(path)
+    quoted = _from_login(path)
     return (f'if [ "$s" -eq 0 ]; then if [ -f {quoted} ]; then printf %s "$m"O; '
             f"dd if={quoted} bs={limit + 1} count=1 2>/dev/null; printf %s \"$m\"; "
             f'else printf %s "$m"N; fi; fi')

@@ -328,6 +328,16 @@ def test_home_is_the_login_directory(session: Session, sshd: SSHDServer) -> None
     assert session.home == pwd.getpwnam(sshd.user).pw_dir
 
 
+def test_every_command_tells_the_login_directory_and_keeps_its_output(
+        session: Session, sshd: SSHDServer) -> None:
+    """The wrapper's header line (group and login directory) never reaches the output."""
+    result = session.run("cd /; echo first; echo second >&2")
+    assert (result.status, result.stdout_tail, result.stderr_tail) == (0, "first\n",
+                                                                       "second\n")
+    assert result.login_dir == pwd.getpwnam(sshd.user).pw_dir
+    assert session.run("printf 'no newline'").stdout_tail == "no newline"
+
+
 def test_makedirs_creates_parents_with_mode(session: Session, remote_dir: Path) -> None:
     leaf = remote_dir / "a" / "b c" / "d"
     session.makedirs(str(leaf), 0o700)

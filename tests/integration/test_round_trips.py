@@ -28,9 +28,10 @@ from tests.integration.conftest import SSHDServer
 
 pytestmark = pytest.mark.integration
 
-ROUND_TRIP_BUDGET = 4  # channels opened + SFTP requests, to stage and boot one node
+ROUND_TRIP_BUDGET = 1  # channels opened + SFTP requests, to stage and boot one node
 PROGRAM = ("#!/bin/sh\n" + "# a boot program of about 2 KB\n" * 64
-           + 'printf \'{"secret_seen": "%s", "arg": "%s"}\' "$DB_PASSWORD" "$1" >"$CEI_OUTPUT"\n'
+           + 'printf \'{"secret_seen": "%s", "arg": "%s", "stage": "%s"}\' '
+           + '"$DB_PASSWORD" "$1" "$CEI_STAGE" >"$CEI_OUTPUT"\n'
            + "echo booted\n")
 
 
@@ -61,13 +62,17 @@ def session(sshd: SSHDServer) -> Iterator[Session]:
 
 
 def stage_of(session: Session, tmp_path: Path, name: str) -> Stage:
+    """A stage relative to the login directory, as a launch makes one."""
     relative = f".cei/round-trips-{os.getpid()}-{name}/svc/0"
-    absolute = f"{session.home}/{relative}"
     env = {"CEI_RUN": "rt", "CEI_SERVICE": "svc", "CEI_NODE": "svc/0", "CEI_NODE_INDEX": "0",
-           "CEI_LEVEL": "level1", "CEI_STAGE": absolute,
-           "CEI_CONFIG": f"{absolute}/config.json", "CEI_CONTEXT": f"{absolute}/context.json",
-           "CEI_OUTPUT": f"{absolute}/output.json"}
+           "CEI_LEVEL": "level1", "CEI_STAGE": relative,
+           "CEI_CONFIG": f"{relative}/config.json", "CEI_CONTEXT": f"{relative}/context.json",
+           "CEI_OUTPUT": f"{relative}/output.json"}
     return Stage(session, relative, env, NodeLog(tmp_path / f"{name}.log"))
+
+
+def login_dir(sshd: SSHDServer) -> Path:
+    return Path(pwd.getpwnam(sshd.user).pw_dir)
 
 
 def test_staging_and_boot_fit_the_round_trip_budget(
@@ -77,7 +82,7 @@ def test_staging_and_boot_fit_the_round_trip_budget(
     with Session.open(sshd.target(), retry_for=10) as session:
         round_trips.clear()  # logging in is not staging
         stage = stage_of(session, tmp_path, "budget")
-        directory = Path(stage.path)
+        directory = login_dir(sshd) / f".cei/round-trips-{os.getpid()}-budget/svc/0"
         directory.mkdir(parents=True)
         (directory / "output.json").write_text('{"stale": true}')  # a former boot's
         stage.prepare({"port": 5432}, b'{"nodes":[],"run":"rt"}\n', {"extra.sh": "x=1\n"})
@@ -85,8 +90,11 @@ def test_staging_and_boot_fit_the_round_trip_budget(
                                          env={"DB_PASSWORD": "s3cret"}))
         spent = round_trips["channels"] + round_trips["sftp"]
     try:
-        assert outputs == {"secret_seen": "s3cret", "arg": "a b"}
+        assert outputs == {"secret_seen": "s3cret", "arg": "a b", "stage": str(directory)}
         assert spent <= ROUND_TRIP_BUDGET, f"staging and boot took {dict(round_trips)}"
+        # the boot told the login directory: the stage's paths are absolute without asking
+        assert stage.path == str(directory) and round_trips["sftp"] == 0
+        assert stage.env["CEI_OUTPUT"] == f"{directory}/output.json"
         assert json.loads((directory / "config.json").read_text()) == {"port": 5432}
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()}
         assert modes == {"config.json": 0o600, "context.json": 0o600, "extra.sh": 0o600,
@@ -111,10 +119,10 @@ def test_outputs_past_the_limit_are_refused(session: Session, tmp_path: Path) ->
         shutil.rmtree(Path(stage.path).parent.parent, ignore_errors=True)
 
 
-def test_services_sharing_an_existing_host_ask_its_login_directory_once(
+def test_a_launch_never_asks_the_login_directory(
         sshd: SSHDServer, tmp_path: Path, round_trips: Counter[str]) -> None:
-    """Three services on one host, over two levels: the login directory (one SFTP request)
-    is asked once in the launch, not once per node."""
+    """Three services on one host, over two levels: each node's first command tells the
+    login directory, so no SFTP request asks it, and the stored environments are absolute."""
     from launchplan.levels.events import discard
     from launchplan.levels.launch import Launcher
     from launchplan.levels.runtime import RunContext
@@ -125,7 +133,7 @@ def test_services_sharing_an_existing_host_ask_its_login_directory_once(
                "ssh_key": sshd.key_path, "host_key": sshd.host_key,
                "boot": {"command": 'printf \'{"stage": "%s"}\' "$PWD" >"$CEI_OUTPUT"'}}
     run = f"rt-share-{os.getpid()}"
-    login_dir = Path(pwd.getpwnam(sshd.user).pw_dir)
+    home = login_dir(sshd)
     plan_path = tmp_path / "plan.yml"
     plan_path.write_text(json.dumps({
         "plan": "share", "clouds": {"hosts": {"driver": "static"}},
@@ -136,8 +144,10 @@ def test_services_sharing_an_existing_host_ask_its_login_directory_once(
         try:
             result = Launcher(RunContext(store, run, discard), load_plan(plan_path)).launch()
             assert (result.status, result.failures) == ("ready", [])
-            stages = {n.node: n.outputs["stage"] for n in store.nodes(run)}
+            nodes = store.nodes(run)
         finally:
-            shutil.rmtree(login_dir / ".cei" / run, ignore_errors=True)
-    assert stages == {f"{s}/0": f"{login_dir}/.cei/{run}/{s}/0" for s in "abc"}
-    assert round_trips["sftp"] == 1
+            shutil.rmtree(home / ".cei" / run, ignore_errors=True)
+    expected = {f"{s}/0": f"{home}/.cei/{run}/{s}/0" for s in "abc"}
+    assert {n.node: n.outputs["stage"] for n in nodes} == expected
+    assert {n.node: n.programs["env"]["CEI_STAGE"] for n in nodes} == expected
+    assert round_trips["sftp"] == 0
