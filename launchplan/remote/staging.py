@@ -1,34 +1,36 @@
 """Files and a program in one SSH exec: its command line, its stdin, and its report.
 
-Staging a node file by file costs a round trip per SFTP request; here the files travel
-concatenated on the exec's stdin (a byte stream, no here-documents, so any bytes pass), and
-the command line, under umask 077 (the login's own read from /proc without a process, else
-with one):
+Staging a node file by file costs a round trip per SFTP request; here the files travel as a
+tar archive on the exec's stdin, after the program's environment, and the command line,
+under umask 077 (the login's own read from /proc without a process, else with one):
 
-1. creates the directory (mode 0700) and in it a private temporary one, and enters it;
-2. saves the rest of stdin to a file in the temporary directory, cuts each file out of it
-   with dd into that directory (one chmod makes the programs, and the directory itself,
-   0700), and renames them all into place with one mv (atomic for each file);
-3. runs the program (under the login's own umask) with its environment, which the shell read
-   ahead of the files into a variable (never into argv, where every user of the node could
-   read it, nor into a file), after one rm removed the temporary directory and what must not
-   be left from before (an old $CEI_OUTPUT);
+1. reads the environment's lines into a shell variable with the shell's own `read` (a byte
+   at a time from the pipe, so no more than those lines; never into argv, where every user
+   of the node could read it, nor into a file);
+2. where the directory is new: creates it (mode 0700, as every directory it creates) and
+   extracts the files into it with one tar (each 0600, programs 0700); where it exists,
+   extracts them into a private temporary directory in it, makes it 0700, renames them all
+   into place with one mv (atomic for each file: a service may be reading them) and removes
+   the temporary directory, with what must not be left from before (an old $CEI_OUTPUT), by
+   one rm;
+3. runs the program (under the login's own umask) with that environment;
 4. after the program exits 0, prints the report after a marker on stdout: O, the first
    `limit` + 1 bytes of a file the program wrote ($CEI_OUTPUT), and the marker again; or N
    when there is no such file.
 
-Only POSIX sh, mkdir, chmod, mv, rm, cat and dd are needed on the node, and each starts as
-few times as it can: a process costs the node a fork and an exec, more than the bytes sent
-(staging and booting a node of three files starts 9 processes besides the program). dd reads
-one block of `bs` bytes after skipping `skip` blocks, which is exact on a regular file; so
-each file sits in the stream at a multiple of its own size, the largest first, which keeps
-the padding smaller than the files that follow the first.
+A process costs the node a fork and an exec, more than any bytes sent, so each step starts
+as few as it can: staging and booting a node in a new directory starts mkdir, tar and dd
+besides the program (it started 21 when each file was cut out of the stream with dd, and
+every command went through setsid twice). The node needs POSIX sh, mkdir, mv, rm, chmod, dd
+and a tar that takes -x -m -o -f - (GNU tar, busybox, bsdtar and toybox all do).
 """
 
 from __future__ import annotations
 
-import posixpath
+import io
 import shlex
+import tarfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +44,10 @@ REPORT = b"O"
 _MKDIR_FAILED = ('p="$1"; while [ ! -e "$p" ] && [ "$p" != "$(dirname "$p")" ]; do '
                  'p=$(dirname "$p"); done; [ -d "$p" ] && echo "cannot create $1" >&2 || '
                  'echo "$p exists and is not a directory" >&2')
+# Extracts the archive on stdin: modes from it (0600, 0700; under umask 077 where tar applies
+# the umask), owner the login (-o, even for root), mtime now (-m: no warning for a clock that
+# is behind the controller's).
+_EXTRACT = "tar -x -m -o -f -"
 # The login's umask, from /proc/PID/status where it is there (Linux 4.7 on), so that reading
 # it starts no process; else from the umask builtin, in a subshell.
 _UMASK = ('u=; [ -r /proc/$$/status ] && while read -r k v; do '
@@ -87,73 +93,68 @@ def staged_command(staging: Staging, argv: Sequence[str] | None, env: Mapping[st
     """(command line, stdin, report marker) for one exec that stages and runs `argv` (None:
     only stage). `token` makes its temporary names and its marker unique."""
     marker = f"\x1ecei-report-{token}\x1e".encode()
-    # the staging files are cut out into the temporary directory, then renamed into place
-    cuts = [(item, _in_temporary(item.name)) for item in staging.files]
-    files, writes = _layout(cuts)
     lines = [
         f"h=$PWD; {_UMASK}; umask 077",
-        f"m={shlex.quote(marker.decode())}; t=.cei-tmp-{token}; b=\"$t\"/.cei-in-{token}",
+        f"m={shlex.quote(marker.decode())}; t=.cei-tmp-{token}",
         'fail() { rm -rf "$t" 2>/dev/null; printf %s "$m"S; exit 1; }',
     ]
     environment = (env_script(env, under="h", relative=staging.login_relative)
                    if env and argv is not None else "")
     if environment:
-        # read ahead of the files by the shell itself (a byte at a time from the pipe, so
-        # no more than its lines), into a variable, never a file
         count = environment.count("\n")
         lines.append(f'e=; i=0; while [ "$i" -lt {count} ] && IFS= read -r l; do e="$e$l\n"; '
                      f'i=$((i+1)); done; [ "$i" -eq {count} ] || fail')
     directory = cd_word(staging.directory)
-    if staging.files:
-        within = cd_word(posixpath.join(staging.directory, f".cei-tmp-{token}"))
-        lines += [f'set -- {within}; mkdir -p "$1" 2>/dev/null || {{ {_MKDIR_FAILED}; fail; }}',
-                  f"cd {directory} || fail"]
+    removed = " ".join(_from_login(p) for p in staging.remove)
+    archive = _archive(staging.files) if staging.files else b""
+    if archive:
+        names = " ".join('"$t"/' + shlex.quote(item.name) for item in staging.files)
+        cleanup = f"rm -rf -- \"$t\" {removed}".rstrip()
+        lines += [
+            f"if [ -d {directory} ]; then",
+            f'cd {directory} && mkdir "$t" && {_EXTRACT} -C "$t" && chmod 700 . && '
+            f"mv -f {names} . && {cleanup} || fail",
+            "else",
+            f'set -- {directory}; mkdir -p "$1" 2>/dev/null || {{ {_MKDIR_FAILED}; fail; }}',
+            f'cd "$1" && {_EXTRACT} || fail',
+            *([_remove_existing(removed)] if removed else []),
+            "fi",
+        ]
     else:
         lines.append(f"cd {directory} || fail")
-    if files:
-        lines.append('cat >"$b" || fail')
-    lines += writes
-    if staging.files:
-        programs = [target for item, target in cuts if item.mode != 0o600]
-        lines.append(f"chmod 700 {' '.join(['.', *programs])} || fail")
-        names = " ".join(_in_temporary(item.name) for item in staging.files)
-        lines.append(f"mv -f {names} . || fail")
-    removed = ['"$t"'] if staging.files else []
-    removed += [_from_login(p) for p in staging.remove]
-    remove = f"rm -rf -- {' '.join(removed)}" if removed else ""
+        if removed:
+            lines.append(_remove_existing(removed))
     if argv is None:
-        if remove:
-            lines.append(f"{remove} || fail")
         lines.append("exit 0")
-        return "\n".join(lines) + "\n", files, marker
-    before = ['eval "$e"'] if environment else []
-    if remove:
-        before.append(f"{{ {remove} || fail; }}")
-    lines += [f'( umask "$u"; {" && ".join([*before, shell_command(argv)])} )', "s=$?"]
+        return "\n".join(lines) + "\n", archive, marker
+    start = 'eval "$e" && ' if environment else ""
+    lines += [f'( umask "$u"; {start}{shell_command(argv)} )', "s=$?"]
     if staging.report is not None:
         lines.append(_report(staging.report, staging.limit))
     lines.append('exit "$s"')
-    return "\n".join(lines) + "\n", environment.encode() + files, marker
+    return "\n".join(lines) + "\n", environment.encode() + archive, marker
 
 
-def _layout(cuts: Sequence[tuple[StagedFile, str]]) -> tuple[bytes, list[str]]:
-    """The stream of the files' contents, and the lines that cut each out of it into its
-    (quoted) target path."""
-    stream = bytearray()
-    writes = []
-    for item, target in sorted(cuts, key=lambda cut: len(cut[0].data), reverse=True):
-        _plain_name(item.name)
-        if item.mode not in (0o600, 0o700):
-            raise ValueError(f"{item.name}: a staged file is 0600 or 0700, not {item.mode:o}")
-        size = len(item.data)
-        if size:
-            skip = -(-len(stream) // size)
-            stream += bytes(skip * size - len(stream)) + item.data
-            writes.append(f'dd if="$b" of={target} bs={size} skip={skip} count=1 2>/dev/null '
-                          "|| fail")
-        else:
-            writes.append(f": >{target} || fail")
-    return bytes(stream), writes
+def _archive(files: Sequence[StagedFile]) -> bytes:
+    """The files as a tar archive (GNU format: a long name still fits)."""
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        for item in files:
+            _plain_name(item.name)
+            if item.mode not in (0o600, 0o700):
+                raise ValueError(f"{item.name}: a staged file is 0600 or 0700, not "
+                                 f"{item.mode:o}")
+            info = tarfile.TarInfo(item.name)
+            info.size, info.mode, info.mtime = len(item.data), item.mode, int(time.time())
+            archive.addfile(info, io.BytesIO(item.data))
+    return stream.getvalue()
+
+
+def _remove_existing(removed: str) -> str:
+    """rm of those of `removed` that are there (seen by test, a builtin): no process when
+    none is."""
+    return (f"for f in {removed}; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then "
+            f"rm -rf -- {removed} || fail; break; fi; done")
 
 
 def _from_login(path: str) -> str:
@@ -162,10 +163,6 @@ def _from_login(path: str) -> str:
     if path.startswith(("/", "~")):
         return cd_word(path)
     return '"$h"/' + shlex.quote(path)
-
-
-def _in_temporary(name: str) -> str:
-    return '"$t"/' + shlex.quote(name)
 
 
 def _plain_name(name: str) -> None:

@@ -137,11 +137,13 @@ def test_a_file_may_be_named_like_what_staging_uses_itself(tmp_path: Path) -> No
 
 def test_staging_and_booting_start_few_processes(tmp_path: Path) -> None:
     """Every process costs the node a fork and an exec: the commands a boot of three files
-    starts are counted (through shims on PATH that log, then run the real one)."""
+    starts are counted (through shims on PATH that log, then run the real one), in a new
+    stage and again in the same one, where the files replace the first ones atomically and
+    the first boot's output is removed."""
     shims = tmp_path / "bin"
     shims.mkdir()
     calls = tmp_path / "calls"
-    for name in ("mkdir", "chmod", "mv", "rm", "cat", "dd", "wc", "setsid", "umask"):
+    for name in ("mkdir", "chmod", "mv", "rm", "cat", "dd", "wc", "setsid", "tar"):
         real = shutil.which(name)
         if real is None:
             continue
@@ -149,15 +151,26 @@ def test_staging_and_booting_start_few_processes(tmp_path: Path) -> None:
         shim.write_text(f'#!/bin/sh\necho {name} >>"{calls}"\nexec {real} "$@"\n')
         shim.chmod(0o755)
     stage = tmp_path / "stage"
-    files = (StagedFile("config.json", b"{}"), StagedFile("context.json", b'{"n": []}'),
-             StagedFile("boot-boot.sh", b"#!/bin/sh\necho '{}' >output.json\n", 0o700))
-    command, stdin, marker = staged_command(
-        Staging(str(stage), files, (str(stage / "output.json"),), str(stage / "output.json"),
-                100), [str(stage / "boot-boot.sh")], {"A": "1", "B": "2"}, TOKEN)
-    proc = subprocess.run(["/bin/sh", "-c", command], input=stdin, capture_output=True,
-                          timeout=60, env={"PATH": f"{shims}:{os.environ['PATH']}"})
-    reader = ReportReader(marker)
-    reader.feed(proc.stdout)
-    assert (proc.returncode, reader.report) == (0, b"{}\n"), proc.stderr
-    assert Counter(calls.read_text().split()) == {"mkdir": 1, "cat": 1, "dd": 4, "chmod": 1,
-                                                  "mv": 1, "rm": 1}
+    output = str(stage / "output.json")
+
+    def boot(config: bytes) -> Counter[str]:
+        calls.write_text("")
+        files = (StagedFile("config.json", config), StagedFile("context.json", b'{"n": []}'),
+                 StagedFile("boot-boot.sh", b'#!/bin/sh\n[ ! -e output.json ] && '
+                                            b'echo "{\\"a\\": $A}" >output.json\n', 0o700))
+        command, stdin, marker = staged_command(
+            Staging(str(stage), files, (output,), output, 100), ["./boot-boot.sh"],
+            {"A": "1", "B": "2"}, TOKEN)
+        proc = subprocess.run(["/bin/sh", "-c", command], input=stdin, capture_output=True,
+                              timeout=60, env={"PATH": f"{shims}:{os.environ['PATH']}"})
+        reader = ReportReader(marker)
+        reader.feed(proc.stdout)
+        assert (proc.returncode, reader.report) == (0, b'{"a": 1}\n'), proc.stderr
+        assert (stage / "config.json").read_bytes() == config
+        return Counter(calls.read_text().split())
+
+    assert boot(b"{}") == {"mkdir": 1, "tar": 1, "dd": 1}
+    assert boot(b'{"again": 1}') == {"mkdir": 1, "tar": 1, "chmod": 1, "mv": 1, "rm": 1,
+                                     "dd": 1}
+    assert sorted(p.name for p in stage.iterdir()) == ["boot-boot.sh", "config.json",
+                                                       "context.json", "output.json"]
