@@ -9,7 +9,7 @@ key that answers, pinned from then on, with a warning.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from launchplan.ctx.hostkeys import (
     HostKey,
@@ -23,6 +23,7 @@ from launchplan.levels.nodelog import NodeLog
 from launchplan.levels.runtime import RunContext
 from launchplan.plan.model import NodeSpec
 from launchplan.providers.base import Provider
+from launchplan.state import NodeRecord
 
 if TYPE_CHECKING:
     from launchplan.remote import Session
@@ -38,12 +39,17 @@ def key_to_send(spec: NodeSpec, provider: Provider) -> HostKey | None:
     return generate_host_key()
 
 
+def reads_console(spec: NodeSpec, provider: Provider) -> bool:
+    """Whether pin_before_connecting waits for the node's console (host_key_policy console)."""
+    return spec.host_key_policy == "console" and provider.capabilities.creates_machines
+
+
 def pin_before_connecting(ctx: RunContext, spec: NodeSpec, provider: Provider,
-                          resource_id: str, deadline: float, log: NodeLog) -> None:
-    """Record what is known of a key cei did not make, before the first SSH connection."""
-    record = ctx.store.get_node(ctx.run, spec.node)
+                          record: NodeRecord, deadline: float, log: NodeLog) -> dict[str, Any]:
+    """What is known of a key cei did not make, before the first SSH connection: the node's
+    fields to store (`record` is the node as stored, its address known)."""
     if record.host_key or spec.host_key_policy == "accept-new":
-        return
+        return {}
     capabilities = provider.capabilities
     if spec.host_key_policy == "console" and not capabilities.console:
         known = "" if capabilities.creates_machines else ", with host_key: or known_hosts"
@@ -51,14 +57,12 @@ def pin_before_connecting(ctx: RunContext, spec: NodeSpec, provider: Provider,
                        f"cloud has none (use host_key_policy: pinned{known})")
     if not capabilities.creates_machines:
         line = existing_host_key(spec, str(record.address), record.port)
-        ctx.store.update_node(ctx.run, spec.node, host_key=line,
-                              host_key_fingerprint=fingerprint(line))
-        return
+        return {"host_key": line, "host_key_fingerprint": fingerprint(line)}
     if spec.host_key_policy == "console":
-        found = _console_fingerprints(ctx, provider, resource_id, deadline)
+        found = _console_fingerprints(ctx, provider, str(record.resource_id), deadline)
         log.note(f"host key fingerprints from the console: {', '.join(found)}")
-        ctx.store.update_node(ctx.run, spec.node,
-                              programs={**record.programs, "host_key_fingerprints": found})
+        return {"programs": {**record.programs, "host_key_fingerprints": found}}
+    return {}
 
 
 def existing_host_key(spec: NodeSpec, address: str, port: int | None) -> str:
@@ -78,10 +82,10 @@ def existing_host_key(spec: NodeSpec, address: str, port: int | None) -> str:
     return line
 
 
-def pin_after_connecting(ctx: RunContext, spec: NodeSpec, session: Session,
-                         log: NodeLog) -> None:
+def pin_after_connecting(ctx: RunContext, spec: NodeSpec, record: NodeRecord,
+                         session: Session, log: NodeLog) -> None:
     """Pin the key that answered when none was pinned before (console, accept-new)."""
-    if ctx.store.get_node(ctx.run, spec.node).host_key is not None:
+    if record.host_key is not None:
         return
     ctx.store.update_node(ctx.run, spec.node, host_key=session.host_key,
                           host_key_fingerprint=session.host_key_fingerprint)

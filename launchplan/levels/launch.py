@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import threading
 import time
@@ -471,31 +472,40 @@ class _NodeLauncher:
                            + (f": {info.error}" if info.error else ""))
         # a local node picks its own port; on a cloud or an existing host it is the plan's
         port = info.port if provider.capabilities.port_per_node else spec.ssh_port
-        ctx.store.update_node(ctx.run, spec.node, address=info.address, port=port,
-                              hostname=info.hostname)
+        changes: dict[str, Any] = {"address": info.address, "port": port,
+                                   "hostname": info.hostname}
+        record = dataclasses.replace(self._record(), **changes)
+        ssh = spec.needs_ssh and not spec.local_exe
+        if ssh and hostkeys.reads_console(spec, provider):  # the address shows meanwhile
+            ctx.store.update_node(ctx.run, spec.node, **changes)
+            changes = {}
+        if ssh:  # what is known of the host key, with the address in one write
+            changes.update(hostkeys.pin_before_connecting(ctx, spec, provider, record,
+                                                          deadline, log))
+            record = dataclasses.replace(record, **changes)
+        if changes:
+            ctx.store.update_node(ctx.run, spec.node, **changes)
         if spec.local_exe:  # its programs run here, as cloudinit.d's local_exe did
-            self._step(states.CONTEXTUALIZING)
             with LocalSession() as here:
-                self._contextualize(here, log, str(local_stage_dir(ctx.run_dir, spec.node)))
+                self._contextualize(here, record, log,
+                                    str(local_stage_dir(ctx.run_dir, spec.node)))
             self._set(states.READY)
             return
         if not spec.needs_ssh:
             self._set(states.READY)
             return
 
-        hostkeys.pin_before_connecting(ctx, spec, provider, resource_id, deadline, log)
-        record = self._record()
         session = ctx.open_session(record, retry_for=_left(deadline, "SSH to answer"))
         try:
-            hostkeys.pin_after_connecting(ctx, spec, session, log)
+            hostkeys.pin_after_connecting(ctx, spec, record, session, log)
             if provider.capabilities.runs_cloud_init:
                 result = session.run(CLOUD_INIT_WAIT, timeout=_left(deadline, "cloud-init"))
                 if result.status not in (0, 2):  # 2: finished with recoverable errors
                     raise CeiError("cloud-init reported an error on the node: "
                                    + (result.stdout_tail + result.stderr_tail).strip())
-            self._step(states.CONTEXTUALIZING)
             # relative to the login directory, which the first command tells (see Stage)
-            self._contextualize(session, log, stage_dir(ctx.run, spec.service, spec.index))
+            self._contextualize(session, record, log,
+                                stage_dir(ctx.run, spec.service, spec.index))
         finally:
             session.close()
         self._set(states.READY)
@@ -545,12 +555,14 @@ class _NodeLauncher:
         self.resource_id = info.resource_id
         return info.resource_id
 
-    def _contextualize(self, session: Session | LocalSession, log: NodeLog,
-                       stage_path: str) -> None:
+    def _contextualize(self, session: Session | LocalSession, record: NodeRecord,
+                       log: NodeLog, stage_path: str) -> None:
+        """Stage, boot, agent, ready; `record` is the node as stored."""
         spec, ctx = self.spec, self.ctx
+        self._check(states.CONTEXTUALIZING)
         env = node_environment(spec, stage_path)
-        record = self._record()
-        ctx.store.update_node(ctx.run, spec.node, programs={**record.programs, "env": env})
+        programs = {**record.programs, "env": env}
+        self._set(states.CONTEXTUALIZING, programs=programs)  # teardown finds the stage
         stage = Stage(session, stage_path, env, log, cancel=ctx.cancel,
                       observer=lambda run: ctx.emit(ev.NODE_PROGRAM, node=spec.node,
                                                     **run.event_data()),
@@ -562,14 +574,14 @@ class _NodeLauncher:
         # its login directory, in one write
         changes: dict[str, Any] = {} if outputs is None else {"outputs": outputs}
         if stage.env != env:
-            changes["programs"] = {**self._record().programs, "env": stage.env}
+            programs = {**programs, "env": stage.env}
+            changes["programs"] = programs
         if changes:
             ctx.store.update_node(ctx.run, spec.node, **changes)
         agent = (install_agent(session, stage.path, spec, ctx.run_dir)
                  if not isinstance(session, LocalSession) else None)  # local_exe has no agent
         if agent is not None:
-            ctx.store.update_node(ctx.run, spec.node,
-                                  programs={**self._record().programs, "agent": agent})
+            ctx.store.update_node(ctx.run, spec.node, programs={**programs, "agent": agent})
             ctx.emit(ev.NODE_PROGRAM, node=spec.node, program="agent", status=0,
                      pid=agent.get("pid"), slots=agent.get("slots"))
         if spec.ready is not None:
