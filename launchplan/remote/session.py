@@ -41,6 +41,7 @@ from launchplan.remote.staging import (
     ReportReader,
     Staging,
     mkdir_command,
+    partial_suffix,
     staged_command,
 )
 from launchplan.remote.target import POLICY_PINNED, SSHTarget
@@ -62,15 +63,18 @@ _QUICK_TIMEOUT = 120.0  # cei's own short commands (home, mkdir): generous, for 
 # SHA-1 signatures (ssh-rsa) and DSA are never negotiated, whatever paramiko's own defaults.
 _NO_SHA1 = {"keys": ["ssh-rsa", "ssh-dss"], "pubkeys": ["ssh-rsa", "ssh-dss"]}
 
-# What every command runs in: it prints a header line, "PID LOGIN-DIRECTORY" (the directory
-# left out when it holds a newline), then runs the command itself (eval, with no positional
+# What every command runs in: it prints a header line, _HEADER then "PID LOGIN-DIRECTORY" (the
+# directory left out when it holds a newline; _HEADER finds the line after whatever a login
+# shell's rc files printed), then runs the command itself (eval, with no positional
 # parameters and no variable of its own left) in the process group PID leads, which holds it
 # and every child: a timeout stops that group from a second channel (_KILLER). sshd makes each
 # session's shell the leader of a group of its own, and so does the local cloud's server; a
 # shell that is not one (its group read from /proc without starting a process) goes through
 # setsid first. No process starts on the node before the command but the shells themselves,
 # and none after it.
-_RUN = ('h=$PWD; case $h in *"\n"*) h=;; esac; printf "%s %s\\n" "$$" "$h"; '
+_HEADER = b"\x1ecei-header "
+_RUN = ('h=$PWD; case $h in *"\n"*) h=;; esac; '
+        f'printf "\\036{_HEADER[1:].decode()}%s %s\\n" "$$" "$h"; '
         'c=$1; set --; eval "unset c g h; $c"')
 _WRAPPER = (
     'g=; { read -r g </proc/$$/stat; } 2>/dev/null && set -- "$1" ${g##*) } && g=$4; '
@@ -242,19 +246,27 @@ class _Stdout:
 
     def add(self, chunk: bytes) -> None:
         if self._header is not None:
-            self._header += chunk
-            line, newline, chunk = self._header.partition(b"\n")
-            if not newline:
-                return
-            self._header = None
-            group, _, login_dir = line.partition(b" ")
-            if not group.isdigit():  # not our wrapper's line: pass it on whole
-                chunk = line + newline + chunk
-            else:
-                self.group = group.decode("ascii")
-                with contextlib.suppress(UnicodeDecodeError):  # else unknown, as when empty
-                    self.login_dir = login_dir.decode("utf-8") or None
+            chunk = self._read_header(self._header + chunk)
         self._pass_on(self.reader.feed(chunk) if self.reader is not None else chunk)
+
+    def _read_header(self, data: bytes) -> bytes:
+        """What of `data` is output: all but the header line, and but what may be its start."""
+        at = data.find(_HEADER)
+        if at < 0:
+            keep = partial_suffix(data, _HEADER)
+            self._header = data[len(data) - keep:]
+            return data[:len(data) - keep]
+        end = data.find(b"\n", at)
+        if end < 0:
+            self._header = data[at:]
+            return data[:at]
+        self._header = None
+        group, _, login_dir = data[at + len(_HEADER):end].partition(b" ")
+        if group.isdigit():
+            self.group = group.decode("ascii")
+            with contextlib.suppress(UnicodeDecodeError):  # else unknown, as when empty
+                self.login_dir = login_dir.decode("utf-8") or None
+        return data[:at] + data[end + 1:]
 
     def finish(self) -> None:
         if self._header:

@@ -224,7 +224,7 @@ class ReportReader:
         assert self.report is not None
         at = data.find(self.marker)
         if at < 0:
-            keep = _partial_suffix(data, self.marker)
+            keep = partial_suffix(data, self.marker)
             self.report += data[:len(data) - keep]
             self._held = data[len(data) - keep:]
             return b""
@@ -233,12 +233,12 @@ class ReportReader:
         return data[at + len(self.marker):]
 
     def _hold_partial(self, data: bytes) -> bytes:
-        keep = _partial_suffix(data, self.marker)
+        keep = partial_suffix(data, self.marker)
         self._held = data[len(data) - keep:]
         return data[:len(data) - keep]
 
 
-def _partial_suffix(data: bytes, marker: bytes) -> int:
+def partial_suffix(data: bytes, marker: bytes) -> int:
     """The length of the longest end of `data` that begins `marker`."""
     start = data.rfind(marker[:1], max(0, len(data) - len(marker) + 1))
     while start >= 0:
