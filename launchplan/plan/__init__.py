@@ -1,7 +1,7 @@
 """Launch plans: load and check a plan file, render its services into node specs.
 
 Heavy libraries (jinja2, jsonschema) are imported here and nowhere above; the CLI imports this
-package lazily.
+package lazily, and Jinja2 (plan/engine.py) loads only with a plan's first template.
 """
 
 from __future__ import annotations

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeGuard
-
-from jinja2 import nodes
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from launchplan.errors import PlanError
 from launchplan.suggest import did_you_mean
@@ -42,6 +40,9 @@ NAMES = ("vars", "run", "service", "services")
 SERVICE_KEYS = ("name", "index", "count")
 
 Fail = Callable[[str, int | None], PlanError]
+
+if TYPE_CHECKING:
+    from jinja2 import nodes
 
 
 def check_plan(plan: Plan, problems: Problems) -> None:
@@ -173,13 +174,9 @@ def _check_credentials(profile: Mapping[str, Any], site: Site) -> None:
 
 def _uses_env(source: str) -> bool:
     try:
-        ast = shared_templates().parse(source)
+        return shared_templates().calls_env(shared_templates().parse(source))
     except TemplateProblem:
         return False
-    return any(
-        isinstance(call.node, nodes.Name) and call.node.name == "env"
-        for call in ast.find_all(nodes.Call)
-    )
 
 
 def _check_files(plan: Plan, decl: ServiceDecl, site: Site, refs: _Refs) -> None:
@@ -273,31 +270,27 @@ class _Refs:
         self.level = level
         self.levels = {s.name: s.level for s in plan.services()}
         self.level_names = {lvl.index: lvl.name for lvl in plan.levels}
-        self.known = frozenset(NAMES) | shared_templates().known_globals()
 
     def check(self, ast: nodes.Template, fail: Fail) -> None:
+        templates = shared_templates()
+        known = frozenset(NAMES) | templates.known_globals()
         try:
-            undeclared = shared_templates().undeclared(ast)
+            undeclared = templates.undeclared(ast)
         except TemplateProblem as bad:
             raise fail(bad.message, bad.line) from None
         for name in sorted(undeclared):
-            if name not in self.known:
-                line = next(n.lineno for n in ast.find_all(nodes.Name) if n.name == name)
-                hint = did_you_mean(name, self.known)
+            if name not in known:
+                line = templates.name_line(ast, name)
+                hint = did_you_mean(name, known)
                 raise fail(
                     f"unknown name '{name}' in template{hint}; templates know "
                     "vars, run, service, services and env()",
                     line,
                 )
-        for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-            assert isinstance(node, (nodes.Getattr, nodes.Getitem))
-            base = node.node
-            key = _static_key(node)
-            if not isinstance(base, nodes.Name) or key is None:
-                continue
-            problem = self._problem(base.name, key)
+        for base, key, line in templates.lookups(ast):
+            problem = self._problem(base, key)
             if problem:
-                raise fail(problem, node.lineno)
+                raise fail(problem, line)
 
     def _problem(self, base: str, key: str) -> str | None:
         if base == "vars" and key not in self.plan.variables:
@@ -323,12 +316,3 @@ class _Refs:
             f"services.{key}: service '{key}' is in {which} ({self.level_names[level]}); "
             "templates can only use services of earlier levels"
         )
-
-
-def _static_key(node: nodes.Getattr | nodes.Getitem) -> str | None:
-    if isinstance(node, nodes.Getattr):
-        return node.attr
-    arg = node.arg
-    if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
-        return arg.value
-    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def loaded_after(code: str) -> set[str]:
@@ -44,3 +45,22 @@ def test_help_loads_no_ssh_cloud_plan_or_store_library() -> None:
     assert "click" in modules
     heavy = {"paramiko", "jinja2", "jsonschema", "boto3", "libcloud", "rich", "yaml", "sqlite3"}
     assert not {m.split(".")[0] for m in modules} & heavy
+
+
+def test_jinja2_loads_with_a_plans_first_template(tmp_path: Path) -> None:
+    """A plan without a template is loaded and rendered without Jinja2 (the sandbox and
+    the renderer live in plan/engine.py); the first template loads it and renders."""
+    plain = tmp_path / "plain.yml"
+    plain.write_text("plan: p\nclouds:\n  hosts: {driver: static}\ndefaults: {cloud: hosts}\n"
+                     "levels:\n  - services:\n      a: {host: [h1, h2]}\n")
+    templated = tmp_path / "templated.yml"
+    templated.write_text(plain.read_text()
+                         + "  - services:\n      b:\n        host: h3\n"
+                           "        config: {peer: '{{ services.a.nodes[0].address }}'}\n")
+    render = ("from launchplan.plan import load_plan\n"
+              "from launchplan.plan.render import render_all\n"
+              "specs = render_all(load_plan({path!r}))\n"
+              "assert '<a/0.address>' in str([s.config for s in specs]) or len(specs) == 2\n")
+    assert "jinja2" not in loaded_after(render.format(path=str(plain)))
+    modules = loaded_after(render.format(path=str(templated)))
+    assert {"jinja2", "launchplan.plan.engine"} <= modules
