@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 # Key fragments that mark a secret in any dict cei stores (matched on the lower-cased key).
@@ -14,10 +16,17 @@ _PRIVATE_KEY_MARK = "PRIVATE KEY-----"
 _REDACTED_KEY = "<private key redacted>"
 
 
+_SECRET = re.compile("|".join(map(re.escape, _SECRET_FRAGMENTS)))
+_CLOUD_SECRET = re.compile("|".join(map(re.escape, _CLOUD_SECRET_FRAGMENTS)))
+
+
+@lru_cache(maxsize=4096)
 def secret_name(key: str, *, cloud: bool = False) -> bool:
-    """Whether a key (or an environment variable's name) marks its value as a secret."""
-    fragments = _CLOUD_SECRET_FRAGMENTS if cloud else _SECRET_FRAGMENTS
-    return any(fragment in key.lower() for fragment in fragments)
+    """Whether a key (or an environment variable's name) marks its value as a secret.
+
+    Asked for every key of every dict the store writes, which are mostly the same few names:
+    the answers are kept."""
+    return (_CLOUD_SECRET if cloud else _SECRET).search(key.lower()) is not None
 
 
 def scrub_secrets(value: Any, *, cloud: bool = False) -> Any:
