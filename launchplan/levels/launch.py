@@ -476,15 +476,18 @@ class _NodeLauncher:
                                    "hostname": info.hostname}
         record = dataclasses.replace(self._record(), **changes)
         ssh = spec.needs_ssh and not spec.local_exe
-        if ssh and hostkeys.reads_console(spec, provider):  # the address shows meanwhile
+        console = ssh and hostkeys.reads_console(spec, provider)
+        try:  # a key known at once (an existing host's) goes with the address: one write
+            if ssh and not console:
+                changes.update(hostkeys.pin_before_connecting(ctx, spec, provider, record,
+                                                              deadline, log))
+        finally:  # the address, even when no key is known
             ctx.store.update_node(ctx.run, spec.node, **changes)
-            changes = {}
-        if ssh:  # what is known of the host key, with the address in one write
-            changes.update(hostkeys.pin_before_connecting(ctx, spec, provider, record,
-                                                          deadline, log))
-            record = dataclasses.replace(record, **changes)
-        if changes:
-            ctx.store.update_node(ctx.run, spec.node, **changes)
+        if console:  # polled for while the address shows
+            changes = hostkeys.pin_before_connecting(ctx, spec, provider, record, deadline, log)
+            if changes:
+                ctx.store.update_node(ctx.run, spec.node, **changes)
+        record = dataclasses.replace(record, **changes)
         if spec.local_exe:  # its programs run here, as cloudinit.d's local_exe did
             with LocalSession() as here:
                 self._contextualize(here, record, log,

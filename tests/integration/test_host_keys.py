@@ -138,6 +138,8 @@ def test_static_host_without_a_known_key_is_refused(
                check=1)
     assert "host_key:" in proc.stderr and "known_hosts" in proc.stderr
     assert "accept-new" in proc.stderr
+    [record] = Store(home).nodes("uk")  # the failed node still shows where it is
+    assert (record.state, record.address, record.host_key) == ("failed", sshd.host, None)
     cei(home, "terminate", "uk", check=0)
 
 
