@@ -63,9 +63,9 @@ _QUICK_TIMEOUT = 120.0  # cei's own short commands (home, mkdir): generous, for 
 # SHA-1 signatures (ssh-rsa) and DSA are never negotiated, whatever paramiko's own defaults.
 _NO_SHA1 = {"keys": ["ssh-rsa", "ssh-dss"], "pubkeys": ["ssh-rsa", "ssh-dss"]}
 
-# What every command runs in: it prints a header line, _HEADER then "PID LOGIN-DIRECTORY" (the
-# directory left out when it holds a newline; _HEADER finds the line after whatever a login
-# shell's rc files printed), then runs the command itself (eval, with no positional
+# What every command runs in: it prints a header, _HEADER "PID LOGIN-DIRECTORY" \x1e\n
+# (_HEADER finds it after whatever a login shell's rc files printed; the directory may hold
+# any byte but NUL), then runs the command itself (eval, with no positional
 # parameters and no variable of its own left) in the process group PID leads, which holds it
 # and every child: a timeout stops that group from a second channel (_KILLER). sshd makes each
 # session's shell the leader of a group of its own, and so does the local cloud's server; a
@@ -73,9 +73,8 @@ _NO_SHA1 = {"keys": ["ssh-rsa", "ssh-dss"], "pubkeys": ["ssh-rsa", "ssh-dss"]}
 # setsid first. No process starts on the node before the command but the shells themselves,
 # and none after it.
 _HEADER = b"\x1ecei-header "
-_RUN = ('h=$PWD; case $h in *"\n"*) h=;; esac; '
-        f'printf "\\036{_HEADER[1:].decode()}%s %s\\n" "$$" "$h"; '
-        'c=$1; set --; eval "unset c g h; $c"')
+_RUN = (f'printf "\\036{_HEADER[1:].decode()}%s %s\\036\\n" "$$" "$PWD"; '
+        'c=$1; set --; eval "unset c g; $c"')
 _WRAPPER = (
     'g=; { read -r g </proc/$$/stat; } 2>/dev/null && set -- "$1" ${g##*) } && g=$4; '
     'if [ -n "$g" ] && [ "$g" != $$ ] && command -v setsid >/dev/null 2>&1; then '
@@ -256,7 +255,7 @@ class _Stdout:
             keep = partial_suffix(data, _HEADER)
             self._header = data[len(data) - keep:]
             return data[:len(data) - keep]
-        end = data.find(b"\n", at)
+        end = data.find(b"\x1e\n", at + len(_HEADER))
         if end < 0:
             self._header = data[at:]
             return data[:at]
@@ -266,7 +265,7 @@ class _Stdout:
             self.group = group.decode("ascii")
             with contextlib.suppress(UnicodeDecodeError):  # else unknown, as when empty
                 self.login_dir = login_dir.decode("utf-8") or None
-        return data[:at] + data[end + 1:]
+        return data[:at] + data[end + 2:]
 
     def finish(self) -> None:
         if self._header:

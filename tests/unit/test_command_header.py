@@ -38,6 +38,16 @@ def test_the_header_is_read_off_at_any_chunk_boundary(tmp_path: Path, size: int,
     assert stdout.login_dir == str(tmp_path)
 
 
+def test_a_login_directory_may_hold_a_newline(tmp_path: Path) -> None:
+    odd = tmp_path / "two\nlines \u00e9"
+    odd.mkdir()
+    tail = Tail()
+    stdout = _Stdout(tail, None, None)
+    stdout.add(run_wrapped("echo out", odd))
+    stdout.finish()
+    assert (stdout.login_dir, tail.text()) == (str(odd), "out\n")
+
+
 def test_the_command_leads_its_own_process_group(tmp_path: Path) -> None:
     """Started by a shell that is not a group leader, the wrapper goes through setsid."""
     inner = f"exec sh -c {shlex.quote(_WRAPPER)} cei-run " \
