@@ -127,8 +127,8 @@ def staged_command(staging: Staging, argv: Sequence[str] | None, env: Mapping[st
     if argv is None:
         lines.append("exit 0")
         return "\n".join(lines) + "\n", archive, marker
-    # unset: were `e` exported by the login, the program would get the script too
-    start = 'eval "$e" && unset e && ' if environment else ""
+    # unset: were `e` or `l` exported by the login, the program would get the script too
+    start = 'eval "$e" && unset e l && ' if environment else ""
     lines += [f'( umask "$u"; {start}{shell_command(argv)} )', "s=$?"]
     if staging.report is not None:
         lines.append(_report(staging.report, staging.limit))

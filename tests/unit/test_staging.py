@@ -57,9 +57,10 @@ def test_files_land_whole_with_their_modes(tmp_path: Path) -> None:
 
 def test_program_runs_with_its_environment_and_reports(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment reaches the program and nothing else: not the variable the script
-    held it in, even where the login exports one of that name."""
+    """The environment reaches the program and nothing else: not the variables the script
+    read it into, even where the login exports ones of those names."""
     monkeypatch.setenv("e", "the login's")
+    monkeypatch.setenv("l", "the login's")
     stage = tmp_path / "stage"
     output_file = stage / "output.json"
     stage.mkdir()
@@ -69,10 +70,10 @@ def test_program_runs_with_its_environment_and_reports(tmp_path: Path,
                       str(output_file), 100)
     env = {"SECRET": "it's $HOME", "ODD": "  a\\b\n\nc \\", "EMPTY": ""}
     status, output, reader, _ = run(
-        staging, ["/bin/sh", "-c", program + '; printf "[%s][%s][%s]" "$ODD" '
-                  '"${EMPTY-unset}" "${e-unset}"', "sh", "x y"], env)
+        staging, ["/bin/sh", "-c", program + '; printf "[%s][%s][%s%s]" "$ODD" '
+                  '"${EMPTY-unset}" "${e-unset}" "${l-unset}"', "sh", "x y"], env)
     assert status == 0
-    assert output == b"it's $HOME x y\n[  a\\b\n\nc \\][][unset]"
+    assert output == b"it's $HOME x y\n[  a\\b\n\nc \\][][unsetunset]"
     assert (reader.kind, reader.report) == (REPORT, b'{"a": 1}')
     assert sorted(p.name for p in stage.iterdir()) == ["c.json", "output.json"]
     assert mode(output_file) == 0o644 & ~_umask()  # the program keeps the login's umask
