@@ -51,7 +51,7 @@ def test_a_login_directory_may_hold_a_newline(tmp_path: Path) -> None:
 def test_the_command_leads_its_own_process_group(tmp_path: Path) -> None:
     """Started by a shell that is not a group leader, the wrapper goes through setsid."""
     inner = f"exec sh -c {shlex.quote(_WRAPPER)} cei-run " \
-            + shlex.quote('ps -o pgid= -p $$; echo "$$"')
+            + shlex.quote('read -r s </proc/$$/stat; set -- ${s##*) }; echo "$3 $$"')
     # a child of a non-interactive shell is not a group leader: the wrapper must move
     data = subprocess.run(["sh", "-c", f"sh -c {shlex.quote(inner)}; :"], cwd=tmp_path,
                           capture_output=True, check=True, timeout=30,
