@@ -173,8 +173,9 @@ def _check_credentials(profile: Mapping[str, Any], site: Site) -> None:
 
 
 def _uses_env(source: str) -> bool:
+    templates = shared_templates()
     try:
-        return shared_templates().calls_env(shared_templates().parse(source))
+        return templates.calls_env(templates.parse(source))
     except TemplateProblem:
         return False
 

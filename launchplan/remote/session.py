@@ -40,8 +40,8 @@ from launchplan.remote.staging import (
     STAGING_FAILED,
     ReportReader,
     Staging,
+    before_partial,
     mkdir_command,
-    partial_suffix,
     staged_command,
 )
 from launchplan.remote.target import POLICY_PINNED, SSHTarget
@@ -252,9 +252,8 @@ class _Stdout:
         """What of `data` is output: all but the header line, and but what may be its start."""
         at = data.find(_HEADER)
         if at < 0:
-            keep = partial_suffix(data, _HEADER)
-            self._header = data[len(data) - keep:]
-            return data[:len(data) - keep]
+            output, self._header = before_partial(data, _HEADER)
+            return output
         end = data.find(b"\x1e\n", at + len(_HEADER))
         if end < 0:
             self._header = data[at:]

@@ -201,7 +201,8 @@ class ReportReader:
         if self.kind is None:
             at = data.find(self.marker)
             if at < 0:
-                return self._hold_partial(data)
+                output, self._held = before_partial(data, self.marker)
+                return output
             output, data = data[:at], data[at + len(self.marker):]
             return output + self._after_marker(data)
         return self._after_marker(data)
@@ -225,25 +226,21 @@ class ReportReader:
         assert self.report is not None
         at = data.find(self.marker)
         if at < 0:
-            keep = partial_suffix(data, self.marker)
-            self.report += data[:len(data) - keep]
-            self._held = data[len(data) - keep:]
+            content, self._held = before_partial(data, self.marker)
+            self.report += content
             return b""
         self.report += data[:at]
         self._done = True
         return data[at + len(self.marker):]
 
-    def _hold_partial(self, data: bytes) -> bytes:
-        keep = partial_suffix(data, self.marker)
-        self._held = data[len(data) - keep:]
-        return data[:len(data) - keep]
 
 
-def partial_suffix(data: bytes, marker: bytes) -> int:
-    """The length of the longest end of `data` that begins `marker`."""
+def before_partial(data: bytes, marker: bytes) -> tuple[bytes, bytes]:
+    """`data` split before its longest end that begins `marker` (to hold back until the next
+    chunk shows whether the marker follows), and that end."""
     start = data.rfind(marker[:1], max(0, len(data) - len(marker) + 1))
     while start >= 0:
         if marker.startswith(data[start:]):
-            return len(data) - start
+            return data[:start], data[start:]
         start = data.rfind(marker[:1], max(0, len(data) - len(marker) + 1), start)
-    return 0
+    return data, b""
