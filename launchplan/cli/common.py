@@ -83,6 +83,13 @@ def open_store(url: str | None = None) -> Store:
     return store
 
 
+def close_stores() -> None:
+    """Close the stores this command opened, as it exits: SQLite folds its -wal file back
+    into cei.db, which a user may copy alone."""
+    while _opened:
+        _opened.pop().close()
+
+
 def settle_stores(exit_code: int) -> int:
     """Before exiting, write what the state database missed while it was unreachable (the
     ids of nodes created meanwhile), waiting up to $CEI_STATE_WAIT seconds for it to be back.

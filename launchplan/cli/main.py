@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -92,7 +93,14 @@ def cli(state_url: str | None) -> None:
 
 def main() -> None:
     """Entry point: every cei error becomes one message and its exit status, never a traceback."""
-    from launchplan.cli.common import settle_stores
+    from launchplan.cli.common import close_stores, settle_stores
     from launchplan.cli.output import run_cli
 
-    sys.exit(settle_stores(run_cli(cli)))
+    code = settle_stores(run_cli(cli))
+    close_stores()
+    # What is still alive lives until the process ends: spare the collector's passes over
+    # all of it while the interpreter shuts down (0.1-0.2 s of CPU after a launch of 10 to
+    # 50 nodes, bench/bench_fanout.py). Nothing needs them: the stores are closed above,
+    # every file by its owner, and atexit and weakref.finalize hooks still run.
+    gc.freeze()
+    sys.exit(code)

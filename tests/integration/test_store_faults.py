@@ -1,5 +1,6 @@
-"""The real `cei` on a broken or full $CEI_HOME: one clear message, exit 1, no traceback, and
-a run that `cei terminate` finishes once space returns."""
+"""The real `cei` and its $CEI_HOME: on a broken or full one, one clear message, exit 1, no
+traceback, and a run that `cei terminate` finishes once space returns; on a sound one, one
+database file left between commands."""
 
 from __future__ import annotations
 
@@ -50,3 +51,12 @@ def test_a_full_disk_fails_the_launch_cleanly_and_terminate_finishes_it_later(
     status = json.loads(cei(home, "status", "full", "--cached", "--json").stdout)
     assert status["status"] == "terminated"
     assert node_processes(home) == []
+
+
+def test_each_command_leaves_its_state_in_the_one_database_file(home: Path) -> None:
+    """A user may copy cei.db alone: every command folds its -wal file back in as it exits
+    (it closes its stores before it skips the interpreter's last collections)."""
+    for args in (["launch", str(PLANS / "counted.yml"), "--name", "one", "--var", "n=2"],
+                 ["status", "one"], ["terminate", "one"]):
+        cei(home, *args, check=0)
+        assert sorted(p.name for p in home.glob("cei.db*")) == ["cei.db"], args
