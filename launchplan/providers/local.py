@@ -47,7 +47,9 @@ from launchplan.providers.base import (
 )
 from launchplan.providers.localnode.procinfo import (
     NODE_ROOT_ENV,
+    PARENT_ENV,
     is_node_process,
+    orphaned_factories,
     processes_with_env,
     read_json,
     write_json_atomic,
@@ -80,8 +82,8 @@ _INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR
 class _NodeFactory:
     """One pre-imported process that forks nodes (see launchplan.providers.localnode).
 
-    It ends when its stdin closes: when this object is collected or the cei process exits.
-    The nodes it made live on, detached.
+    It ends when its stdin closes: when this object is collected or the cei process exits,
+    and at its next request once the cei process is gone. The nodes it made live on, detached.
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -95,6 +97,7 @@ class _NodeFactory:
         env["PATH"] = os.pathsep.join(
             p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p
         )
+        env[PARENT_ENV] = str(os.getpid())
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = os.open(run_dir / "local-cloud.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -158,6 +161,7 @@ class LocalProvider(Provider):
         super().__init__(options, run_dir)
         self.nodes_dir = run_dir / "nodes"
         self._factory: _NodeFactory | None = None
+        self._orphans_awaited = False
 
     # -- files -------------------------------------------------------------------------------
 
@@ -172,7 +176,20 @@ class LocalProvider(Provider):
         finally:
             os.close(fd)
 
+    def _await_orphans(self) -> None:
+        """Before this provider first looks for nodes: let each factory of the run whose cei
+        process died (a SIGKILLed launch) end. It makes no node once it notices, but a node
+        it had begun shows only once it has ended (within SPAWN_WAIT seconds)."""
+        if self._orphans_awaited:
+            return
+        self._orphans_awaited = True
+        run_dir = self.run_dir.resolve()
+        deadline = time.monotonic() + SPAWN_WAIT
+        while orphaned_factories(run_dir) and time.monotonic() < deadline:
+            time.sleep(POLL)
+
     def _node_dir(self, resource_id: str) -> Path | None:
+        self._await_orphans()
         run, sep, node = resource_id.partition("/")
         if not sep or not node:
             return None
@@ -350,6 +367,7 @@ class LocalProvider(Provider):
             return None
 
     def find(self, run: str) -> list[NodeInfo]:
+        self._await_orphans()
         found: list[NodeInfo] = []
         if not self.nodes_dir.is_dir():
             return found

@@ -31,7 +31,12 @@ from launchplan.errors import ProviderError
 from launchplan.providers import get_provider
 from launchplan.providers.base import ERROR, PENDING, RUNNING, TERMINATED, NodeInfo, NodeRequest
 from launchplan.providers.local import LocalProvider
-from launchplan.providers.localnode.procinfo import read_json, starttime
+from launchplan.providers.localnode.procinfo import (
+    PARENT_ENV,
+    orphaned_factories,
+    read_json,
+    starttime,
+)
 from tests.integration.cli_helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -456,6 +461,61 @@ def test_node_outlives_the_process_that_created_it(cloud: Cloud, keys: Keys) -> 
     assert [n.resource_id for n in cloud.provider.find(RUN)] == [resource_id]
     with connect(info, keys.host_public, keys.client) as client:
         assert run(client, "echo alive") == (0, "alive\n", "")
+
+
+def test_a_request_left_by_a_killed_cei_process_makes_no_node(cloud: Cloud, keys: Keys) -> None:
+    """A launch SIGKILLed after handing the factory a request, before the node exists: the
+    factory, still starting, must not make the node later, when `cei terminate` may already
+    have looked for it and found nothing; and a later look waits for the factory to end."""
+    dies = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        from launchplan.providers import local
+        from launchplan.providers.base import NodeRequest
+
+        def hand_over_and_die(factory, node_dir):
+            factory._proc.stdin.write(f"{{node_dir}}\\n")
+            factory._proc.stdin.flush()
+            print(factory._proc.pid, flush=True)
+            os._exit(0)  # as SIGKILL would: no answer read, nothing closed
+
+        local._NodeFactory.spawn = hand_over_and_die
+        provider = local.LocalProvider({{}}, Path({str(cloud.provider.run_dir)!r}))
+        provider.create(NodeRequest({RUN!r}, "late", "late/0", "tok-late/0", {{}},
+                                    sys.stdin.buffer.read(), {{"cei:run": {RUN!r}}}))
+        """
+    )
+    cloud.created.append(f"{RUN}/late/0")  # destroyed at the end should it have been made
+    done = subprocess.run([sys.executable, "-c", dies], input=_cloud_config(keys).encode(),
+                          capture_output=True, timeout=60, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr.decode()
+    factory = int(done.stdout)
+    wait_for(lambda: not pid_alive(factory), 30, "the orphaned node factory to end")
+    assert read_json(cloud.provider.nodes_dir / "late-0" / "spawn.json") is None
+    assert cloud.provider.find(RUN) == []
+
+
+def test_a_first_look_waits_for_a_factory_whose_cei_process_is_gone(cloud: Cloud) -> None:
+    """A node such a factory had begun shows only once it has ended: the provider's first
+    look waits for it, and never for the factory of a cei process that still runs."""
+    run_dir = cloud.provider.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stand_in = [sys.executable, "-c", "import time; time.sleep(1.5)"]
+    orphan = subprocess.Popen(stand_in, cwd=run_dir,  # its "cei process" is not its parent
+                              env={**os.environ, PARENT_ENV: str(2**22 + 7)})
+    served = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                              cwd=run_dir, env={**os.environ, PARENT_ENV: str(os.getpid())})
+    try:
+        wait_for(lambda: orphaned_factories(run_dir) == [orphan.pid], 10, "the stand-in")
+        assert cloud.provider.find(RUN) == []
+        assert orphaned_factories(run_dir) == []
+        assert served.poll() is None
+    finally:
+        for proc in (orphan, served):
+            proc.kill()
+            proc.wait()
 
 
 def test_destroy_stops_node_and_its_commands(cloud: Cloud, keys: Keys) -> None:

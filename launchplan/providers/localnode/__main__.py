@@ -5,6 +5,10 @@ CPU; fifty nodes importing them at once on two cores take seconds. The factory i
 and forks a node per request: one node directory per line on stdin, answered by one line on
 stdout (`ok PID` or `error MESSAGE`). A node detaches (its own session, re-parented) before it
 is reported, so it outlives the factory and the cei process; the factory ends at EOF.
+
+A request still in the pipe when its cei process died (a SIGKILLed launch) is dropped: the
+factory ends instead. A node made then could appear after `cei terminate` had looked for it,
+and nothing would stop it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import sys
 from pathlib import Path
 
 from launchplan.providers.localnode.node import run_node
-from launchplan.providers.localnode.procinfo import starttime, write_json_atomic
+from launchplan.providers.localnode.procinfo import PARENT_ENV, starttime, write_json_atomic
 
 
 def _become_node(node_dir: Path) -> None:
@@ -39,9 +43,12 @@ def _become_node(node_dir: Path) -> None:
 
 
 def serve() -> int:
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
     for line in sys.stdin:
         if not line.strip():
             continue
+        if os.getppid() != parent:  # the cei process that asked is gone: so is its answer
+            return 0
         node_dir = Path(line.strip()).absolute()
         child = os.fork()
         if child == 0:

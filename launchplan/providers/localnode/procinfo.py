@@ -15,6 +15,8 @@ from typing import Any
 # Every command a node runs carries this variable; after a node is killed hard, its leftover
 # commands are found by it (and only by it) in /proc/PID/environ.
 NODE_ROOT_ENV = "CEI_NODE_ROOT"
+# The node factory's: the PID of the cei process whose requests it serves (see __main__.py).
+PARENT_ENV = "CEI_LOCAL_CLOUD_PARENT"
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -57,21 +59,40 @@ def is_node_process(pid: int | None, started: int | None, node_dir: Path) -> boo
     return is_alive(pid, started) and cwd_is(pid, node_dir.resolve() / "home")
 
 
+def _others() -> list[int]:
+    """Every PID but this process's."""
+    me = os.getpid()
+    return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit() and int(e.name) != me]
+
+
+def _environ(pid: int) -> list[bytes]:
+    """PID's environment as NAME=VALUE items (empty when gone or not this user's)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return fh.read().split(b"\0")
+    except OSError:
+        return []
+
+
 def processes_with_env(name: str, value: str) -> list[int]:
     """PIDs (of this user; others are unreadable) whose environment has NAME=VALUE exactly."""
     wanted = f"{name}={value}".encode()
-    found: list[int] = []
-    me = os.getpid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
+    return [pid for pid in _others() if wanted in _environ(pid)]
+
+
+def orphaned_factories(run_dir: Path) -> list[int]:
+    """Node factories working in `run_dir` whose cei process is gone: their parent is no longer
+    the PID their PARENT_ENV names (the nodes they made work in their own directories)."""
+    prefix = f"{PARENT_ENV}=".encode()
+    found = []
+    for pid in _others():
+        if not cwd_is(pid, run_dir):
             continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as fh:
-                env = fh.read()
-        except OSError:
-            continue
-        if wanted in env.split(b"\0"):
-            found.append(int(entry.name))
+        parents = [item[len(prefix):] for item in _environ(pid) if item.startswith(prefix)]
+        fields = _stat_fields(pid)
+        if parents and fields is not None and fields[0] not in ("Z", "X", "x") \
+                and fields[1].encode() != parents[0]:
+            found.append(pid)
     return found
 
 
