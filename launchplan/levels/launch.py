@@ -574,7 +574,8 @@ class _NodeLauncher:
         outputs = stage.boot(spec.boot, spec.output_limit) if spec.boot is not None else None
         stage.flush()
         # the outputs, and the environment with its paths absolute now that the node told
-        # its login directory, in one write
+        # its login directory, in one write (teardown reads absolute paths as the programs
+        # seen through: programs.seen_through)
         changes: dict[str, Any] = {} if outputs is None else {"outputs": outputs}
         if stage.env != env:
             programs = {**programs, "env": stage.env}

@@ -326,6 +326,13 @@ class Stage:
         raise StepTimeout(message)
 
 
+def seen_through(env: Mapping[str, str]) -> bool:
+    """Whether a launch saw the node's programs through, from the environment it stored: it
+    stores it with its paths absolute (Stage.env) with the boot's outputs; a launch killed
+    before, or a boot that failed, leaves them relative to the login directory."""
+    return env.get("CEI_STAGE", "").startswith("/")
+
+
 def _read(path: str) -> bytes:
     """A program file to stage; RemoteError (as an upload raised) when it cannot be read."""
     try:

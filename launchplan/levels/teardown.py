@@ -27,8 +27,9 @@ from launchplan.levels import events as ev
 from launchplan.levels import states
 from launchplan.levels.agents import stop_agent
 from launchplan.levels.launch import DEFAULT_PARALLEL
+from launchplan.levels.leftovers import stop_leftovers
 from launchplan.levels.nodelog import NodeLog, node_log_path
-from launchplan.levels.programs import Stage
+from launchplan.levels.programs import Stage, seen_through
 from launchplan.levels.runtime import RunContext
 from launchplan.levels.sites import Elsewhere, unreachable
 from launchplan.plan.model import ProgramSpec
@@ -381,10 +382,14 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
         log.close()
         return
     try:
-        agent = node.programs.get("agent")
-        if not isinstance(session, LocalSession) and (
-                problem := stop_agent(session, agent)):
-            warn(node.node, problem)
+        if not isinstance(session, LocalSession):
+            if problem := stop_agent(session, node.programs.get("agent")):
+                warn(node.node, problem)
+            # an existing host outlives the run: what a killed launch's program left runs on
+            if not driver_capabilities(node.driver).creates_machines and not seen_through(env):
+                stopped = stop_leftovers(session, env["CEI_STAGE"])
+                if stopped:
+                    log.note(f"stopped {stopped} process(es) that its programs left running")
         if spec:
             stage = Stage(session, env["CEI_STAGE"], env, log, cancel=ctx.cancel)
             result = stage.run_retried("terminate", ProgramSpec.from_dict(spec))
