@@ -466,7 +466,7 @@ def test_node_outlives_the_process_that_created_it(cloud: Cloud, keys: Keys) -> 
 def test_a_request_left_by_a_killed_cei_process_makes_no_node(cloud: Cloud, keys: Keys) -> None:
     """A launch SIGKILLed after handing the factory a request, before the node exists: the
     factory, still starting, must not make the node later, when `cei terminate` may already
-    have looked for it and found nothing; and a later look waits for the factory to end."""
+    have looked for it and found nothing."""
     dies = textwrap.dedent(
         f"""
         import os, sys
