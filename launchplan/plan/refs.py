@@ -9,6 +9,7 @@ credentials must come from env().
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -272,17 +273,21 @@ class _Refs:
         self.levels = {s.name: s.level for s in plan.services()}
         self.level_names = {lvl.index: lvl.name for lvl in plan.levels}
 
+    @cached_property
+    def known(self) -> frozenset[str]:
+        """The names a template may use (Jinja2 loads with the first template checked)."""
+        return frozenset(NAMES) | shared_templates().known_globals()
+
     def check(self, ast: nodes.Template, fail: Fail) -> None:
         templates = shared_templates()
-        known = frozenset(NAMES) | templates.known_globals()
         try:
             undeclared = templates.undeclared(ast)
         except TemplateProblem as bad:
             raise fail(bad.message, bad.line) from None
         for name in sorted(undeclared):
-            if name not in known:
+            if name not in self.known:
                 line = templates.name_line(ast, name)
-                hint = did_you_mean(name, known)
+                hint = did_you_mean(name, self.known)
                 raise fail(
                     f"unknown name '{name}' in template{hint}; templates know "
                     "vars, run, service, services and env()",

@@ -234,7 +234,6 @@ class ReportReader:
         return data[at + len(self.marker):]
 
 
-
 def before_partial(data: bytes, marker: bytes) -> tuple[bytes, bytes]:
     """`data` split before its longest end that begins `marker` (to hold back until the next
     chunk shows whether the marker follows), and that end."""
