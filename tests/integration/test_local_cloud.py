@@ -95,6 +95,11 @@ class Cloud:
             self.provider.destroy(resource_id)
 
 
+def proc_gone(pid: int) -> bool:
+    """No /proc entry at all: not even a zombie waiting for its parent to reap it."""
+    return not Path(f"/proc/{pid}").exists()
+
+
 @pytest.fixture
 def cloud(tmp_path: Path) -> Iterator[Cloud]:
     made = Cloud(tmp_path / "runs" / RUN)
@@ -408,6 +413,18 @@ def test_node_without_host_key_generates_one_and_prints_it(cloud: Cloud, keys: K
         assert run(client, "true")[0] == 0
 
 
+def test_a_node_that_cannot_start_fails_its_create_and_the_factory_serves_on(
+        cloud: Cloud, keys: Keys) -> None:
+    """The factory answers before the node runs: what can keep a node from starting (here
+    its console cannot be opened) is found by the factory and reported at create."""
+    (cloud.provider.nodes_dir / "bad-0" / "console.log").mkdir(parents=True)
+    with pytest.raises(ProviderError, match=r"failed to start \(error cannot start the node "
+                                            r"in .*bad-0: .*Is a directory"):
+        cloud.create("bad/0", _cloud_config(keys).encode())
+    assert read_json(cloud.provider.nodes_dir / "bad-0" / "spawn.json") is None
+    assert cloud.boot("good/0", _cloud_config(keys).encode()).state == RUNNING
+
+
 def test_create_is_idempotent_by_token(cloud: Cloud, keys: Keys) -> None:
     userdata = _cloud_config(keys).encode()
     first = cloud.create("api/0", userdata)
@@ -531,6 +548,8 @@ def test_destroy_stops_node_and_its_commands(cloud: Cloud, keys: Keys) -> None:
     assert (node_dir(cloud, info) / "userdata").exists()
     cloud.provider.destroy(info.resource_id)
     assert not pid_alive(node_pid)
+    # its factory still serves this provider, and leaves no zombie of it behind
+    wait_for(lambda: proc_gone(node_pid), 5, "the stopped node to be reaped")
     # the user-data held the node's host private key
     assert not (node_dir(cloud, info) / "userdata").exists()
     wait_for(lambda: not pid_alive(background), 10, "the background command to be stopped")
