@@ -18,13 +18,16 @@ fan-out   the job "upload a 2 KB boot program and run it" on N hosts: the baseli
           addresses, the same program as `boot: {run: ...}`). Wall time of each process, the
           ratio, CPU time (user + system, the whole process) per host, and the CPU time the
           sshds and their sessions took per host (the nodes' side). Medians.
-levels    L levels of S services each, one host each, boot `sleep 1`: the launch's wall time
-          against its critical path (L seconds): the overhead per level; the baseline is
-          the paramiko pool connecting and running `sleep 1` on the S hosts, L times in turn.
+levels    L levels of S services each, boot `sleep 1`: the launch's wall time against its
+          critical path (L seconds): the overhead per level. On existing hosts the services
+          of a level go to the S hosts, one each, and every level uses the same S hosts; on
+          the local cloud every service has a node of its own. The baseline is the paramiko
+          pool connecting and running `sleep 1` on the S hosts, L times in turn.
 start-up  `cei --help`, and the time from starting `cei launch --json` to its first event.
 
---code DIR (repeatable) times the fan-out of another checkout too (e.g. an unpacked `git
-archive` of main), in the same run, alternating with this one; --levels 0 skips the levels.
+--code DIR (repeatable) times the fan-out and the levels of another checkout too (e.g. an
+unpacked `git archive` of main), in the same run, alternating with this one; --levels 0
+skips the levels.
 
 Every cei run uses a private $CEI_HOME and is terminated after measuring.
 """
@@ -253,6 +256,18 @@ def levels_plan(directory: Path, hosts: Hosts, levels: int, services: int) -> Pa
     return plan
 
 
+def local_levels_plan(directory: Path, levels: int, services: int) -> Path:
+    """The same levels on the embedded local cloud: a node of its own for every service."""
+    plan = directory / "local-levels.yml"
+    lines = ["plan: local-levels", "levels:"]
+    for level in range(levels):
+        lines.append("  - services:")
+        for index in range(services):
+            lines += [f"      s{level}_{index}:", "        boot: {command: 'sleep 1'}"]
+    plan.write_text("\n".join(lines) + "\n")
+    return plan
+
+
 def median(samples: list[float]) -> float:
     return statistics.median(samples)
 
@@ -299,23 +314,36 @@ def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int,
                   f"{node / count * 1000:11.1f} ms {node / base[2]:5.2f}x", flush=True)
 
 
-def bench_levels(work: Path, hosts: Hosts, levels: int, services: int, times: int) -> None:
-    plan = levels_plan(work, hosts, levels, services)
+def bench_levels(work: Path, hosts: Hosts, levels: int, services: int, times: int,
+                 codes: list[Path]) -> None:
+    static = levels_plan(work, hosts, levels, services)
+    local = local_levels_plan(work, levels, services)
     spec = pool_spec(work, hosts, services, command="sleep 1", rounds=levels)
-    cei = Cei(work / "home")
-    bare, ours = [], []
+    ceis = [Cei(work / f"levels-home{i}", code) for i, code in enumerate([REPO, *codes])]
+    bare: list[float] = []
+    ours: dict[tuple[int, str], list[float]] = {}
     try:
-        for i in range(times):  # side by side, so that both see the same machine
+        for i in range(times):  # side by side, so that all see the same machine
             bare.append(timed([sys.executable, __file__, "--paramiko-pool", str(spec)])[0])
-            ours.append(cei.launch(plan, f"levels-{i}-{os.getpid()}")[0])
+            for j in range(len(ceis)):
+                k = (i + j) % len(ceis)
+                for where, plan in (("static", static), ("local", local)):
+                    wall = ceis[k].launch(plan, f"levels-{where}-{i}-{os.getpid()}")[0]
+                    ours.setdefault((k, where), []).append(wall)
     except RuntimeError as exc:
         print(f"levels: {exc}", flush=True)
         return
-    for who, wall in (("paramiko", median(bare)), ("cei", median(ours))):
-        print(f"{levels} levels x {services} services, boot `sleep 1`, {who}: {wall:.2f} s "
-              f"against a critical path of {levels} s: {(wall - levels) / levels:.2f} s "
-              "overhead per level", flush=True)
-    first = median([cei.first_event(plan, f"first-{i}-{os.getpid()}") for i in range(times)])
+    pool = (median(bare) - levels) / levels
+    print(f"{levels} levels x {services} services, boot `sleep 1`, critical path {levels} s "
+          f"(median of {times}): overhead per level", flush=True)
+    print(f"  paramiko pool{'':27} {median(bare):6.2f} s {pool:6.3f} s", flush=True)
+    for (k, where), walls in ours.items():
+        who = "cei" if ceis[k].code == REPO else f"cei {ceis[k].code}"
+        over = (median(walls) - levels) / levels
+        print(f"  {who + ', ' + where + ' hosts':39} {median(walls):6.2f} s {over:6.3f} s "
+              f"{over / pool:5.2f}x the pool's", flush=True)
+    cei = ceis[0]
+    first = median([cei.first_event(static, f"first-{i}-{os.getpid()}") for i in range(times)])
     helps = [timed([*cei.argv, "--help"], cei.env)[0] for _ in range(max(5, times))]
     print(f"cei --help {median(helps):.3f} s; first event of cei launch --json after "
           f"{first:.3f} s", flush=True)
@@ -345,7 +373,8 @@ def main() -> None:
         try:
             bench_fanout(work, hosts, counts, args.repeat, [c.resolve() for c in args.code])
             if args.levels:
-                bench_levels(work, hosts, args.levels, args.services, args.repeat)
+                bench_levels(work, hosts, args.levels, args.services, args.repeat,
+                             [c.resolve() for c in args.code])
         finally:
             hosts.close()
             subprocess.run(["rm", "-rf", str(Path.home() / REMOTE)], check=False)
