@@ -109,7 +109,8 @@ class Launcher:
             ctx.emit(ev.RUN_STARTED, plan=self.plan.name, path=str(self.plan.path),
                      levels=len(self.plan.levels))
             try:
-                self._launch_levels(result)
+                with ctx.keeping_sessions():  # for later levels' nodes on the same host
+                    self._launch_levels(result)
             except StateUnavailableError:
                 with contextlib.suppress(StateUnavailableError):  # recorded once it is back
                     ctx.store.set_run_status(ctx.run, states.RUN_FAILED)
@@ -499,6 +500,7 @@ class _NodeLauncher:
             return
 
         session = ctx.open_session(record, retry_for=_left(deadline, "SSH to answer"))
+        worked = False
         try:
             hostkeys.pin_after_connecting(ctx, spec, record, session, log)
             if provider.capabilities.runs_cloud_init:
@@ -509,8 +511,9 @@ class _NodeLauncher:
             # relative to the login directory, which the first command tells (see Stage)
             self._contextualize(session, record, log,
                                 stage_dir(ctx.run, spec.service, spec.index))
+            worked = True
         finally:
-            session.close()
+            ctx.release(record, session, worked)
         self._set(states.READY)
 
     def _create(self, provider: Provider, host_key: HostKey | None, log: NodeLog) -> str:

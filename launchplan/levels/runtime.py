@@ -6,6 +6,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from launchplan.plan.model import CloudSpec
 from launchplan.plan.render import AUTH_ENV
 from launchplan.providers import Provider, driver_capabilities, get_provider
 from launchplan.remote import SSHTarget
+from launchplan.remote.idle import IdleSessions
 from launchplan.remote.local import LocalSession
 from launchplan.state import EventRecord, NodeRecord, Store
 from launchplan.state.runkeys import private_key
@@ -74,6 +76,7 @@ class RunContext:
         self.cancel = cancel or threading.Event()
         self._lock = threading.Lock()
         self._providers: dict[str, Provider] = {}
+        self._idle: IdleSessions | None = None
 
     # events -------------------------------------------------------------------------------
     def emit(self, kind: str, *, node: str | None = None, state: str | None = None,
@@ -207,9 +210,41 @@ class RunContext:
         )
 
     def open_session(self, node: NodeRecord, retry_for: float) -> Session:
+        """A session to the node: one kept open for its SSH target (keeping_sessions), else a
+        new connection, tried for up to `retry_for` seconds. Give it back with `release`."""
+        target = self.target(node)
+        idle = self._idle
+        kept = idle.take(target) if idle is not None else None
+        if kept is not None:
+            return kept
         from launchplan.remote import Session  # paramiko loads when a node is first reached
 
-        return Session.open(self.target(node), retry_for=retry_for, cancel=self.cancel)
+        return Session.open(target, retry_for=retry_for, cancel=self.cancel)
+
+    def release(self, node: NodeRecord, session: Session | LocalSession, worked: bool) -> None:
+        """Done with the node's session: within keeping_sessions, one to an existing host
+        over which the node's work `worked` waits for the next node on that host; any other
+        is closed."""
+        idle = self._idle
+        if (idle is not None and worked and not isinstance(session, LocalSession)
+                and not driver_capabilities(node.driver).creates_machines):
+            idle.give(session)
+        else:
+            session.close()
+
+    @contextmanager
+    def keeping_sessions(self) -> Iterator[None]:
+        """Within: `release` keeps the sessions to existing hosts open for the next node on the
+        same host (a service per level on one host: remote/idle.py); all closed at the end."""
+        if self._idle is not None:  # already kept by an enclosing operation
+            yield
+            return
+        idle = self._idle = IdleSessions()
+        try:
+            yield
+        finally:
+            self._idle = None
+            idle.close()
 
     def open_host(self, node: NodeRecord, retry_for: float) -> Session | LocalSession:
         """Where the node's programs run: this machine for `local_exe`, else the node."""

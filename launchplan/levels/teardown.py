@@ -90,15 +90,16 @@ class Terminator:
             levels: dict[int, list[NodeRecord]] = defaultdict(list)
             for node in ctx.store.nodes(ctx.run):
                 levels[node.level].append(node)
-            for level in sorted(levels, reverse=True):
-                nodes = self._destroy_together(levels[level], by_node, programs)
-                with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, len(nodes)))
-                                        ) as pool:
-                    self.result.destroyed += sum(pool.map(
-                        lambda n: take_down(ctx, n, by_node.get(n.node, []), programs,
-                                            self._warn), nodes))
-                if ctx.cancel.is_set():
-                    self._interrupted()
+            with ctx.keeping_sessions():  # for the other services on the same host
+                for level in sorted(levels, reverse=True):
+                    nodes = self._destroy_together(levels[level], by_node, programs)
+                    with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, len(nodes)))
+                                            ) as pool:
+                        self.result.destroyed += sum(pool.map(
+                            lambda n: take_down(ctx, n, by_node.get(n.node, []), programs,
+                                                self._warn), nodes))
+                    if ctx.cancel.is_set():
+                        self._interrupted()
             self._sweep(resources)
             self._verify()
             self.result.status = (states.RUN_TEARDOWN_INCOMPLETE if self.result.remaining
@@ -381,6 +382,7 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
             warn(node.node, f"terminate program not run: {exc}")
         log.close()
         return
+    worked = False
     try:
         if not isinstance(session, LocalSession):
             if problem := stop_agent(session, node.programs.get("agent")):
@@ -403,12 +405,13 @@ def _run_terminate_program(ctx: RunContext, node: NodeRecord, warn: Warn) -> Non
         service_dir = posixpath.dirname(stage)
         session.run_argv(["rm", "-rf", stage], timeout=60)
         session.run_argv(["rmdir", service_dir, posixpath.dirname(service_dir)], timeout=60)
+        worked = True
     except Interrupted:
         raise
     except CeiError as exc:
         warn(node.node, f"terminate program failed: {exc}")
     finally:
-        session.close()
+        ctx.release(node, session, worked)
         log.close()
 
 

@@ -24,7 +24,8 @@ from launchplan.levels.outputs import OutputsRefused
 from launchplan.levels.programs import Stage
 from launchplan.plan.model import ProgramSpec
 from launchplan.remote import Session
-from tests.integration.conftest import SSHDServer
+from tests.integration.cli_helpers import wait_for
+from tests.integration.conftest import SSHDFactory, SSHDServer
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +152,56 @@ def test_a_launch_never_asks_the_login_directory(
     assert {n.node: n.outputs["stage"] for n in nodes} == expected
     assert {n.node: n.programs["env"]["CEI_STAGE"] for n in nodes} == expected
     assert round_trips["sftp"] == 0
+
+
+def test_nodes_on_one_existing_host_reuse_its_connection_level_after_level(
+        sshd_factory: SSHDFactory, tmp_path: Path) -> None:
+    """A service per level on one host: a later level's node takes the connection an earlier
+    node gave back instead of logging in again, and so do terminate's nodes. Two nodes at work
+    at once never share one, and none is left open when the command ends."""
+    from launchplan.levels import events as ev
+    from launchplan.levels.events import Event, discard
+    from launchplan.levels.launch import Launcher
+    from launchplan.levels.runtime import RunContext
+    from launchplan.levels.teardown import Terminator
+    from launchplan.plan import load_plan
+    from launchplan.state import Store
+
+    server = sshd_factory.start()
+
+    def logins() -> int:
+        return server.log().count("Accepted publickey")
+
+    def connected() -> bool:  # sshd forks a process per connection
+        return bool(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split())
+
+    service = {"host": server.host, "ssh_port": server.port, "ssh_user": server.user,
+               "ssh_key": server.key_path, "host_key": server.host_key,
+               "boot": {"command": "sleep 0.5"}}  # a and b are at work at the same time
+    run = f"rt-reuse-{os.getpid()}"
+    plan_path = tmp_path / "plan.yml"
+    plan_path.write_text(json.dumps({
+        "plan": "reuse", "clouds": {"hosts": {"driver": "static"}},
+        "defaults": {"cloud": "hosts", "timeout": 60},
+        "levels": [{"services": {"a": service, "b": service}}, {"services": {"c": service}}]}))
+    before_level: dict[int, int] = {}
+
+    def seen(event: Event) -> None:
+        if event.kind == ev.LEVEL_STARTED:
+            before_level[event.data["index"]] = logins()
+
+    with Store(tmp_path / "home", "") as store:
+        store.create_run(run, "reuse", str(plan_path))
+        try:
+            result = Launcher(RunContext(store, run, seen), load_plan(plan_path)).launch()
+            assert (result.status, result.failures) == ("ready", [])
+            launched = logins()
+            wait_for(lambda: not connected(), 10, "the launch's connections to close")
+            Terminator(RunContext(store, run, discard)).terminate()
+            torn_down = logins() - launched
+            wait_for(lambda: not connected(), 10, "terminate's connections to close")
+        finally:
+            shutil.rmtree(login_dir(server) / ".cei" / run, ignore_errors=True)
+    assert before_level == {1: 0, 2: 2}  # a and b logged in each
+    assert launched == 2  # c took a's or b's connection
+    assert 1 <= torn_down <= 2  # c's first, then a and b: fewer logins than nodes
