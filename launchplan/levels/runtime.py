@@ -222,9 +222,9 @@ class RunContext:
         return Session.open(target, retry_for=retry_for, cancel=self.cancel)
 
     def release(self, node: NodeRecord, session: Session | LocalSession, worked: bool) -> None:
-        """Done with the node's session: within keeping_sessions, one to an existing host
-        over which the node's work `worked` waits for the next node on that host; any other
-        is closed."""
+        """Done with the node's session. Within keeping_sessions, a session to an existing
+        host over which the node's work went through (`worked`) is kept for the next node on
+        that host; any other is closed."""
         idle = self._idle
         if (idle is not None and worked and not isinstance(session, LocalSession)
                 and not driver_capabilities(node.driver).creates_machines):
