@@ -157,8 +157,9 @@ def test_a_launch_never_asks_the_login_directory(
 def test_nodes_on_one_existing_host_reuse_its_connection_level_after_level(
         sshd_factory: SSHDFactory, tmp_path: Path) -> None:
     """A service per level on one host: a later level's node takes the connection an earlier
-    node gave back instead of logging in again, and so do terminate's nodes. Two nodes at work
-    at once never share one, and none is left open when the command ends."""
+    node gave back instead of logging in again, and so do terminate's nodes; none is left open
+    when either command ends. (That two nodes at work at once never share one is the pool's
+    rule: tests/unit/test_idle_sessions.py.)"""
     from launchplan.levels import events as ev
     from launchplan.levels.events import Event, discard
     from launchplan.levels.launch import Launcher
@@ -175,15 +176,22 @@ def test_nodes_on_one_existing_host_reuse_its_connection_level_after_level(
     def connected() -> bool:  # sshd forks a process per connection
         return bool(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split())
 
-    service = {"host": server.host, "ssh_port": server.port, "ssh_user": server.user,
-               "ssh_key": server.key_path, "host_key": server.host_key,
-               "boot": {"command": "sleep 0.5"}}  # a and b are at work at the same time
+    host = {"host": server.host, "ssh_port": server.port, "ssh_user": server.user,
+            "ssh_key": server.key_path, "host_key": server.host_key}
+
+    def meeting(me: str, other: str) -> dict[str, Any]:
+        """A boot that ends only once the other's has begun (10 s at most): at work at once."""
+        return {**host, "boot": {"command": (
+            f"touch {tmp_path}/{me}; i=0; while [ ! -e {tmp_path}/{other} ] && [ $i -lt 200 ]; "
+            f"do sleep 0.05; i=$((i+1)); done; test -e {tmp_path}/{other}")}}
+
     run = f"rt-reuse-{os.getpid()}"
     plan_path = tmp_path / "plan.yml"
     plan_path.write_text(json.dumps({
         "plan": "reuse", "clouds": {"hosts": {"driver": "static"}},
         "defaults": {"cloud": "hosts", "timeout": 60},
-        "levels": [{"services": {"a": service, "b": service}}, {"services": {"c": service}}]}))
+        "levels": [{"services": {"a": meeting("a", "b"), "b": meeting("b", "a")}},
+                   {"services": {"c": {**host, "boot": {"command": "true"}}}}]}))
     before_level: dict[int, int] = {}
 
     def seen(event: Event) -> None:
@@ -202,6 +210,6 @@ def test_nodes_on_one_existing_host_reuse_its_connection_level_after_level(
             wait_for(lambda: not connected(), 10, "terminate's connections to close")
         finally:
             shutil.rmtree(login_dir(server) / ".cei" / run, ignore_errors=True)
-    assert before_level == {1: 0, 2: 2}  # a and b logged in each
+    assert before_level == {1: 0, 2: 2}  # a and b, at work at once, logged in each
     assert launched == 2  # c took a's or b's connection
     assert 1 <= torn_down <= 2  # c's first, then a and b: fewer logins than nodes
