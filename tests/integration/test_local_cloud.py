@@ -217,7 +217,7 @@ def node_dir(cloud: Cloud, info: NodeInfo) -> Path:
 def pid_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:  # reaped, even between a check and the read
+    except (FileNotFoundError, ProcessLookupError):  # reaped, even between open and read
         return False
     return state.rsplit(")", 1)[1].split()[0] != "Z"
 

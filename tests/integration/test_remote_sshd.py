@@ -58,7 +58,7 @@ def process_gone(pid: int) -> bool:
     """True when pid no longer runs (a zombie awaiting its reaper counts as gone)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped, even between open and read
         return True
     return any(
         line.split()[1:2] == ["Z"] for line in status.splitlines() if line.startswith("State:")
