@@ -109,7 +109,7 @@ class Launcher:
             ctx.emit(ev.RUN_STARTED, plan=self.plan.name, path=str(self.plan.path),
                      levels=len(self.plan.levels))
             try:
-                with ctx.keeping_sessions():  # for later levels' nodes on the same host
+                with ctx.keeping_sessions(self.parallel):  # for later levels on the same host
                     self._launch_levels(result)
             except StateUnavailableError:
                 with contextlib.suppress(StateUnavailableError):  # recorded once it is back

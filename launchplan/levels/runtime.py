@@ -233,13 +233,14 @@ class RunContext:
             session.close()
 
     @contextmanager
-    def keeping_sessions(self) -> Iterator[None]:
-        """Within: `release` keeps the sessions to existing hosts open for the next node on the
-        same host (a service per level on one host: remote/idle.py); all closed at the end."""
+    def keeping_sessions(self, limit: int) -> Iterator[None]:
+        """Within: `release` keeps up to `limit` sessions to existing hosts open for the next
+        node on the same host (a service per level on one host: remote/idle.py); all closed
+        at the end."""
         if self._idle is not None:  # already kept by an enclosing operation
             yield
             return
-        idle = self._idle = IdleSessions()
+        idle = self._idle = IdleSessions(limit=limit)
         try:
             yield
         finally:

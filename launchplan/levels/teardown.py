@@ -90,7 +90,7 @@ class Terminator:
             levels: dict[int, list[NodeRecord]] = defaultdict(list)
             for node in ctx.store.nodes(ctx.run):
                 levels[node.level].append(node)
-            with ctx.keeping_sessions():  # for the other services on the same host
+            with ctx.keeping_sessions(self.parallel):  # for the other services on a host
                 for level in sorted(levels, reverse=True):
                     nodes = self._destroy_together(levels[level], by_node, programs)
                     with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, len(nodes)))

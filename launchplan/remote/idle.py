@@ -28,13 +28,13 @@ if TYPE_CHECKING:
     from launchplan.remote.session import Session
 
 IDLE_FOR = 30.0  # seconds a session may wait for its next node
-LIMIT = 64  # sessions kept at most (the oldest goes first); cei's default --parallel
 
 
 class IdleSessions:
-    """Open sessions waiting for their next node, by SSH target. Thread-safe."""
+    """Open sessions waiting for their next node, by SSH target, at most `limit` of them (the
+    oldest goes first: the command's --parallel, so as many as its nodes at work). Thread-safe."""
 
-    def __init__(self, idle_for: float = IDLE_FOR, limit: int = LIMIT,
+    def __init__(self, limit: int, idle_for: float = IDLE_FOR,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._idle_for = idle_for
         self._limit = limit

@@ -31,9 +31,9 @@ class Clock:
         return self.now
 
 
-def pool(**kwargs: Any) -> tuple[IdleSessions, Clock]:
+def pool(limit: int = 64, **kwargs: Any) -> tuple[IdleSessions, Clock]:
     clock = Clock()
-    return IdleSessions(clock=clock, **kwargs), clock
+    return IdleSessions(limit, clock=clock, **kwargs), clock
 
 
 def test_a_session_given_back_goes_to_the_next_node_with_an_equal_target_only_once() -> None:
