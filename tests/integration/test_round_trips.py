@@ -213,3 +213,40 @@ def test_nodes_on_one_existing_host_reuse_its_connection_level_after_level(
     assert before_level == {1: 0, 2: 2}  # a and b, at work at once, logged in each
     assert launched == 2  # c took a's or b's connection
     assert 1 <= torn_down <= 2  # c's first, then a and b: fewer logins than nodes
+
+
+def test_a_kept_connection_the_host_closed_meanwhile_gives_way_to_a_new_login(
+        sshd_factory: SSHDFactory, tmp_path: Path) -> None:
+    """A host may drop a connection while it waits for its next node (this sshd closes one
+    with no channel open after 1 s): the next node on that host logs in anew and goes on."""
+    from launchplan.levels.events import discard
+    from launchplan.levels.launch import Launcher
+    from launchplan.levels.runtime import RunContext
+    from launchplan.plan import load_plan
+    from launchplan.state import Store
+
+    dropping = sshd_factory.start(extra=("UnusedConnectionTimeout 1",))
+    other = sshd_factory.start()
+
+    def on(server: SSHDServer, command: str) -> dict[str, Any]:
+        return {"host": server.host, "ssh_port": server.port, "ssh_user": server.user,
+                "ssh_key": server.key_path, "host_key": server.host_key,
+                "boot": {"command": command}}
+
+    run = f"rt-dropped-{os.getpid()}"
+    plan_path = tmp_path / "plan.yml"
+    plan_path.write_text(json.dumps({
+        "plan": "dropped", "clouds": {"hosts": {"driver": "static"}},
+        "defaults": {"cloud": "hosts", "timeout": 60},
+        "levels": [{"services": {"a": on(dropping, "true")}},
+                   {"services": {"b": on(other, "sleep 2.5")}},  # a's connection waits
+                   {"services": {"c": on(dropping, "true")}}]}))
+    with Store(tmp_path / "home", "") as store:
+        store.create_run(run, "dropped", str(plan_path))
+        try:
+            result = Launcher(RunContext(store, run, discard), load_plan(plan_path)).launch()
+        finally:
+            for server in (dropping, other):
+                shutil.rmtree(login_dir(server) / ".cei" / run, ignore_errors=True)
+    assert (result.status, result.failures) == ("ready", [])
+    assert dropping.log().count("Accepted publickey") == 2
