@@ -3,7 +3,8 @@
 Layout: run_dir/nodes/<node with "/" -> "-">/ (0700) holds the node's request, user-data,
 console log and status (see launchplan.providers.localnode). A node gets its own loopback
 address 127.A.B.C, unique among the run's nodes (A from a hash of the run name, B.C from a
-counter), an OS-chosen port, and the hostname "<service>-<index>.<run>.cei.local".
+counter, nodes/.addresses.json), an OS-chosen port, and the hostname
+"<service>-<index>.<run>.cei.local".
 
 Options (the cloud profile): `port`, the port every node listens on (default 0: the OS picks a
 free one; each node has its own address, so one fixed port serves them all).
@@ -140,9 +141,25 @@ def _stop_factory(proc: subprocess.Popen[str]) -> None:
         proc.stdout.close()
 
 
+ADDRESSES = 254 * 256  # a run's addresses: 127.A.0.1 to 127.A.255.254
+ADDRESS_COUNTER = ".addresses.json"  # in nodes/: how many addresses the run has handed out
+
+
+def _first_octet(run: str) -> int:
+    return zlib.crc32(run.encode()) % 254 + 1
+
+
 def _address(run: str, number: int) -> str:
-    first = zlib.crc32(run.encode()) % 254 + 1
-    return f"127.{first}.{number // 254 % 256}.{number % 254 + 1}"
+    return f"127.{_first_octet(run)}.{number // 254 % 256}.{number % 254 + 1}"
+
+
+def _number(run: str, address: str) -> int | None:
+    """Which of the run's addresses `address` is (the inverse of _address), if it is one."""
+    parts = address.split(".")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts) \
+            or parts[:2] != ["127", str(_first_octet(run))]:
+        return None
+    return int(parts[2]) * 254 + int(parts[3]) - 1
 
 
 class LocalProvider(Provider):
@@ -202,21 +219,29 @@ class LocalProvider(Provider):
             return None
         return path
 
-    def _used_addresses(self) -> set[str]:
-        used = set()
+    def _allocate_address(self, run: str) -> str:
+        """An address no node of the run has had (called under the lock): the next of the
+        counter in nodes/.addresses.json, so that making the Nth node reads no other node's
+        files. Without a readable counter (a run from before it), the run's node directories
+        are read once, and the counter starts past every address they hold."""
+        counter = self.nodes_dir / ADDRESS_COUNTER
+        number = (read_json(counter) or {}).get("handed_out")
+        if not isinstance(number, int):
+            held = [_number(run, address) for address in self._addresses()]
+            number = 1 + max((n for n in held if n is not None), default=-1)
+        if number >= ADDRESSES:
+            raise ProviderError(f"local cloud: run {run} has no loopback address left")
+        write_json_atomic(counter, {"handed_out": number + 1})
+        return _address(run, number)
+
+    def _addresses(self) -> list[str]:
+        """The addresses the node directories hold."""
+        found = []
         for entry in self.nodes_dir.iterdir():
             request = read_json(entry / "request.json") if entry.is_dir() else None
             if request and request.get("address"):
-                used.add(str(request["address"]))
-        return used
-
-    def _allocate_address(self, run: str) -> str:
-        used = self._used_addresses()
-        for number in range(254 * 256):
-            address = _address(run, number)
-            if address not in used:
-                return address
-        raise ProviderError(f"local cloud: run {run} has no loopback address left")
+                found.append(str(request["address"]))
+        return found
 
     @staticmethod
     def _identity(path: Path) -> tuple[int | None, int | None]:

@@ -425,6 +425,37 @@ def test_a_node_that_cannot_start_fails_its_create_and_the_factory_serves_on(
     assert cloud.boot("good/0", _cloud_config(keys).encode()).state == RUNNING
 
 
+def test_addresses_are_never_handed_out_twice_and_a_create_reads_no_other_node(
+        cloud: Cloud, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Nth node's address comes from a counter: making it reads as many files as making
+    the second did. A destroyed node's address is not given again, and a run whose counter is
+    missing (made before it) starts past every address its nodes hold."""
+    from launchplan.providers import local
+
+    reads: list[Path] = []
+    read_json_of = local.read_json
+
+    def counted(path: Path) -> dict[str, object] | None:
+        reads.append(path)
+        return read_json_of(path)
+
+    monkeypatch.setattr(local, "read_json", counted)
+    userdata = _cloud_config(keys).encode()
+    made, per_create = [], []
+    for index in range(6):
+        reads.clear()
+        made.append(cloud.create(f"many/{index}", userdata))
+        per_create.append(len(reads))
+    assert per_create[1] == per_create[-1], per_create
+    addresses = [info.address for info in made]
+    cloud.provider.destroy(made[2].resource_id)
+    (cloud.provider.nodes_dir / local.ADDRESS_COUNTER).unlink()
+    addresses.append(cloud.create("many/6", userdata).address)
+    addresses.append(cloud.create("many/7", userdata).address)
+    assert len(set(addresses)) == len(addresses) == 8, addresses
+    assert addresses[-2:] == [local._address(RUN, 6), local._address(RUN, 7)]
+
+
 def test_create_is_idempotent_by_token(cloud: Cloud, keys: Keys) -> None:
     userdata = _cloud_config(keys).encode()
     first = cloud.create("api/0", userdata)
