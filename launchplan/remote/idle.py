@@ -31,8 +31,9 @@ IDLE_FOR = 30.0  # seconds a session may wait for its next node
 
 
 class IdleSessions:
-    """Open sessions waiting for their next node, by SSH target, at most `limit` of them (the
-    oldest goes first: the command's --parallel, so as many as its nodes at work). Thread-safe."""
+    """Open sessions waiting for their next node, by SSH target. At most `limit` wait (the
+    command's --parallel: as many as it has nodes at work); past it the oldest is closed.
+    Thread-safe."""
 
     def __init__(self, limit: int, idle_for: float = IDLE_FOR,
                  clock: Callable[[], float] = time.monotonic) -> None:
