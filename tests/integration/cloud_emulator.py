@@ -26,6 +26,7 @@ import base64
 import io
 import ipaddress
 import re
+import shutil
 import tempfile
 import threading
 import urllib.parse
@@ -530,6 +531,7 @@ def _node_farm() -> Iterator[NodeFarm]:
         yield farm
     finally:
         farm.destroy_all()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
