@@ -20,9 +20,11 @@ fan-out   the job "upload a 2 KB boot program and run it" on N hosts: the baseli
           sshds and their sessions took per host (the nodes' side). Medians.
 levels    L levels of S services each, boot `sleep 1`: the launch's wall time against its
           critical path (L seconds): the overhead per level. On existing hosts the services
-          of a level go to the S hosts, one each, and every level uses the same S hosts; on
-          the local cloud every service has a node of its own. The baseline is the paramiko
-          pool connecting and running `sleep 1` on the S hosts, L times in turn.
+          of a level go to the S hosts, one each, and every level uses the same S hosts:
+          once as ssh does by default (a login per node), once with an ssh config that sets
+          ControlMaster and ControlPersist (a later level reuses the connection); on the
+          local cloud every service has a node of its own. The baseline is the paramiko pool
+          connecting and running `sleep 1` on the S hosts, L times in turn.
 start-up  `cei --help`, and the time from starting `cei launch --json` to its first event.
 
 --code DIR (repeatable) times the fan-out and the levels of another checkout too (e.g. an
@@ -225,8 +227,9 @@ class Cei:
         return elapsed
 
 
-def static_cloud(hosts: Hosts) -> str:
-    return ("clouds:\n  hosts: {driver: static}\n"
+def static_cloud(hosts: Hosts, ssh_config: Path | None = None) -> str:
+    shared = f", ssh_config: {ssh_config}" if ssh_config else ""
+    return (f"clouds:\n  hosts: {{driver: static{shared}}}\n"
             "defaults:\n  cloud: hosts\n"
             f"  ssh_user: {hosts.user}\n  ssh_key: {hosts.client_key}\n"
             f"  ssh_port: {hosts.port}\n  host_key: \"{hosts.host_key}\"\n")
@@ -243,9 +246,15 @@ def fanout_plan(directory: Path, hosts: Hosts, count: int) -> Path:
     return plan
 
 
-def levels_plan(directory: Path, hosts: Hosts, levels: int, services: int) -> Path:
-    plan = directory / "levels.yml"
-    lines = ["plan: levels", static_cloud(hosts).rstrip("\n"), "levels:"]
+def levels_plan(directory: Path, hosts: Hosts, levels: int, services: int,
+                shared: bool = False) -> Path:
+    """The levels on the existing hosts; `shared`: with an ssh config whose ControlMaster and
+    ControlPersist let a later level's node reuse the connection of an earlier one."""
+    plan = directory / f"levels{'-shared' if shared else ''}.yml"
+    config = directory / "ssh_config" if shared else None
+    if config is not None:
+        config.write_text("Host *\n  ControlMaster auto\n  ControlPersist 60\n")
+    lines = ["plan: levels", static_cloud(hosts, config).rstrip("\n"), "levels:"]
     for level in range(levels):
         lines.append("  - services:")
         for index in range(services):
@@ -316,8 +325,9 @@ def bench_fanout(work: Path, hosts: Hosts, counts: list[int], times: int,
 
 def bench_levels(work: Path, hosts: Hosts, levels: int, services: int, times: int,
                  codes: list[Path]) -> None:
-    static = levels_plan(work, hosts, levels, services)
-    local = local_levels_plan(work, levels, services)
+    plans = (("existing hosts", levels_plan(work, hosts, levels, services)),
+             ("existing hosts, ControlPersist", levels_plan(work, hosts, levels, services, True)),
+             ("local cloud", local_levels_plan(work, levels, services)))
     spec = pool_spec(work, hosts, services, command="sleep 1", rounds=levels)
     ceis = [Cei(work / f"levels-home{i}", code) for i, code in enumerate([REPO, *codes])]
     bare: list[float] = []
@@ -327,8 +337,8 @@ def bench_levels(work: Path, hosts: Hosts, levels: int, services: int, times: in
             bare.append(timed([sys.executable, __file__, "--paramiko-pool", str(spec)])[0])
             for j in range(len(ceis)):
                 k = (i + j) % len(ceis)
-                for where, plan in (("static", static), ("local", local)):
-                    wall = ceis[k].launch(plan, f"levels-{where}-{i}-{os.getpid()}")[0]
+                for n, (where, plan) in enumerate(plans):
+                    wall = ceis[k].launch(plan, f"levels-{n}-{i}-{os.getpid()}")[0]
                     ours.setdefault((k, where), []).append(wall)
     except RuntimeError as exc:
         print(f"levels: {exc}", flush=True)
@@ -336,13 +346,13 @@ def bench_levels(work: Path, hosts: Hosts, levels: int, services: int, times: in
     pool = (median(bare) - levels) / levels
     print(f"{levels} levels x {services} services, boot `sleep 1`, critical path {levels} s "
           f"(median of {times}): overhead per level", flush=True)
-    print(f"  paramiko pool{'':27} {median(bare):6.2f} s {pool:6.3f} s", flush=True)
+    print(f"  paramiko pool{'':42} {median(bare):6.2f} s {pool:6.3f} s", flush=True)
     for (k, where), walls in ours.items():
         who = "cei" if ceis[k].code == REPO else f"cei {ceis[k].code}"
         over = (median(walls) - levels) / levels
-        print(f"  {who + ', ' + where + ' hosts':39} {median(walls):6.2f} s {over:6.3f} s "
+        print(f"  {who + ', ' + where:54} {median(walls):6.2f} s {over:6.3f} s "
               f"{over / pool:5.2f}x the pool's", flush=True)
-    cei = ceis[0]
+    cei, static = ceis[0], plans[0][1]
     first = median([cei.first_event(static, f"first-{i}-{os.getpid()}") for i in range(times)])
     helps = [timed([*cei.argv, "--help"], cei.env)[0] for _ in range(max(5, times))]
     print(f"cei --help {median(helps):.3f} s; first event of cei launch --json after "

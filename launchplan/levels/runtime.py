@@ -224,7 +224,8 @@ class RunContext:
     def release(self, node: NodeRecord, session: Session | LocalSession, worked: bool) -> None:
         """Done with the node's session. Within keeping_sessions, a session to an existing
         host over which the node's work went through (`worked`) is kept for the next node on
-        that host; any other is closed."""
+        that host as long as the ssh config's ControlPersist says (remote/idle.py); any other
+        is closed."""
         idle = self._idle
         if (idle is not None and worked and not isinstance(session, LocalSession)
                 and not driver_capabilities(node.driver).creates_machines):
@@ -235,8 +236,8 @@ class RunContext:
     @contextmanager
     def keeping_sessions(self, limit: int) -> Iterator[None]:
         """Within: `release` keeps up to `limit` sessions to existing hosts open for the next
-        node on the same host (a service per level on one host: remote/idle.py); all closed
-        at the end."""
+        node on the same host (a service per level on one host), where the ssh config shares
+        connections (remote/idle.py); all closed at the end."""
         if self._idle is not None:  # already kept by an enclosing operation
             yield
             return

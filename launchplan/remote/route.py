@@ -84,6 +84,7 @@ def node_target(host: str, *, port: int | None, user: str | None, key_path: str 
         jump=jump,
         connect_timeout=found.connect_timeout,
         keepalive=found.server_alive_interval,
+        persist=found.control_persist,
     )
 
 

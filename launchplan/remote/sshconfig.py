@@ -12,6 +12,7 @@ from a config file.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import shlex
@@ -49,6 +50,7 @@ class HostConfig:
     server_alive_interval: float | None = None
     host_key_alias: str | None = None
     known_hosts_files: tuple[str, ...] = _DEFAULT_KNOWN_HOSTS
+    control_persist: float = 0.0  # ControlMaster + ControlPersist: seconds (0: not kept)
 
 
 def lookup(name: str, path: str | None = None) -> HostConfig:
@@ -73,6 +75,7 @@ def lookup(name: str, path: str | None = None) -> HostConfig:
         server_alive_interval=_number(found, "serveraliveinterval", path),
         host_key_alias=found.get("hostkeyalias"),
         known_hosts_files=_known_hosts(found),
+        control_persist=_persist(found, path),
     )
 
 
@@ -84,6 +87,29 @@ def _number(found: dict[str, str], key: str, path: str | None) -> int | None:
     except ValueError:
         raise UsageError(f"ssh config {path or DEFAULT_PATH}: {key} must be a number, "
                          f"not {found[key]!r}") from None
+
+
+_MASTER = ("yes", "auto", "ask", "autoask")  # ControlMaster values that share a connection
+_TIME = re.compile(r"(\d+)([smhdw]?)")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _persist(found: dict[str, str], path: str | None) -> float:
+    """How long a connection stays open after its last use, as ControlPersist keeps an
+    OpenSSH master connection: only with ControlMaster; `yes` and 0 mean for good (for cei:
+    until the command ends); a time is in sshd_config's format (600, 10m, 1h30m)."""
+    master = str(found.get("controlmaster", "no")).lower()
+    persist = str(found.get("controlpersist", "no")).lower()
+    if master not in _MASTER or persist == "no":
+        return 0.0
+    if persist == "yes":
+        return math.inf
+    parts = _TIME.findall(persist)
+    if not parts or "".join(number + unit for number, unit in parts) != persist:
+        raise UsageError(f"ssh config {path or DEFAULT_PATH}: ControlPersist must be yes, no "
+                         f"or a time (600, 10m, 1h30m), not {found['controlpersist']!r}")
+    seconds = sum(int(number) * _UNIT[unit] for number, unit in parts)
+    return float(seconds) if seconds else math.inf
 
 
 def _jumps(value: str | None) -> tuple[str, ...] | None:

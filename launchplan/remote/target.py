@@ -21,7 +21,9 @@ class SSHTarget:
     presents first. `key_path` is the plan's key file; `identity_files` come from the ssh
     config; the ssh-agent's keys are offered too unless `identities_only`. Without any, ssh's
     default key files are tried. `jump` lists the bastions in order, each an SSHTarget whose
-    `name` says how the plan or the ssh config wrote it.
+    `name` says how the plan or the ssh config wrote it. `persist`, from the ssh config's
+    ControlMaster and ControlPersist, is how long the connection may wait for the next node
+    on the same host (remote/idle.py).
     """
 
     host: str
@@ -37,6 +39,7 @@ class SSHTarget:
     jump: tuple[SSHTarget, ...] = ()
     connect_timeout: float | None = None
     keepalive: float | None = None  # ServerAliveInterval; 0 turns keepalives off
+    persist: float = 0.0  # ControlPersist: seconds the connection may wait for a next node
     name: str | None = None  # a bastion as written ("bastion", "admin@192.0.2.1:2222")
 
     def __post_init__(self) -> None:

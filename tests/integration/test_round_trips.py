@@ -154,12 +154,22 @@ def test_a_launch_never_asks_the_login_directory(
     assert round_trips["sftp"] == 0
 
 
+def sharing_config(directory: Path, persist: str = "60") -> str:
+    """An ssh config that shares connections (ControlMaster auto, ControlPersist `persist`)."""
+    config = directory / "ssh_config"
+    config.write_text(f"Host *\n  ControlMaster auto\n  ControlPersist {persist}\n")
+    return str(config)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["control-persist", "ssh-default"])
 def test_nodes_on_one_existing_host_reuse_its_connection_level_after_level(
-        sshd_factory: SSHDFactory, tmp_path: Path) -> None:
-    """A service per level on one host: a later level's node takes the connection an earlier
-    node gave back instead of logging in again, and so do terminate's nodes; none is left open
-    when either command ends. (That two nodes at work at once never share one is the pool's
-    rule: tests/unit/test_idle_sessions.py.)"""
+        sshd_factory: SSHDFactory, tmp_path: Path, shared: bool) -> None:
+    """A service per level on one host, with ControlPersist in the ssh config: a later level's
+    node takes the connection an earlier node gave back instead of logging in again, and so do
+    terminate's nodes. Without it (ssh's default) every node logs in anew, so that what a boot
+    changed for the login holds for the next. None is left open when either command ends.
+    (That two nodes at work at once never share one is the pool's rule:
+    tests/unit/test_idle_sessions.py.)"""
     from launchplan.levels import events as ev
     from launchplan.levels.events import Event, discard
     from launchplan.levels.launch import Launcher
@@ -177,7 +187,8 @@ def test_nodes_on_one_existing_host_reuse_its_connection_level_after_level(
         return bool(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split())
 
     host = {"host": server.host, "ssh_port": server.port, "ssh_user": server.user,
-            "ssh_key": server.key_path, "host_key": server.host_key}
+            "ssh_key": server.key_path, "host_key": server.host_key,
+            "ssh_config": sharing_config(tmp_path) if shared else "none"}
 
     def meeting(me: str, other: str) -> dict[str, Any]:
         """A boot that ends only once the other's has begun (10 s at most): at work at once."""
@@ -211,14 +222,18 @@ def test_nodes_on_one_existing_host_reuse_its_connection_level_after_level(
         finally:
             shutil.rmtree(login_dir(server) / ".cei" / run, ignore_errors=True)
     assert before_level == {1: 0, 2: 2}  # a and b, at work at once, logged in each
-    assert launched == 2  # c took a's or b's connection
-    assert 1 <= torn_down <= 2  # c's first, then a and b: fewer logins than nodes
+    if shared:
+        assert launched == 2  # c took a's or b's connection
+        assert 1 <= torn_down <= 2  # c's first, then a and b: fewer logins than nodes
+    else:
+        assert (launched, torn_down) == (3, 3)
 
 
 def test_a_kept_connection_the_host_closed_meanwhile_gives_way_to_a_new_login(
         sshd_factory: SSHDFactory, tmp_path: Path) -> None:
-    """A host may drop a connection while it waits for its next node (this sshd closes one
-    with no channel open after 1 s): the next node on that host logs in anew and goes on."""
+    """A host may drop a kept connection (ControlPersist) while it waits for its next node
+    (this sshd closes one with no channel open after 1 s): the next node on that host logs in
+    anew and goes on."""
     from launchplan.levels.events import discard
     from launchplan.levels.launch import Launcher
     from launchplan.levels.runtime import RunContext
@@ -231,7 +246,7 @@ def test_a_kept_connection_the_host_closed_meanwhile_gives_way_to_a_new_login(
     def on(server: SSHDServer, command: str) -> dict[str, Any]:
         return {"host": server.host, "ssh_port": server.port, "ssh_user": server.user,
                 "ssh_key": server.key_path, "host_key": server.host_key,
-                "boot": {"command": command}}
+                "ssh_config": sharing_config(tmp_path), "boot": {"command": command}}
 
     run = f"rt-dropped-{os.getpid()}"
     plan_path = tmp_path / "plan.yml"

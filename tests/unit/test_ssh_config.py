@@ -47,6 +47,27 @@ def test_first_value_wins_and_patterns_apply(user_home: Path) -> None:
     assert (legacy.user, legacy.port) == ("fallback", None)
 
 
+def test_control_persist_counts_only_with_control_master(user_home: Path) -> None:
+    write(user_home / ".ssh" / "config",
+          "Host ten\n  ControlMaster auto\n  ControlPersist 10m\n"
+          "Host mixed\n  ControlMaster yes\n  ControlPersist 1h30m15\n"
+          "Host always\n  ControlMaster autoask\n  ControlPersist yes\n"
+          "Host zero\n  ControlMaster auto\n  ControlPersist 0\n"
+          "Host nomaster\n  ControlPersist 10m\n"
+          "Host off\n  ControlMaster auto\n  ControlPersist no\n"
+          "Host bad\n  ControlMaster auto\n  ControlPersist 10 minutes\n")
+    assert lookup("ten").control_persist == 600
+    assert lookup("mixed").control_persist == 5415
+    assert lookup("always").control_persist == lookup("zero").control_persist == float("inf")
+    assert lookup("nomaster").control_persist == lookup("off").control_persist == 0
+    assert lookup("elsewhere").control_persist == 0  # ssh's default: no sharing
+    assert node_target("ten", port=None, user=None, key_path=None,
+                       host_key="ssh-ed25519 AAAA").persist == 600
+    with pytest.raises(UsageError, match=r"ssh config .*config: ControlPersist must be yes, no "
+                                         r"or a time .*not '10 minutes'"):
+        lookup("bad")
+
+
 def test_include_is_followed_relative_to_dot_ssh_with_globs(user_home: Path) -> None:
     write(user_home / ".ssh" / "config", 'Include "conf.d/*.conf"\nHost *\n  User late\n')
     write(user_home / ".ssh" / "conf.d" / "20-b.conf", "Host b\n  HostName 10.0.0.2\n")
