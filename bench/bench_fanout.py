@@ -227,9 +227,8 @@ class Cei:
         return elapsed
 
 
-def static_cloud(hosts: Hosts, ssh_config: Path | None = None) -> str:
-    shared = f", ssh_config: {ssh_config}" if ssh_config else ""
-    return (f"clouds:\n  hosts: {{driver: static{shared}}}\n"
+def static_cloud(hosts: Hosts) -> str:
+    return ("clouds:\n  hosts: {driver: static}\n"
             "defaults:\n  cloud: hosts\n"
             f"  ssh_user: {hosts.user}\n  ssh_key: {hosts.client_key}\n"
             f"  ssh_port: {hosts.port}\n  host_key: \"{hosts.host_key}\"\n")
@@ -251,16 +250,17 @@ def levels_plan(directory: Path, hosts: Hosts, levels: int, services: int,
     """The levels on the existing hosts; `shared`: with an ssh config whose ControlMaster and
     ControlPersist let a later level's node reuse the connection of an earlier one."""
     plan = directory / f"levels{'-shared' if shared else ''}.yml"
-    config = directory / "ssh_config" if shared else None
-    if config is not None:
+    config = directory / "ssh_config"
+    if shared:
         config.write_text("Host *\n  ControlMaster auto\n  ControlPersist 60\n")
-    lines = ["plan: levels", static_cloud(hosts, config).rstrip("\n"), "levels:"]
+    lines = ["plan: levels", static_cloud(hosts).rstrip("\n"), "levels:"]
     for level in range(levels):
         lines.append("  - services:")
         for index in range(services):
             lines += [f"      s{level}_{index}:",
                       f"        host: {hosts.addresses[index % len(hosts.addresses)]}",
-                      "        boot: {command: 'sleep 1'}"]
+                      "        boot: {command: 'sleep 1'}",
+                      *([f"        ssh_config: {config}"] if shared else [])]
     plan.write_text("\n".join(lines) + "\n")
     return plan
 
