@@ -154,10 +154,10 @@ def test_a_launch_never_asks_the_login_directory(
     assert round_trips["sftp"] == 0
 
 
-def sharing_config(directory: Path, persist: str = "60") -> str:
-    """An ssh config that shares connections (ControlMaster auto, ControlPersist `persist`)."""
+def sharing_config(directory: Path) -> str:
+    """An ssh config that shares connections for a minute (ControlMaster, ControlPersist)."""
     config = directory / "ssh_config"
-    config.write_text(f"Host *\n  ControlMaster auto\n  ControlPersist {persist}\n")
+    config.write_text("Host *\n  ControlMaster auto\n  ControlPersist 60\n")
     return str(config)
 
 
