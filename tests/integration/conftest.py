@@ -222,12 +222,18 @@ def ssh_agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[SSHAgent]:
     sock = base / "agent.sock"
     proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def answers() -> bool:  # ssh-add -l exits 2 only when it cannot reach the agent
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        return sock.exists() and subprocess.run(
+            ["ssh-add", "-l"], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+            timeout=10).returncode != 2
+
     try:
         deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
+        while not answers() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        if not sock.exists():
-            pytest.fail("ssh-agent did not create its socket")
+        if not answers():  # its socket may exist before the agent answers on it
+            pytest.fail("ssh-agent did not answer on its socket")
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
         yield SSHAgent(sock, proc.pid)
     finally:
