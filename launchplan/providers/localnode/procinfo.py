@@ -36,12 +36,18 @@ def starttime(pid: int) -> int | None:
     return int(fields[19])
 
 
-def is_alive(pid: int, started: int | None) -> bool:
-    """True if PID runs (not a zombie) and is the same process that started at `started`."""
+def _running(pid: int) -> list[str] | None:
+    """_stat_fields of PID if it runs (a zombie, or a process being reaped, does not)."""
     fields = _stat_fields(pid)
     if fields is None or len(fields) < 20 or fields[0] in ("Z", "X", "x"):
-        return False
-    return started is not None and int(fields[19]) == started
+        return None
+    return fields
+
+
+def is_alive(pid: int, started: int | None) -> bool:
+    """True if PID runs (not a zombie) and is the same process that started at `started`."""
+    fields = _running(pid)
+    return fields is not None and started is not None and int(fields[19]) == started
 
 
 def cwd_is(pid: int, directory: Path) -> bool:
@@ -89,9 +95,8 @@ def orphaned_factories(run_dir: Path) -> list[int]:
         if not cwd_is(pid, run_dir):
             continue
         parents = [item[len(prefix):] for item in _environ(pid) if item.startswith(prefix)]
-        fields = _stat_fields(pid)
-        if parents and fields is not None and fields[0] not in ("Z", "X", "x") \
-                and fields[1].encode() != parents[0]:
+        fields = _running(pid)
+        if parents and fields is not None and fields[1].encode() != parents[0]:
             found.append(pid)
     return found
 
