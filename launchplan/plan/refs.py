@@ -76,7 +76,7 @@ def _check_service(plan: Plan, decl: ServiceDecl, problems: Problems) -> None:
     _check_files(plan, decl, site, refs)
     _check_count(plan, decl, site)
     _check_compat(plan, decl, site)
-    cloud, cloud_path = pick_cloud(decl)
+    cloud, cloud_path = pick_cloud(decl, plan.clouds)
     if is_template(cloud):
         _check_elastic(plan, decl, site, None)
         return
@@ -229,7 +229,7 @@ def machine_problems(plan: Plan) -> list[PlanError]:
     them, `cei launch` refuses."""
     problems = Problems()
     for decl in plan.services():
-        cloud, _ = pick_cloud(decl)
+        cloud, _ = pick_cloud(decl, plan.clouds)
         if "ssh_key" in decl.raw:
             site, key = service_site(plan, decl), decl.raw["ssh_key"]
         elif isinstance(cloud, str) and cloud in plan.clouds:

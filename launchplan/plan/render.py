@@ -79,20 +79,29 @@ def wants_text(path: tuple[Any, ...]) -> bool:
     return len(path) == 3 and path[0] in PROGRAMS and path[1] in ("args", "env")
 
 
-def pick_cloud(decl: ServiceDecl) -> tuple[Any, tuple[Any, ...] | None]:
+def pick_cloud(
+    decl: ServiceDecl, clouds: Mapping[str, Mapping[str, Any]]
+) -> tuple[Any, tuple[Any, ...] | None]:
     """The service's cloud (unrendered) and where it is written (None: implicit).
 
-    The service's own `cloud` wins; a service with `host` is on `static`; then the defaults'
-    `cloud`; else the embedded `local` cloud.
+    The service's own `cloud` wins; then the defaults' `cloud`, which a service with `host`
+    takes only when it names a static profile (a default of `aws` is for the services cei
+    creates; `host` alone means an existing machine): else such a service is on the implicit
+    `static`; a service with neither is on the embedded `local` cloud.
     """
     raw = decl.raw
     if "cloud" in raw and "cloud" not in decl.from_defaults:
         return raw["cloud"], ("cloud",)
+    if "cloud" in raw and ("host" not in raw or _names_static(clouds, raw["cloud"])):
+        return raw["cloud"], ("cloud",)
     if "host" in raw:
         return "static", None
-    if "cloud" in raw:
-        return raw["cloud"], ("cloud",)
     return "local", None
+
+
+def _names_static(clouds: Mapping[str, Mapping[str, Any]], name: Any) -> bool:
+    """Whether `name` is, as written, a profile of driver static (a template is not read)."""
+    return isinstance(name, str) and clouds.get(name, {}).get("driver") == "static"
 
 
 def resolve_path(base_dir: Path, value: str) -> str:
@@ -383,7 +392,7 @@ class _ServiceRenderer:
             self._checked.add(key)
 
     def _cloud_name(self) -> str:
-        cloud_raw, cloud_path = pick_cloud(self.decl)
+        cloud_raw, cloud_path = pick_cloud(self.decl, self.plan.clouds)
         cloud_name = render_tree(cloud_raw, self.names(0, None), ("cloud",), self.site)
         if cloud_name not in self.plan.clouds:
             hint = did_you_mean(cloud_name, self.plan.clouds)

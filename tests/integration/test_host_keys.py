@@ -160,7 +160,7 @@ def test_console_policy_needs_a_cloud_with_a_console(
 ) -> None:
     plan = static_plan(tmp_path, sshd, "noconsole", host_key_policy="console")
     proc = cei(home, "launch", str(plan), "--name", "nc", check=1)
-    assert "host_key_policy console needs a cloud console; the static cloud has none" in (
+    assert "host_key_policy console needs a cloud console; the hosts cloud has none" in (
         proc.stderr)
     assert "with host_key: or known_hosts" in proc.stderr
     cei(home, "terminate", "nc", check=0)

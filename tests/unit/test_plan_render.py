@@ -234,6 +234,38 @@ def test_string_keys_stay_text(tmp_path: Path) -> None:
     assert node.boot.args == ("2222",) and dict(node.boot.env) == {"P": "2222"}
 
 
+def test_a_host_takes_the_defaults_cloud_only_when_it_is_a_static_profile(
+        tmp_path: Path) -> None:
+    """`defaults: {cloud: office}` with office a static profile reaches the services that name
+    only a host (its login settings with it); a default cloud that creates machines does
+    not, nor one written as a template: those services stay on the implicit `static`."""
+    path = write(
+        tmp_path,
+        """
+        variables: {where: office}
+        clouds:
+          office: {driver: static, ssh_user: deploy, ssh_port: 2222}
+          aws: {driver: ec2, region: us-east-1, image: ami-1, size: t3.micro}
+        defaults: {cloud: office}
+        levels:
+          - services:
+              web: {host: 10.0.0.5}
+              own: {host: 10.0.0.6, cloud: static}
+        """,
+    )
+    plan = load_plan(path)
+    (web,) = render_service(plan, "web", "r")
+    assert (web.cloud.name, web.cloud.driver) == ("office", "static")
+    assert (web.host, web.ssh_user, web.ssh_port) == ("10.0.0.5", "deploy", 2222)
+    (own,) = render_service(plan, "own", "r")
+    assert own.cloud.name == "static" and own.ssh_user != "deploy"
+
+    for default in ("aws", '"{{ vars.where }}"'):
+        text = path.read_text().replace("{cloud: office}", f"{{cloud: {default}}}")
+        (web,) = render_service(load_plan(write(tmp_path, text)), "web", "r")
+        assert web.cloud.name == "static" and web.ssh_user != "deploy"
+
+
 def test_templated_host_list_and_cloud(tmp_path: Path) -> None:
     path = write(
         tmp_path,
