@@ -8,8 +8,6 @@ reported as a transient ProviderError, anything else as a fatal one carrying EC2
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import math
@@ -853,7 +851,11 @@ class EC2Provider(Provider):
         return []
 
     def console_output(self, resource_id: str) -> str | None:
-        """The instance's console text (for host_key_policy: console), None while empty."""
+        """The instance's console text (for host_key_policy: console), None while empty.
+
+        botocore decodes GetConsoleOutput's base64 itself (an after-call handler of its own):
+        the text arrives decoded, and decoding it again turns it into noise whenever its
+        letters and digits happen to count a multiple of four."""
         response = self._call(
             f"ec2: reading the console of {resource_id}",
             "get_console_output",
@@ -861,12 +863,7 @@ class EC2Provider(Provider):
             Latest=True,
         )
         output = response.get("Output")
-        if not output:
-            return None
-        try:
-            return base64.b64decode(output).decode("utf-8", "replace")
-        except (binascii.Error, ValueError):
-            return str(output)
+        return str(output) if output else None
 
     def find(self, run: str) -> list[NodeInfo]:
         instances = self._instances(
